@@ -1,0 +1,117 @@
+"""The FastAPI app: ``create_app()`` factory, lifespan, routes.
+
+Run it with ``uvicorn --factory app.main:create_app`` (or ``question-app``). Nothing heavy happens at
+import time; the lifespan builds telemetry, the LLM client, the checkpointer and the graph, and closes
+them all (flushing spans and metrics) on shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.sse import EventSourceResponse, format_sse_event
+from opentelemetry.instrumentation.propagators import TraceResponsePropagator, set_global_response_propagator
+
+from app.errors import PROBLEM_JSON, QuizError, current_trace_id, install_handlers, problem_for
+from app.llm import build_llm
+from app.limits import BodySizeLimit
+from app.quiz import QuizService
+from app.schemas import AskRequest, Health, Problem, Round
+from app.sessions import describe, open_checkpointer
+from app.settings import Provider, Settings
+from graphs.quiz import build_graph
+import telemetry
+
+log = logging.getLogger("app")
+
+try:
+    VERSION = version("question-app")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    VERSION = "0.0.0"
+
+router = APIRouter()
+
+
+def get_quiz(request: Request) -> QuizService:
+    return request.app.state.quiz
+
+
+QuizDep = Annotated[QuizService, Depends(get_quiz)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
+        404: "Unknown or expired session_id", 413: "Body too large", 422: "Invalid request",
+        502: "LLM failure (auth, upstream error, unusable output)", 503: "LLM rate limited (see Retry-After)",
+        504: "LLM timeout"}.items()}
+
+
+@router.post("/ask", response_model=Round, responses={
+    200: {"description": "The round as JSON, or with `Accept: text/event-stream` as server-sent events: "
+                         "`trace`, `question`, `answer`, `grade`, then `round` (or `error`).",
+          "content": {"text/event-stream": {}}}, **ERRORS})
+async def ask(body: AskRequest, quiz: QuizDep, accept: Annotated[str | None, Header()] = None) -> Any:
+    """Play one quiz round: the Teacher asks, the Student answers, the Teacher grades."""
+    prepared = await quiz.prepare(body)
+    if accept and "text/event-stream" in accept:
+        return EventSourceResponse(_sse(quiz, prepared), headers={"Cache-Control": "no-cache"})
+    return await quiz.play_round(prepared)
+
+
+async def _sse(quiz: QuizService, prepared: Any) -> AsyncIterator[bytes]:
+    yield format_sse_event(event="trace", data_str=_json({"trace_id": current_trace_id(),
+                                                          "session_id": prepared.session_id}))
+    try:
+        async for event, data in quiz.run(prepared):
+            yield format_sse_event(event=event, data_str=_json(data))
+    except QuizError as error:
+        yield format_sse_event(event="error", data_str=problem_for(error).body.decode())
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+@router.get("/health", response_model=Health)
+async def health(request: Request) -> Health:
+    """Liveness and readiness: answers from memory, never calls the LLM (an LLM outage must not restart pods)."""
+    return request.app.state.health
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. ``settings`` default: read from the environment (``Settings()``)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            tel = app.state.telemetry
+            stack.callback(tel.shutdown)  # last out: flush spans and metrics of everything below
+            llm = await build_llm(settings)
+            stack.push_async_callback(llm.aclose)
+            checkpointer = await stack.enter_async_context(open_checkpointer(settings))
+            app.state.quiz = QuizService(build_graph(checkpointer), checkpointer, llm, tel, settings)
+            app.state.health = Health(provider=settings.provider.value, model=llm.model,
+                                      embedded=settings.provider is Provider.EMBEDDED,
+                                      checkpointer=describe(settings.checkpointer_url), version=VERSION)
+            log.info("question-app %s ready: provider=%s model=%s checkpointer=%s", VERSION,
+                     settings.provider.value, llm.model, describe(settings.checkpointer_url))
+            yield
+            log.info("question-app shutting down: flushing telemetry")
+
+    app = FastAPI(title="question-app", version=VERSION, lifespan=lifespan,
+                  description="A Teacher–Student quiz played by a LangGraph multi-agent graph, with built-in "
+                              "OpenTelemetry. `POST /ask` plays one round.")
+    app.state.settings = settings
+    app.state.telemetry = telemetry.configure(VERSION)
+    app.state.telemetry.instrument_app(app)
+    set_global_response_propagator(TraceResponsePropagator())  # `traceresponse` header on every response
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_handlers(app)
+    app.include_router(router)
+    return app
+

@@ -1,0 +1,93 @@
+"""Request and response bodies of the HTTP API (what `/openapi.json` documents)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from graphs.state import Difficulty, Language, Verdict
+
+# Korean difficulty words accepted as aliases (the upstream chat UI used them).
+DIFFICULTY_ALIASES = {"쉬움": "easy", "보통": "medium", "어려움": "hard"}
+
+
+def _difficulty(value: Any) -> Any:
+    if isinstance(value, str):
+        v = value.strip().lower()
+        return DIFFICULTY_ALIASES.get(v, v)
+    return value
+
+
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80,
+                                           pattern=r"^[^\x00-\x1f\x7f<>{}]+$")]
+
+
+class AskRequest(BaseModel):
+    """One quiz round. Every field is optional: a new session starts with ``general``/``medium``; a
+    continued session keeps its settings unless new ones are given. ``message`` is parsed into the
+    fields that are absent (``"보통 난이도로 수학 문제 풀래"`` → medium, math; ``"next"``; ``"reset"``)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"subject": "math", "difficulty": "easy", "language": "en"},
+                     {"session_id": "Zq3v9yH0b7wQpL2xT5mN1c", "message": "next"},
+                     {"message": "보통 난이도로 수학 문제 풀래"}]})
+
+    subject: Subject | None = Field(None, description="math, science, history, english, general, "
+                                    "programming, geography, or any topic (≤ 80 characters).")
+    difficulty: Annotated[Difficulty | None, BeforeValidator(_difficulty)] = Field(
+        None, description="easy | medium | hard (also 쉬움 | 보통 | 어려움).")
+    language: Language | None = Field(None, description="ko | en. Default: the session's, else ko if the "
+                                      "message or subject is Korean, else en.")
+    session_id: SessionId | None = Field(None, description="From an earlier response, to play the next round.")
+    message: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+        None, description="Free-form chat text, parsed into the fields above when they are absent.")
+
+
+class Usage(BaseModel):
+    """Tokens the round used, summed over its three LLM calls (as reported by the provider)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Round(BaseModel):
+    """A played round: the question, the Student's answer and the Teacher's grade."""
+
+    session_id: str = Field(description="Send it back to play the next round of this session.")
+    round: int = Field(ge=1, description="1 for the first round of a session, then 2, 3, …")
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    question: str
+    student_answer: str
+    verdict: Verdict
+    feedback: str
+    reference_answer: str
+    model: str = Field(description="The model that played the round (deployment name on Azure).")
+    usage: Usage
+    trace_id: str | None = Field(None, description="W3C trace id (32 hex) of this request = App Insights "
+                                 "operation_Id. Null when tracing is disabled.")
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 ``application/problem+json``."""
+
+    type: str = Field(description="A URI reference naming the kind of problem, e.g. /problems/llm-timeout.")
+    title: str
+    status: int
+    detail: str = Field(description="What happened and what to do about it.")
+    instance: str | None = None
+    trace_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for 422.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    provider: str = Field(description="azure_openai | openai_compatible | embedded")
+    model: str
+    embedded: bool = Field(description="True when the embedded local model is in use (a demo, not production).")
+    checkpointer: str
+    version: str

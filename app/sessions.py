@@ -1,0 +1,54 @@
+"""Choose the LangGraph checkpointer that keeps sessions, from one setting (``CHECKPOINTER_URL``).
+
+| URL | saver | for |
+| --- | --- | --- |
+| ``memory://`` (default) | ``graphs.checkpoint.BoundedMemorySaver`` (TTL + cap) | one process; lost on restart |
+| ``sqlite:///var/lib/question-app/sessions.db`` | ``langgraph-checkpoint-sqlite`` ``AsyncSqliteSaver`` | one node, survives restarts |
+| ``postgresql://user@host:5432/db`` | ``langgraph-checkpoint-postgres`` ``AsyncPostgresSaver`` | several replicas |
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from app.settings import Settings
+from graphs.checkpoint import BoundedMemorySaver
+
+
+def describe(url: str) -> str:
+    """The checkpointer kind without credentials (for logs and ``/health``)."""
+    return url.split(":", 1)[0]
+
+
+@asynccontextmanager
+async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:
+    """Open the saver for ``settings.checkpointer_url`` and close it on exit.
+
+    Raises ``ValueError`` for an unsupported URL, and the driver's own error (e.g.
+    ``psycopg.OperationalError``) when the database cannot be reached at start-up.
+    """
+    url = settings.checkpointer_url
+    scheme = describe(url)
+    if scheme == "memory":
+        yield BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s)
+    elif scheme == "sqlite":
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        path = url.removeprefix("sqlite://").removeprefix("/") if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ValueError(f"CHECKPOINTER_URL={url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(path) as saver:
+            yield saver
+    elif scheme in ("postgres", "postgresql"):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        async with AsyncPostgresSaver.from_conn_string(url) as saver:
+            await saver.setup()  # idempotent migrations
+            yield saver
+    else:
+        raise ValueError(f"CHECKPOINTER_URL={url!r}: use memory://, sqlite:///<file> or postgresql://…")

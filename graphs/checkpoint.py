@@ -1,0 +1,83 @@
+"""A bounded in-memory LangGraph checkpointer: idle sessions expire, the number of sessions is capped.
+
+LangGraph's ``InMemorySaver`` keeps every checkpoint of every thread forever, and its ``delete_thread``
+scans every key of every thread. ``BoundedMemorySaver`` keeps only the latest checkpoint of a thread
+(what the next round resumes from), drops a thread after ``ttl_s`` idle seconds or when more than
+``max_threads`` exist (least recently written first), and deletes a thread in time proportional to its
+own size. For state that survives restarts or is shared by replicas, use the SQLite or Postgres savers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
+from langgraph.checkpoint.memory import InMemorySaver
+
+
+class BoundedMemorySaver(InMemorySaver):
+    """``InMemorySaver`` with an idle TTL (seconds) and a cap on threads (sessions)."""
+
+    def __init__(self, *, max_threads: int = 10_000, ttl_s: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_threads < 1 or ttl_s <= 0:
+            raise ValueError("max_threads must be >= 1 and ttl_s > 0")
+        super().__init__()
+        self.max_threads = max_threads
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._last_write: OrderedDict[str, float] = OrderedDict()  # LRU order, oldest first
+        self._blob_keys: defaultdict[str, set[tuple[Any, ...]]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        """Number of live threads (sessions)."""
+        self._evict()
+        return len(self._last_write)
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        saved = super().put(config, checkpoint, metadata, new_versions)
+        thread_id = str(config["configurable"]["thread_id"])
+        ns = config["configurable"]["checkpoint_ns"]
+        self._blob_keys[thread_id].update((thread_id, ns, k, v) for k, v in new_versions.items())
+        self._keep_latest(thread_id, ns, checkpoint)
+        self._last_write[thread_id] = self._clock()
+        self._last_write.move_to_end(thread_id)
+        self._evict()
+        return saved
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        self._evict()
+        return super().get_tuple(config)
+
+    def delete_thread(self, thread_id: str) -> None:
+        thread_id = str(thread_id)
+        for ns, checkpoints in self.storage.pop(thread_id, {}).items():
+            for checkpoint_id in checkpoints:
+                self.writes.pop((thread_id, ns, checkpoint_id), None)
+        for key in self._blob_keys.pop(thread_id, ()):
+            self.blobs.pop(key, None)
+        self._last_write.pop(thread_id, None)
+
+    def _keep_latest(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> None:
+        checkpoints = self.storage[thread_id][ns]
+        for old in [cid for cid in checkpoints if cid != checkpoint["id"]]:
+            del checkpoints[old]
+            self.writes.pop((thread_id, ns, old), None)
+        live = {(thread_id, ns, channel, version) for channel, version in checkpoint["channel_versions"].items()}
+        stale = {key for key in self._blob_keys[thread_id] if key[1] == ns and key not in live}
+        for key in stale:
+            self.blobs.pop(key, None)
+        self._blob_keys[thread_id] -= stale
+
+    def _evict(self) -> None:
+        horizon = self._clock() - self.ttl_s
+        while self._last_write:
+            thread_id, written = next(iter(self._last_write.items()))
+            if written > horizon and len(self._last_write) <= self.max_threads:
+                break
+            self.delete_thread(thread_id)

@@ -1,0 +1,173 @@
+"""The Teacher–Student graph: ``teacher_ask → student_answer → teacher_grade``, one round per run.
+
+Each node is one agent step. It runs inside an ``invoke_agent {agent}`` span (OpenTelemetry GenAI
+semantic conventions, https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/), so the
+LLM call the instrumentation traces beneath it is attributed to the right agent, and it records the
+step's duration. Tracer and instruments come in through the run's context: this package imports only
+the OpenTelemetry *API*, never the app or its telemetry set-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import SystemMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from opentelemetry import trace
+from opentelemetry.metrics import Histogram
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
+from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import BaseModel
+
+from graphs import prompts
+from graphs.state import Grade, Question, QuizState, Step, StudentAnswer, TokenUsage
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+class StructuredOutputError(Exception):
+    """The model's output did not validate against the step's schema after every allowed attempt."""
+
+    def __init__(self, step: Step, attempts: int) -> None:
+        super().__init__(f"{step}: no valid structured output after {attempts} attempt(s)")
+        self.step = step
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class QuizContext:
+    """What every run needs and the checkpoint must not hold (LangGraph ``context_schema``).
+
+    ``teacher``/``student``: chat models (any LangChain chat model that supports tool calling).
+    ``provider``/``model``: ``gen_ai.provider.name`` / ``gen_ai.request.model`` for the agent spans.
+    ``step_duration``: histogram (seconds) recorded per step with agent, step and ``error.type``.
+    """
+
+    teacher: BaseChatModel
+    student: BaseChatModel
+    session_id: str
+    provider: str
+    model: str
+    tracer: trace.Tracer
+    step_duration: Histogram | None = None
+    structured_output_attempts: int = 2
+
+
+@asynccontextmanager
+async def _agent_step(ctx: QuizContext, agent: str, step: Step, state: QuizState) -> AsyncIterator[trace.Span]:
+    attributes = {
+        GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_AGENT.value,
+        GenAI.GEN_AI_AGENT_NAME: agent,
+        GenAI.GEN_AI_PROVIDER_NAME: ctx.provider,
+        GenAI.GEN_AI_REQUEST_MODEL: ctx.model,
+        GenAI.GEN_AI_CONVERSATION_ID: ctx.session_id,
+        "quiz.step": step,
+        "quiz.round": state.get("round", 0) + (1 if step == "ask" else 0),
+    }
+    started = time.perf_counter()
+    error_type: str | None = None
+    with ctx.tracer.start_as_current_span(f"invoke_agent {agent}", kind=SpanKind.INTERNAL,
+                                          attributes=attributes, record_exception=False,
+                                          set_status_on_exception=False) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            span.set_attribute(error_attributes.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+            span.record_exception(exc)
+            raise
+        finally:
+            if ctx.step_duration is not None:
+                labels = {GenAI.GEN_AI_AGENT_NAME: agent, "quiz.step": step}
+                if error_type:
+                    labels[error_attributes.ERROR_TYPE] = error_type
+                ctx.step_duration.record(time.perf_counter() - started, labels)
+
+
+async def _structured(ctx: QuizContext, model: BaseChatModel, schema: type[SchemaT], step: Step,
+                      messages: list[Any], span: trace.Span) -> tuple[SchemaT, TokenUsage]:
+    """Call ``model`` for a ``schema`` instance via a forced function call; retry invalid output.
+
+    Returns the parsed object and the tokens of all attempts. Raises ``StructuredOutputError`` when no
+    attempt validates; provider errors (``openai.APIError`` and friends) propagate unchanged.
+    """
+    runnable = model.with_structured_output(schema, method="function_calling", include_raw=True)
+    usage = TokenUsage(input_tokens=0, output_tokens=0)
+    for attempt in range(1, ctx.structured_output_attempts + 1):
+        result = await runnable.ainvoke(messages)
+        meta = getattr(result["raw"], "usage_metadata", None) or {}
+        usage["input_tokens"] += int(meta.get("input_tokens", 0))
+        usage["output_tokens"] += int(meta.get("output_tokens", 0))
+        if result.get("parsed") is not None and result.get("parsing_error") is None:
+            span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, usage["input_tokens"])
+            span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, usage["output_tokens"])
+            return result["parsed"], usage
+        span.add_event("structured_output.invalid", {"attempt": attempt, "schema": schema.__name__})
+    raise StructuredOutputError(step, ctx.structured_output_attempts)
+
+
+def _language(state: QuizState) -> str:
+    return prompts.LANGUAGE_NAMES[state["language"]]
+
+
+async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Teacher writes the next question and keeps its reference answer."""
+    ctx = runtime.context
+    async with _agent_step(ctx, "teacher", "ask", state) as span:
+        history = "\n".join(f"- {q}" for q in state.get("history", [])) or "(none)"
+        messages = [SystemMessage(prompts.TEACHER_SYSTEM.format(language=_language(state))),
+                    HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"],
+                                                            subject=state["subject"], history=history))]
+        question, usage = await _structured(ctx, ctx.teacher, Question, "ask", messages, span)
+    return {"round": state.get("round", 0) + 1, "question": question, "history": [question.question],
+            "usage": {"ask": usage}}
+
+
+async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Student answers from the question text alone (never the reference answer)."""
+    ctx = runtime.context
+    async with _agent_step(ctx, "student", "answer", state) as span:
+        persona = prompts.STUDENT_PERSONAS[state["difficulty"]]
+        messages = [SystemMessage(prompts.STUDENT_SYSTEM.format(persona=persona, language=_language(state))),
+                    HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"].question))]
+        answer, usage = await _structured(ctx, ctx.student, StudentAnswer, "answer", messages, span)
+    return {"answer": answer, "usage": {"answer": usage}}
+
+
+async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Teacher grades the Student's answer against its reference answer."""
+    ctx = runtime.context
+    async with _agent_step(ctx, "teacher", "grade", state) as span:
+        question = state["question"]
+        messages = [SystemMessage(prompts.TEACHER_SYSTEM.format(language=_language(state))),
+                    HumanMessage(prompts.TEACHER_GRADE.format(question=question.question,
+                                                              reference_answer=question.reference_answer,
+                                                              answer=state["answer"].answer))]
+        grade, usage = await _structured(ctx, ctx.teacher, Grade, "grade", messages, span)
+        span.set_attribute("quiz.verdict", grade.verdict)
+    return {"grade": grade, "usage": {"grade": usage}}
+
+
+NODES = {"teacher_ask": teacher_ask, "student_answer": student_answer, "teacher_grade": teacher_grade}
+
+
+def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    """Compile the round graph. ``checkpointer`` keeps sessions (thread id = session id) between runs."""
+    builder = StateGraph(QuizState, context_schema=QuizContext)
+    for name, node in NODES.items():
+        builder.add_node(name, node)
+    builder.add_edge(START, "teacher_ask")
+    builder.add_edge("teacher_ask", "student_answer")
+    builder.add_edge("student_answer", "teacher_grade")
+    builder.add_edge("teacher_grade", END)
+    return builder.compile(checkpointer=checkpointer, name="quiz")

@@ -1,0 +1,141 @@
+"""Built-in OpenTelemetry: one ``configure()`` that builds the providers and turns on instrumentation.
+
+Spans and metrics leave over OTLP/gRPC (``OTEL_EXPORTER_OTLP_ENDPOINT``, default
+``http://localhost:4317``). Everything else is the SDK's standard environment
+(https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/): ``OTEL_SERVICE_NAME``
+(default here ``question-app``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_SAMPLER``,
+``OTEL_BSP_*`` (span queue, bounded: spans are dropped, never buffered without limit, when the Collector is
+down), ``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_EXPORTER_OTLP_TIMEOUT``.
+
+Instrumentation (libraries, not ours):
+- ``opentelemetry-instrumentation-fastapi``: the ``POST /ask`` SERVER span, ``http.server.*`` metrics.
+- ``opentelemetry-instrumentation-openai-v2``: a ``chat {model}`` CLIENT span per LLM call with ``gen_ai.*``
+  attributes, and the ``gen_ai.client.operation.duration`` / ``gen_ai.client.token.usage`` metrics.
+- ``opentelemetry-instrumentation-system-metrics``: process CPU and memory.
+
+``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http/dup,gen_ai_latest_experimental``: ``http/dup`` keeps the
+old HTTP attributes the Collector's ``azuremonitor`` exporter maps to App Insights ``requests`` *and* emits
+``http.server.request.duration`` in seconds for Prometheus; ``gen_ai_latest_experimental`` selects the current
+GenAI conventions (``gen_ai.provider.name``) and the content-capture modes of
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (default ``NO_CONTENT``: no prompt or completion text).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
+from opentelemetry.trace import Tracer
+
+from telemetry.contract import QuizInstruments
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_NAME = "question-app"
+DEFAULT_SEMCONV_OPT_IN = "http/dup,gen_ai_latest_experimental"
+PROCESS_METRICS = {  # opentelemetry-instrumentation-system-metrics config: this process only, not the node
+    "process.cpu.time": ["user", "system"],
+    "process.cpu.utilization": ["user", "system"],
+    "process.memory.usage": None,
+    "process.memory.virtual": None,
+    "process.thread.count": None,
+    "process.open_file_descriptor.count": None,
+}
+
+
+def sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def build_resource(service_version: str) -> Resource:
+    """Defaults (``service.name=question-app``, ``service.version``) under the environment's resource.
+
+    ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the defaults.
+    """
+    defaults = Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME, SERVICE_VERSION: service_version})
+    return defaults.merge(OTELResourceDetector().detect())
+
+
+@dataclass
+class Telemetry:
+    """The app's providers, its tracer and instruments; ``shutdown()`` flushes and stops everything."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    tracer: Tracer
+    instruments: QuizInstruments
+    exporting: bool
+    _instrumentors: list[Any] = field(default_factory=list)
+
+    def instrument_app(self, app: Any) -> None:
+        """Server spans and ``http.server.*`` metrics for a FastAPI app (``/health`` is not traced)."""
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=self.tracer_provider,
+                                           meter_provider=self.meter_provider, excluded_urls="health")
+
+    def force_flush(self, timeout_millis: int = 5_000) -> bool:
+        spans = self.tracer_provider.force_flush(timeout_millis)
+        metrics = self.meter_provider.force_flush(timeout_millis)
+        return bool(spans and metrics)
+
+    def shutdown(self) -> None:
+        """Flush pending spans and metrics, then stop the exporters (bounded by ``OTEL_EXPORTER_OTLP_TIMEOUT``)."""
+        for instrumentor in self._instrumentors:
+            instrumentor.uninstrument()
+        self._instrumentors.clear()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def configure(service_version: str = "0.1.0") -> Telemetry:
+    """Build the tracer and meter providers with OTLP/gRPC exporters and turn on instrumentation.
+
+    Returns a ``Telemetry`` whose ``shutdown()`` must be called on the way out (the app's lifespan does).
+    With ``OTEL_SDK_DISABLED=true`` the providers are no-ops and nothing is exported.
+    """
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", DEFAULT_SEMCONV_OPT_IN)
+    resource = build_resource(service_version)
+    exporting = not sdk_disabled()
+
+    tracer_provider = TracerProvider(resource=resource)
+    readers = []
+    if exporting:
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+
+    instrumentors: list[Any] = []
+    openai = OpenAIInstrumentor()
+    if not openai.is_instrumented_by_opentelemetry:
+        openai.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        instrumentors.append(openai)
+    system = SystemMetricsInstrumentor(config=PROCESS_METRICS)
+    if not system.is_instrumented_by_opentelemetry:
+        system.instrument(meter_provider=meter_provider)
+        instrumentors.append(system)
+
+    meter = meter_provider.get_meter("question-app", service_version)
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        tracer=tracer_provider.get_tracer("question-app", service_version),
+        instruments=QuizInstruments.create(meter),
+        exporting=exporting,
+        _instrumentors=instrumentors,
+    )
+    log.info("telemetry: %s, service.name=%s", "exporting over OTLP/gRPC to " + os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317") if exporting else "disabled (OTEL_SDK_DISABLED)",
+        resource.attributes.get(SERVICE_NAME))
+    return telemetry

@@ -1,0 +1,170 @@
+"""A real OTLP/gRPC receiver on 127.0.0.1: the Collector's side of the wire, for tests.
+
+It implements the two OTLP services the app exports to (``TraceService/Export`` and
+``MetricsService/Export`` from opentelemetry-proto, https://opentelemetry.io/docs/specs/otlp/) with
+``grpcio``, keeps every request it accepted, and flattens spans and metric names for assertions.
+It can also refuse (``UNAVAILABLE``) or stall exports, to play a Collector that is down or slow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+
+def _value(v: AnyValue) -> Any:
+    which = v.WhichOneof("value")
+    if which == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, which) if which else None
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+@dataclass
+class Span:
+    """One received span, flattened: ids as lowercase hex, kind as its name, attributes as a dict."""
+
+    name: str
+    kind: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    status_code: int
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class MetricPoint:
+    name: str
+    unit: str
+    kind: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    value: float  # sum for histograms, value for sums and gauges
+    count: int  # data-point count for histograms, 1 otherwise
+
+
+class OTLPReceiver:
+    """Start with ``with OTLPReceiver() as receiver:``; ``receiver.endpoint`` is ``http://127.0.0.1:<port>``."""
+
+    def __init__(self) -> None:
+        self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.refuse = False  # answer UNAVAILABLE, as a Collector that is restarting
+        self.delay_s = 0.0  # stall each export, as a slow Collector
+        self._lock = threading.Lock()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        receiver = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):  # noqa: N802 (gRPC method name)
+                receiver._gate(context)
+                with receiver._lock:
+                    receiver.trace_requests.append(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):  # noqa: N802
+                receiver._gate(context)
+                with receiver._lock:
+                    receiver.metric_requests.append(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> OTLPReceiver:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop(grace=None)
+
+    def _gate(self, context: grpc.ServicerContext) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.refuse:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "receiver refusing exports (test)")
+
+    def clear(self) -> None:
+        with self._lock:
+            self.trace_requests.clear()
+            self.metric_requests.clear()
+
+    # -- views -------------------------------------------------------------------------------
+    def spans(self) -> list[Span]:
+        with self._lock:
+            requests = list(self.trace_requests)
+        out = []
+        for request in requests:
+            for rs in request.resource_spans:
+                resource = _attrs(rs.resource.attributes)
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        out.append(Span(s.name, SPAN_KINDS[s.kind], s.trace_id.hex(), s.span_id.hex(),
+                                        s.parent_span_id.hex(), _attrs(s.attributes), resource,
+                                        ss.scope.name, s.status.code, s.start_time_unix_nano,
+                                        s.end_time_unix_nano))
+        return out
+
+    def trace(self, trace_id: str) -> list[Span]:
+        return [s for s in self.spans() if s.trace_id == trace_id]
+
+    def metric_points(self) -> list[MetricPoint]:
+        with self._lock:
+            requests = list(self.metric_requests)
+        out = []
+        for request in requests:
+            for rm in request.resource_metrics:
+                resource = _attrs(rm.resource.attributes)
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        data = getattr(m, kind)
+                        for p in data.data_points:
+                            if kind in ("histogram", "exponential_histogram"):
+                                value, count = p.sum, p.count
+                            else:
+                                value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+                                count = 1
+                            out.append(MetricPoint(m.name, m.unit, kind, _attrs(p.attributes), resource,
+                                                   value, count))
+        return out
+
+    def metric_names(self) -> set[str]:
+        return {p.name for p in self.metric_points()}
+
+    def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+        """Poll ``predicate`` until it returns something truthy; raise ``AssertionError`` on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"OTLP receiver: condition not met within {timeout_s}s")
+            time.sleep(0.05)
