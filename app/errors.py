@@ -17,6 +17,7 @@ Exception text from libraries is logged (with the trace id), never sent to the c
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 import logging
 from typing import Any
 
@@ -25,6 +26,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from opentelemetry import trace
 
 from graphs.quiz import StructuredOutputError
@@ -129,6 +131,16 @@ def install_handlers(app: FastAPI) -> None:
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
         return problem(422, "validation", "Invalid request", f"Fix these fields: {fields}.", request,
                        errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = {400: "The body could not be parsed: send UTF-8 JSON with Content-Type: application/json.",
+                  404: f"There is no {request.url.path}: see /docs for the API.",
+                  405: f"{request.method} is not allowed on {request.url.path}: see /docs."}.get(
+            exc.status_code, str(exc.detail))
+        slug = {400: "bad-request", 404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, detail, request,
+                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

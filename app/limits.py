@@ -1,7 +1,8 @@
 """Request body size limit, as a pure ASGI middleware (Starlette has none built in).
 
-A body larger than ``max_bytes`` gets ``413`` with a problem body, whether the client sent a
-``Content-Length`` or streamed it chunked; the app never buffers more than ``max_bytes`` of it.
+A body larger than ``max_bytes`` gets ``413`` with a problem body, whether the client declared a
+``Content-Length`` or streamed it chunked. The body is read here, at most ``max_bytes`` of it, and
+replayed to the app, so the app never sees a partial body.
 """
 
 from __future__ import annotations
@@ -16,39 +17,39 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
+    def _reject(self) -> ASGIApp:
+        return problem_for(BodyTooLarge(
+            f"The request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES). Send a smaller body."))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        error = BodyTooLarge(f"The request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES). "
-                             "Send a smaller body.")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await problem_for(error)(scope, receive, send)
+            await self._reject()(scope, receive, send)
             return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await problem_for(error)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)

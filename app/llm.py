@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
@@ -50,6 +51,7 @@ class LLM:
     provider: Provider
     model: str
     endpoint: str
+    http_client: httpx.AsyncClient
     credential: DefaultAzureCredential | None = None
     embedded: EmbeddedModelServer | None = None
 
@@ -58,6 +60,7 @@ class LLM:
         return GEN_AI_PROVIDER[self.provider]
 
     async def aclose(self) -> None:
+        await self.http_client.aclose()
         if self.credential is not None:
             await self.credential.close()
         if self.embedded is not None:
@@ -69,8 +72,12 @@ async def build_llm(settings: Settings) -> LLM:
 
     Raises ``EmbeddedModelUnavailable`` when nothing is configured and the embedded model cannot run.
     """
+    # Our own HTTP client per LLM (langchain-openai would share one cached client across event loops),
+    # closed in ``LLM.aclose()``; its pool bounds concurrent connections to the LLM endpoint.
+    http_client = openai.DefaultAsyncHttpxClient(
+        limits=httpx.Limits(max_connections=settings.llm_max_connections, max_keepalive_connections=32))
     common = {"timeout": settings.llm_timeout_s, "max_retries": settings.llm_max_retries,
-              "max_tokens": settings.llm_max_tokens}
+              "max_tokens": settings.llm_max_tokens, "http_async_client": http_client}
     provider = settings.provider
     if provider is Provider.AZURE:
         endpoint = str(settings.azure_openai_endpoint)
@@ -85,13 +92,14 @@ async def build_llm(settings: Settings) -> LLM:
                                api_version=settings.azure_openai_api_version, **auth, **common)
         log.info("LLM: Azure OpenAI at %s, deployment %s (%s)", endpoint, settings.azure_openai_deployment_name,
                  "API key" if credential is None else "Entra ID via DefaultAzureCredential")
-        return LLM(chat, provider, settings.azure_openai_deployment_name, endpoint, credential=credential)
+        return LLM(chat, provider, settings.azure_openai_deployment_name, endpoint, http_client,
+                   credential=credential)
     if provider is Provider.OPENAI:
         endpoint = str(settings.openai_base_url or "https://api.openai.com/v1")
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
         chat = ChatOpenAI(base_url=endpoint, api_key=key, model=settings.openai_model, **common)
         log.info("LLM: OpenAI-compatible endpoint %s, model %s", endpoint, settings.openai_model)
-        return LLM(chat, provider, settings.openai_model, endpoint)
+        return LLM(chat, provider, settings.openai_model, endpoint, http_client)
     server = EmbeddedModelServer(settings.embedded_model_path or find_embedded_model(),
                                  threads=settings.embedded_model_threads)
     await server.start(settings.embedded_start_timeout_s)
@@ -99,7 +107,7 @@ async def build_llm(settings: Settings) -> LLM:
     log.warning("LLM: no AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL set — using the EMBEDDED model %s at %s. "
                 "It is tiny and its answers are poor; see README 'Pointing at Azure OpenAI'.",
                 EMBEDDED_MODEL_NAME, server.base_url)
-    return LLM(chat, provider, EMBEDDED_MODEL_NAME, server.base_url, embedded=server)
+    return LLM(chat, provider, EMBEDDED_MODEL_NAME, server.base_url, http_client, embedded=server)
 
 
 def find_embedded_model() -> Path:

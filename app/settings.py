@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(30.0, gt=0, le=600, description="Per LLM call (one HTTP attempt), seconds.")
     llm_max_retries: int = Field(2, ge=0, le=10, description="Retries per LLM call (429, 5xx, connection).")
     llm_max_tokens: int = Field(512, ge=16, le=32768, description="Completion token cap per LLM call.")
+    llm_max_connections: int = Field(100, ge=1, le=10_000, description="Connection pool size to the LLM endpoint.")
     structured_output_attempts: int = Field(
         2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
     rate_limit_retry_after_s: int = Field(

@@ -33,8 +33,8 @@ class BoundedMemorySaver(InMemorySaver):
         self._last_write: OrderedDict[str, float] = OrderedDict()  # LRU order, oldest first
         self._blob_keys: defaultdict[str, set[tuple[Any, ...]]] = defaultdict(set)
 
-    def __len__(self) -> int:
-        """Number of live threads (sessions)."""
+    def thread_count(self) -> int:
+        """Number of live threads (sessions). (Not ``__len__``: LangGraph tests a checkpointer's truth value.)"""
         self._evict()
         return len(self._last_write)
 
