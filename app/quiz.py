@@ -40,6 +40,7 @@ class PreparedRound:
     session_id: str
     new_session: bool
     graph_input: dict[str, str]
+    round: int  # the number this round will have when it finishes
 
 
 def new_session_id() -> str:
@@ -77,7 +78,8 @@ class QuizService:
             "difficulty": request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
             "language": language,
         }
-        return PreparedRound(session_id, request.session_id is None, graph_input)
+        finished = 0 if intent.reset else int(previous.get("round", 0))
+        return PreparedRound(session_id, request.session_id is None, graph_input, finished + 1)
 
     def _config(self, session_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": session_id}}
@@ -117,7 +119,7 @@ class QuizService:
                         final = chunk
                         continue
                     for node, update in chunk.items():
-                        event = _step_event(node, update)
+                        event = _step_event(node, update, prepared.round)
                         if event is not None:
                             yield event
             except Exception as exc:
@@ -154,19 +156,19 @@ class QuizService:
         usage.total_tokens = usage.input_tokens + usage.output_tokens
         return Round(session_id=session_id, round=state["round"], subject=state["subject"],
                      difficulty=state["difficulty"], language=state["language"],
-                     question=state["question"].question, student_answer=state["answer"].answer,
-                     verdict=state["grade"].verdict, feedback=state["grade"].feedback,
-                     reference_answer=state["question"].reference_answer, model=self.llm.model, usage=usage,
+                     question=state["question"]["question"], student_answer=state["answer"]["answer"],
+                     verdict=state["grade"]["verdict"], feedback=state["grade"]["feedback"],
+                     reference_answer=state["question"]["reference_answer"], model=self.llm.model, usage=usage,
                      trace_id=current_trace_id())
 
 
-def _step_event(node: str, update: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+def _step_event(node: str, update: dict[str, Any] | None, round_no: int) -> tuple[str, dict[str, Any]] | None:
     if not update:
         return None
     if node == "teacher_ask":
-        return "question", {"round": update["round"], "question": update["question"].question}
+        return "question", {"round": round_no, "question": update["question"]["question"]}
     if node == "student_answer":
-        return "answer", {"student_answer": update["answer"].answer}
+        return "answer", {"student_answer": update["answer"]["answer"]}
     if node == "teacher_grade":
-        return "grade", {"verdict": update["grade"].verdict, "feedback": update["grade"].feedback}
+        return "grade", {"verdict": update["grade"]["verdict"], "feedback": update["grade"]["feedback"]}
     return None

@@ -71,7 +71,7 @@ async def _agent_step(ctx: QuizContext, agent: str, step: Step, state: QuizState
         GenAI.GEN_AI_REQUEST_MODEL: ctx.model,
         GenAI.GEN_AI_CONVERSATION_ID: ctx.session_id,
         "quiz.step": step,
-        "quiz.round": state.get("round", 0) + (1 if step == "ask" else 0),
+        "quiz.round": state.get("round", 0) + 1,
     }
     started = time.perf_counter()
     error_type: str | None = None
@@ -129,8 +129,7 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
                     HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"],
                                                             subject=state["subject"], history=history))]
         question, usage = await _structured(ctx, ctx.teacher, Question, "ask", messages, span)
-    return {"round": state.get("round", 0) + 1, "question": question, "history": [question.question],
-            "usage": {"ask": usage}}
+    return {"question": question.model_dump(), "usage": {"ask": usage}}
 
 
 async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
@@ -139,23 +138,24 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
     async with _agent_step(ctx, "student", "answer", state) as span:
         persona = prompts.STUDENT_PERSONAS[state["difficulty"]]
         messages = [SystemMessage(prompts.STUDENT_SYSTEM.format(persona=persona, language=_language(state))),
-                    HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"].question))]
+                    HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"]["question"]))]
         answer, usage = await _structured(ctx, ctx.student, StudentAnswer, "answer", messages, span)
-    return {"answer": answer, "usage": {"answer": usage}}
+    return {"answer": answer.model_dump(), "usage": {"answer": usage}}
 
 
 async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
-    """Teacher grades the Student's answer against its reference answer."""
+    """Teacher grades the Student's answer against its reference answer; this finishes the round."""
     ctx = runtime.context
     async with _agent_step(ctx, "teacher", "grade", state) as span:
         question = state["question"]
         messages = [SystemMessage(prompts.TEACHER_SYSTEM.format(language=_language(state))),
-                    HumanMessage(prompts.TEACHER_GRADE.format(question=question.question,
-                                                              reference_answer=question.reference_answer,
-                                                              answer=state["answer"].answer))]
+                    HumanMessage(prompts.TEACHER_GRADE.format(question=question["question"],
+                                                              reference_answer=question["reference_answer"],
+                                                              answer=state["answer"]["answer"]))]
         grade, usage = await _structured(ctx, ctx.teacher, Grade, "grade", messages, span)
         span.set_attribute("quiz.verdict", grade.verdict)
-    return {"grade": grade, "usage": {"grade": usage}}
+    return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": state.get("round", 0) + 1,
+            "history": [question["question"]]}
 
 
 NODES = {"teacher_ask": teacher_ask, "student_answer": student_answer, "teacher_grade": teacher_grade}

@@ -58,14 +58,20 @@ HISTORY_LIMIT = 20
 
 
 class QuizState(TypedDict):
-    """One session's state. Settings persist between rounds unless a request changes them."""
+    """One session's state. Settings persist between rounds unless a request changes them.
+
+    ``round`` and ``history`` change only in the last step (grading), so a round that fails part-way
+    leaves the session's count and history as they were.
+    """
 
     subject: str
     difficulty: Difficulty
     language: Language
-    round: NotRequired[int]
+    round: NotRequired[int]  # rounds finished; a failed round does not count
     history: NotRequired[Annotated[list[str], keep_last(HISTORY_LIMIT)]]  # earlier questions, newest last
-    question: NotRequired[Question]
-    answer: NotRequired[StudentAnswer]
-    grade: NotRequired[Grade]
+    # The current round's results, as plain dicts (``Question.model_dump()`` …): checkpoints hold only
+    # JSON-like data, which every checkpointer serialises without an allow-list.
+    question: NotRequired[dict[str, str]]
+    answer: NotRequired[dict[str, str]]
+    grade: NotRequired[dict[str, str]]
     usage: NotRequired[Annotated[dict[str, TokenUsage], operator.or_]]  # by step: ask / answer / grade

@@ -1,0 +1,148 @@
+"""LLM failures become the documented status and problem body, in bounded time, and the next request works.
+
+The app runs with LLM_TIMEOUT_S=2 and LLM_MAX_RETRIES=1 (two attempts per call) against the fake server.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import CANARY_KEY, HEX32
+from tests.fakes.openai_server import FakeOpenAI, Fault
+
+
+def play(client: TestClient):
+    started = time.perf_counter()
+    r = client.post("/ask", json={"subject": "math"})
+    return r, time.perf_counter() - started
+
+
+def assert_problem(r, status: int, slug: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["type"] == f"/problems/{slug}"
+    assert body["status"] == status
+    assert HEX32.match(body["trace_id"])
+    assert CANARY_KEY not in r.text
+    assert "injected" not in body["detail"]  # upstream text is logged, never echoed
+    return body
+
+
+def assert_recovers(client: TestClient) -> None:
+    r, _ = play(client)
+    assert r.status_code == 200, r.text
+
+
+def test_rate_limit_with_retry_after_is_503_with_that_retry_after(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)
+    r, elapsed = play(client)
+    body = assert_problem(r, 503, "llm-rate-limited")
+    assert r.headers["retry-after"] == "1"
+    assert "Retry after 1 s" in body["detail"]
+    assert len(fake_llm.requests) == 2  # one retry, honouring Retry-After
+    assert elapsed < 5
+    assert_recovers(client)
+
+
+def test_rate_limit_without_retry_after_gets_the_default(make_client, fake_llm: FakeOpenAI) -> None:
+    client = make_client(rate_limit_retry_after_s=7)
+    fake_llm.fail_next(Fault("status", 429), times=2)
+    r, _ = play(client)
+    assert_problem(r, 503, "llm-rate-limited")
+    assert r.headers["retry-after"] == "7"
+    assert_recovers(client)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_502(client: TestClient, fake_llm: FakeOpenAI, status: int) -> None:
+    fake_llm.fail_next(Fault("status", status), times=2)
+    r, elapsed = play(client)
+    assert_problem(r, 502, "llm-upstream")
+    assert elapsed < 5
+    assert_recovers(client)
+
+
+def test_transient_server_error_is_retried_and_succeeds(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("status", 500))
+    r, _ = play(client)
+    assert r.status_code == 200
+    assert len(fake_llm.requests) == 4  # 3 calls + 1 retry
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_502_auth(client: TestClient, fake_llm: FakeOpenAI, status: int) -> None:
+    fake_llm.fail_next(Fault("status", status))
+    r, _ = play(client)
+    assert "credentials" in assert_problem(r, 502, "llm-auth")["detail"]
+    assert len(fake_llm.requests) == 1  # not retried: the same key would be refused again
+    assert_recovers(client)
+
+
+def test_a_call_that_never_answers_is_504_within_timeout_times_attempts(client: TestClient,
+                                                                         fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("hang", seconds=10), times=2)
+    r, elapsed = play(client)
+    assert_problem(r, 504, "llm-timeout")
+    # 2 attempts x 2 s timeout, plus the client's short backoff between them.
+    assert 3.5 < elapsed < 7
+    assert_recovers(client)
+
+
+def test_malformed_json_is_502(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("malformed"))
+    r, _ = play(client)
+    assert_problem(r, 502, "llm-upstream")
+    assert_recovers(client)
+
+
+def test_invalid_structured_output_is_retried_then_succeeds(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("bad_arguments"))
+    r, _ = play(client)
+    assert r.status_code == 200
+    assert r.json()["question"]  # a whole round, never half-made
+    assert len(fake_llm.requests_for("Question")) == 2
+
+
+def test_invalid_structured_output_on_every_attempt_is_502(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("bad_arguments"), times=2)
+    r, _ = play(client)
+    assert "valid ask result" in assert_problem(r, 502, "llm-invalid-output")["detail"]
+    assert_recovers(client)
+
+
+def test_failed_round_leaves_the_session_as_it_was(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    first = client.post("/ask", json={"subject": "math"}).json()
+    fake_llm.fail_next(Fault("pass"), times=1)
+    fake_llm.fail_next(Fault("status", 500), times=2)  # the Student fails
+    failed = client.post("/ask", json={"session_id": first["session_id"]})
+    assert failed.status_code == 502
+    again = client.post("/ask", json={"session_id": first["session_id"]}).json()
+    assert again["round"] == 2
+
+
+def test_connection_refused_is_502(make_client) -> None:
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = make_client(openai_base_url=f"http://127.0.0.1:{port}/v1")
+    r, elapsed = play(client)
+    assert_problem(r, 502, "llm-upstream")
+    assert elapsed < 5
+
+
+def test_health_stays_fast_while_the_llm_hangs(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    import threading
+
+    fake_llm.fail_next(Fault("hang", seconds=10), times=2)
+    worker = threading.Thread(target=play, args=(client,))
+    worker.start()
+    time.sleep(0.3)
+    started = time.perf_counter()
+    assert client.get("/health").status_code == 200
+    assert time.perf_counter() - started < 0.5
+    worker.join()
