@@ -1,0 +1,204 @@
+"""Spans and metrics as they arrive at a real OTLP/gRPC receiver (what the Collector would get)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import CANARY_KEY
+from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.fakes.otlp_receiver import OTLPReceiver, Span
+
+
+def round_trace(otlp: OTLPReceiver, trace_id: str, expected_spans: int = 8) -> list[Span]:
+    return otlp.wait_for(lambda: (s := otlp.trace(trace_id)) and len(s) >= expected_spans and s)
+
+
+def by_name(spans: list[Span]) -> dict[str, list[Span]]:
+    out: dict[str, list[Span]] = {}
+    for span in spans:
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_server_span(
+        client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI) -> None:
+    fake_llm.script("Grade", verdict="partially_correct")
+    body = client.post("/ask", json={"subject": "math", "difficulty": "hard"}).json()
+
+    spans = round_trace(telemetry_env, body["trace_id"])
+    names = by_name(spans)
+    assert sorted(names) == ["POST /ask", "chat gpt-5.2-chat", "invoke_agent student", "invoke_agent teacher",
+                             "invoke_workflow quiz"]
+    (server,) = names["POST /ask"]
+    (workflow,) = names["invoke_workflow quiz"]
+    agents = names["invoke_agent teacher"] + names["invoke_agent student"]
+    chats = names["chat gpt-5.2-chat"]
+    assert (server.kind, workflow.kind, len(agents), len(chats)) == ("SERVER", "INTERNAL", 3, 3)
+    assert {a.kind for a in agents} == {"INTERNAL"} and {c.kind for c in chats} == {"CLIENT"}
+
+    # Parentage: server → workflow → each agent step → its LLM call.
+    assert server.parent_span_id == ""
+    assert workflow.parent_span_id == server.span_id
+    assert {a.parent_span_id for a in agents} == {workflow.span_id}
+    assert sorted(c.parent_span_id for c in chats) == sorted(a.span_id for a in agents)
+    steps = [a.attributes["quiz.step"] for a in sorted(agents, key=lambda s: s.start_ns)]
+    assert steps == ["ask", "answer", "grade"]
+
+    # App Insights maps the server span with the old HTTP keys, Prometheus wants the new ones: both (http/dup).
+    assert server.attributes["http.method"] == "POST" and server.attributes["http.request.method"] == "POST"
+    assert server.attributes["http.status_code"] == 200 and server.attributes["http.route"] == "/ask"
+
+    # GenAI semantic conventions.
+    for chat in chats:
+        assert chat.attributes["gen_ai.operation.name"] == "chat"
+        assert chat.attributes["gen_ai.request.model"] == "gpt-5.2-chat"
+        assert chat.attributes["gen_ai.provider.name"] == "openai"
+        assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+        assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+    for agent in agents:
+        assert agent.attributes["gen_ai.operation.name"] == "invoke_agent"
+        assert agent.attributes["gen_ai.agent.name"] in {"teacher", "student"}
+        assert agent.attributes["gen_ai.conversation.id"] == body["session_id"]
+        assert agent.attributes["quiz.round"] == 1
+    assert workflow.attributes["gen_ai.conversation.id"] == body["session_id"]
+    assert workflow.attributes["quiz.subject"] == "math"
+    assert workflow.attributes["quiz.difficulty"] == "hard"
+    assert workflow.attributes["quiz.verdict"] == "partially_correct"
+    assert workflow.attributes["gen_ai.usage.input_tokens"] == body["usage"]["input_tokens"]
+
+    # Resource: the standard variables are honoured.
+    assert server.resource["service.name"] == "question-app"
+    assert server.resource["service.namespace"] == "otel-app"
+    assert server.resource["deployment.environment.name"] == "test"
+    assert server.resource["service.version"]
+
+
+def test_metrics_arrive_with_bounded_labels(client: TestClient, telemetry_env: OTLPReceiver,
+                                            fake_llm: FakeOpenAI) -> None:
+    fake_llm.script("Grade", verdict="correct")
+    client.post("/ask", json={"subject": "A very particular topic nobody else asks about"})
+    client.post("/ask", json={"subject": "science"})
+    wanted = {"http.server.request.duration", "http.server.active_requests", "gen_ai.client.operation.duration",
+              "gen_ai.client.token.usage", "quiz.rounds", "quiz.agent.step.duration", "process.cpu.time",
+              "process.memory.usage"}
+
+    def subjects() -> set[str]:
+        return {p.attributes["quiz.subject"] for p in telemetry_env.metric_points() if p.name == "quiz.rounds"}
+
+    telemetry_env.wait_for(lambda: wanted <= telemetry_env.metric_names() and len(subjects()) == 2)
+    points = telemetry_env.metric_points()
+
+    units = {p.name: p.unit for p in points}
+    assert units["http.server.request.duration"] == "s"
+    assert units["gen_ai.client.operation.duration"] == "s"
+    assert units["gen_ai.client.token.usage"] == "{token}"
+    assert units["quiz.agent.step.duration"] == "s"
+    token_types = {p.attributes.get("gen_ai.token.type") for p in points if p.name == "gen_ai.client.token.usage"}
+    assert token_types == {"input", "output"}
+    rounds = [p for p in points if p.name == "quiz.rounds"]
+    assert {p.attributes["quiz.subject"] for p in rounds} == {"other", "science"}  # free text is not a label
+    assert {p.attributes["quiz.verdict"] for p in rounds} == {"correct"}
+    steps = {(p.attributes["gen_ai.agent.name"], p.attributes["quiz.step"]) for p in points
+             if p.name == "quiz.agent.step.duration"}
+    assert steps == {("teacher", "ask"), ("student", "answer"), ("teacher", "grade")}
+    for p in points:
+        assert "session" not in json.dumps(p.attributes)
+
+
+def test_no_secret_and_no_content_in_telemetry_by_default(client: TestClient, telemetry_env: OTLPReceiver,
+                                                          fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    fake_llm.script("Question", question="Content-canary question?", reference_answer="content-canary-answer")
+    body = client.post("/ask", json={"subject": "math"}).json()
+    fake_llm.fail_next(Fault("status", 401))
+    client.post("/ask", json={"subject": "math"})
+    spans = round_trace(telemetry_env, body["trace_id"])
+    telemetry_env.wait_for(lambda: "quiz.rounds" in telemetry_env.metric_names())
+
+    everything = json.dumps([[s.name, s.attributes, s.resource] for s in telemetry_env.spans()]
+                            + [[p.attributes, p.resource] for p in telemetry_env.metric_points()])
+    assert CANARY_KEY not in everything
+    assert CANARY_KEY not in caplog.text
+    assert "content-canary" not in everything  # OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT unset
+    assert all("gen_ai.input.messages" not in s.attributes for s in spans)
+
+
+def test_content_capture_is_a_switch(make_client, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    client = make_client()
+    fake_llm.script("Question", question="Captured question?", reference_answer="captured")
+    body = client.post("/ask", json={"subject": "math"}).json()
+    chats = [s for s in round_trace(telemetry_env, body["trace_id"]) if s.kind == "CLIENT"]
+    assert any("Captured question?" in str(s.attributes.get("gen_ai.input.messages", "")) for s in chats)
+    assert CANARY_KEY not in json.dumps([s.attributes for s in chats])
+
+
+def test_a_failed_round_is_marked_on_its_spans_and_counted(client: TestClient, telemetry_env: OTLPReceiver,
+                                                           fake_llm: FakeOpenAI) -> None:
+    fake_llm.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)
+    r = client.post("/ask", json={"subject": "math"})
+    assert r.status_code == 503
+    trace_id = r.json()["trace_id"]
+    # server, workflow, the Teacher's step and its one LLM span (the client's retry is inside that call)
+    spans = by_name(telemetry_env.wait_for(lambda: (s := telemetry_env.trace(trace_id)) and len(s) >= 4 and s))
+    (workflow,) = spans["invoke_workflow quiz"]
+    assert workflow.status_code == 2 and workflow.attributes["error.type"] == "rate_limited"
+    assert spans["POST /ask"][0].attributes["http.status_code"] == 503
+    assert all(c.status_code == 2 for c in spans["chat gpt-5.2-chat"])
+    errors = telemetry_env.wait_for(lambda: [p for p in telemetry_env.metric_points() if p.name == "quiz.errors"])
+    assert {p.attributes["error.type"] for p in errors} == {"rate_limited"}
+
+
+def test_incoming_trace_context_is_continued(client: TestClient, telemetry_env: OTLPReceiver) -> None:
+    parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = client.post("/ask", json={}, headers={"traceparent": f"00-{parent_trace}-00f067aa0ba902b7-01"})
+    assert r.json()["trace_id"] == parent_trace
+
+
+@pytest.mark.parametrize("collector", ["down", "slow"])
+def test_a_collector_that_is_down_or_slow_never_slows_ask(make_client, telemetry_env: OTLPReceiver,
+                                                          monkeypatch: pytest.MonkeyPatch, collector: str) -> None:
+    if collector == "down":
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    else:
+        telemetry_env.delay_s = 3.0
+    client = make_client()
+    client.post("/ask", json={})  # warm up
+    durations = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assert client.post("/ask", json={}).status_code == 200
+        durations.append(time.perf_counter() - started)
+    assert max(durations) < 1.0, durations
+
+
+def test_shutdown_flushes_pending_spans_and_metrics(make_client, telemetry_env: OTLPReceiver,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing would be exported for a minute: only the shutdown flush can deliver these.
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+    client = make_client()
+    trace_id = client.post("/ask", json={}).json()["trace_id"]
+    time.sleep(0.5)
+    assert telemetry_env.trace(trace_id) == []
+    client.__exit__(None, None, None)  # lifespan shutdown, as on SIGTERM
+    assert len(telemetry_env.trace(trace_id)) == 8
+    assert "quiz.rounds" in telemetry_env.metric_names()
+
+
+def test_sdk_disabled_exports_nothing_and_still_plays(make_client, telemetry_env: OTLPReceiver,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "test.case=sdk-disabled")  # (late exports of other tests differ)
+    client = make_client()
+    body = client.post("/ask", json={}).json()
+    assert body["round"] == 1 and body["trace_id"] is None
+    client.__exit__(None, None, None)
+    time.sleep(0.5)
+    mine = [x for x in telemetry_env.spans() + telemetry_env.metric_points() if "test.case" in x.resource]
+    assert mine == []
