@@ -103,7 +103,9 @@ async def build_llm(settings: Settings) -> LLM:
     server = EmbeddedModelServer(settings.embedded_model_path or find_embedded_model(),
                                  threads=settings.embedded_model_threads)
     await server.start(settings.embedded_start_timeout_s)
-    chat = ChatOpenAI(base_url=server.base_url, api_key="embedded", model=EMBEDDED_MODEL_NAME, **common)
+    # llama.cpp's server reads `max_tokens`, not the `max_completion_tokens` langchain-openai sends.
+    chat = ChatOpenAI(base_url=server.base_url, api_key="embedded", model=EMBEDDED_MODEL_NAME,
+                      extra_body={"max_tokens": settings.llm_max_tokens}, **common)
     log.warning("LLM: no AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL set — using the EMBEDDED model %s at %s. "
                 "It is tiny and its answers are poor; see README 'Pointing at Azure OpenAI'.",
                 EMBEDDED_MODEL_NAME, server.base_url)

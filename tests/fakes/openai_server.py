@@ -49,6 +49,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    query: str = ""
 
     @property
     def prompt_text(self) -> str:
@@ -177,8 +178,9 @@ class FakeOpenAI:
                 except ValueError:
                     self._json(400, {"error": {"message": "invalid JSON body"}})
                     return
-                path = self.path.split("?", 1)[0]
-                server.requests.append(RecordedRequest(path, {k.lower(): v for k, v in self.headers.items()}, body))
+                path, _, query = self.path.partition("?")
+                server.requests.append(RecordedRequest(path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                                       query))
                 if not path.endswith("/chat/completions"):
                     self._json(404, {"error": {"message": f"unknown path {path}"}})
                     return

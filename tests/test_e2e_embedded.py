@@ -1,0 +1,113 @@
+"""End to end, as a user would: the README's run command, nothing configured, the embedded model.
+
+The service is started as a subprocess with the exact command from README.md, plays two rounds of one
+session over real HTTP against the real llama.cpp server it starts itself, exports its spans to the
+OTLP receiver, and shuts down cleanly on SIGTERM. The model's words are not asserted (135M parameters):
+shape, session continuation, the embedded-model notices and telemetry are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import HEX32
+from tests.fakes.otlp_receiver import OTLPReceiver
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def readme_command(kind: str) -> str:
+    """The command under the README's ``<!-- {kind}-command -->`` marker."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {kind}-command -->\s*```(?:bash|sh)?\n(.+?)\n```", text)
+    assert match, f"README.md has no {kind} command block"
+    return match.group(1).strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def service(otlp: OTLPReceiver, tmp_path: Path):
+    port = free_port()
+    # A user's plain shell: nothing configured, and not inside the test run's virtual environment.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_", "CHECKPOINTER", "VIRTUAL_ENV", "UV_"))}
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env.update(PORT=str(port), OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200",
+               OTEL_METRIC_EXPORT_INTERVAL="1000")
+    log = (tmp_path / "service.log").open("w+")
+    process = subprocess.Popen(readme_command("run"), shell=True, cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    try:
+        while True:
+            assert process.poll() is None, f"service exited: {Path(log.name).read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() - started < 240, "service did not become healthy in 240 s"
+            time.sleep(0.25)
+        yield base, process, Path(log.name)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPReceiver) -> None:
+    base, process, log = service
+
+    health = httpx.get(f"{base}/health").json()
+    assert health["embedded"] is True and health["provider"] == "embedded"
+    assert health["model"] == "smollm2-135m-instruct"
+
+    with httpx.Client(base_url=base, timeout=180) as http:
+        first = http.post("/ask", json={"subject": "math", "difficulty": "easy", "language": "en"})
+        assert first.status_code == 200, first.text
+        one = first.json()
+        second = http.post("/ask", json={"session_id": one["session_id"]})
+        assert second.status_code == 200, second.text
+        two = second.json()
+
+    for body in (one, two):
+        assert body["model"] == "smollm2-135m-instruct"
+        assert body["verdict"] in {"correct", "partially_correct", "incorrect"}
+        assert all(isinstance(body[k], str) for k in ("question", "student_answer", "feedback", "reference_answer"))
+        assert body["usage"]["total_tokens"] > 0
+        assert HEX32.match(body["trace_id"])
+    assert (one["round"], two["round"]) == (1, 2)
+    assert two["session_id"] == one["session_id"]
+    assert (two["subject"], two["difficulty"]) == ("math", "easy")
+
+    # The same OpenAI-protocol client and instrumentation as production: real LLM spans reach the receiver.
+    spans = otlp.wait_for(lambda: (s := otlp.trace(one["trace_id"])) and len(s) >= 8 and s, timeout_s=20)
+    chats = [s for s in spans if s.name == "chat smollm2-135m-instruct"]
+    assert len(chats) == 3 and all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in chats)
+
+    # SIGTERM (as Kubernetes sends it to the pod): a clean shutdown that stops the model server too.
+    os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while process.poll() is None or subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "processes left 30 s after SIGTERM"
+        time.sleep(0.1)
+    output = log.read_text()
+    assert "EMBEDDED model" in output  # it says so
+    assert "Application shutdown complete" in output

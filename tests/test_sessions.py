@@ -1,0 +1,76 @@
+"""Sessions through the API: the in-memory store is bounded (cap, idle expiry, one checkpoint per session);
+SQLite keeps sessions across a restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from graphs.checkpoint import BoundedMemorySaver
+
+
+def new_round(client: TestClient, **body: object) -> dict:
+    r = client.post("/ask", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_session_ids_are_unguessable(client: TestClient) -> None:
+    ids = {new_round(client)["session_id"] for _ in range(20)}
+    assert len(ids) == 20
+    assert all(len(i) >= 22 for i in ids)  # 128 random bits, URL-safe base64
+
+
+def test_the_least_recently_used_session_goes_first_past_the_cap(make_client) -> None:
+    client = make_client(max_sessions=2)
+    a = new_round(client)["session_id"]
+    b = new_round(client)["session_id"]
+    new_round(client, session_id=a)  # a is now more recent than b
+    new_round(client)  # a third session: b is evicted
+    assert client.post("/ask", json={"session_id": b}).status_code == 404
+    assert new_round(client, session_id=a)["round"] == 3
+
+
+def test_idle_sessions_expire(make_client) -> None:
+    client = make_client(session_ttl_s=0.5)
+    sid = new_round(client)["session_id"]
+    assert new_round(client, session_id=sid)["round"] == 2
+    time.sleep(0.7)
+    r = client.post("/ask", json={"session_id": sid})
+    assert r.status_code == 404
+    assert "expired" in r.json()["detail"]
+
+
+def test_memory_per_session_does_not_grow_with_rounds(client: TestClient) -> None:
+    saver: BoundedMemorySaver = client.app.state.quiz.checkpointer
+    sid = new_round(client)["session_id"]
+    sizes = []
+    for _ in range(6):
+        new_round(client, session_id=sid)
+        sizes.append((sum(len(c) for c in saver.storage[sid].values()), len(saver._blob_keys[sid])))
+    assert {checkpoints for checkpoints, _ in sizes} == {1}  # only the latest checkpoint is kept
+    assert len({blobs for _, blobs in sizes}) == 1  # and a constant number of channel values
+    assert len(saver.blobs) == len(saver._blob_keys[sid])
+
+
+def test_the_session_count_stays_at_the_cap(make_client) -> None:
+    client = make_client(max_sessions=25)
+    for _ in range(60):
+        new_round(client)
+    saver: BoundedMemorySaver = client.app.state.quiz.checkpointer
+    assert saver.thread_count() == 25
+    assert len(saver.storage) == 25 and len({k[0] for k in saver.blobs}) == 25
+
+
+def test_sqlite_sessions_survive_a_restart(make_client, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sessions.db"
+    first = make_client(checkpointer_url=url)
+    sid = new_round(first, subject="history", difficulty="hard")["session_id"]
+    assert first.get("/health").json()["checkpointer"] == "sqlite"
+    first.__exit__(None, None, None)
+
+    second = make_client(checkpointer_url=url)
+    again = new_round(second, session_id=sid)
+    assert (again["round"], again["subject"], again["difficulty"]) == (2, "history", "hard")
