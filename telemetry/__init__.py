@@ -34,6 +34,7 @@ from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -54,6 +55,16 @@ PROCESS_METRICS = {  # opentelemetry-instrumentation-system-metrics config: this
     "process.thread.count": None,
     "process.open_file_descriptor.count": None,
 }
+
+
+# Bounded metric labels. `http/dup` also emits the old-convention HTTP metrics, whose attributes include
+# `http.host`, `http.server_name` and `http.target` (the raw path): a client could mint new series at will.
+# The stable-convention metrics carry `http.route` instead, so the old ones are dropped.
+METRIC_VIEWS = [
+    *(View(instrument_name=name, aggregation=DropAggregation()) for name in (
+        "http.server.duration", "http.server.request.size", "http.server.response.size")),
+    View(instrument_name="http.server.active_requests", attribute_keys={"http.request.method", "url.scheme"}),
+]
 
 
 def sdk_disabled() -> bool:
@@ -119,7 +130,7 @@ def configure(service_version: str = "0.1.0") -> Telemetry:
     if exporting:
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=METRIC_VIEWS)
 
     instrumentors: list[Any] = []
     openai = OpenAIInstrumentor()

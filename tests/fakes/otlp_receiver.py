@@ -61,6 +61,7 @@ class MetricPoint:
     resource: dict[str, Any]
     value: float  # sum for histograms, value for sums and gauges
     count: int  # data-point count for histograms, 1 otherwise
+    monotonic: bool = False  # sums only: a Counter (True) or an UpDownCounter (False)
 
 
 class OTLPReceiver:
@@ -152,7 +153,7 @@ class OTLPReceiver:
                                 value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
                                 count = 1
                             out.append(MetricPoint(m.name, m.unit, kind, _attrs(p.attributes), resource,
-                                                   value, count))
+                                                   value, count, kind == "sum" and data.is_monotonic))
         return out
 
     def metric_names(self) -> set[str]:

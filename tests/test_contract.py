@@ -1,0 +1,107 @@
+"""The service emits exactly what docs/telemetry.md promises (names, kinds, parents, units, labels)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.promnames import prometheus_name
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "telemetry.md").read_text()
+INSTRUMENT_KIND = {"histogram": ("histogram", None), "counter": ("sum", True), "updowncounter": ("sum", False),
+                   "gauge": ("gauge", None)}
+
+
+def table(marker: str) -> list[list[str]]:
+    block = DOC.split(f"<!-- {marker} -->", 1)[1].strip().split("\n\n", 1)[0]
+    rows = [r for r in block.splitlines() if r.startswith("|")][2:]
+    return [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+
+
+def code(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+SPANS = {code(r[0])[0].replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")}
+METRICS = {code(r[0])[0]: r for r in table("metrics")}
+ALSO = set(code(DOC.split("Also emitted by the instrumentations", 1)[1].split("\n\n", 1)[0]))
+DROPPED = {"http.server.duration", "http.server.request.size", "http.server.response.size"}
+
+
+@pytest.fixture
+def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI) -> OTLPReceiver:
+    good = client.post("/ask", json={"subject": "math"}).json()
+    fake_llm.fail_next(Fault("status", 500), times=2)
+    assert client.post("/ask", json={"subject": "math"}).status_code == 502
+    assert client.post("/ask", json={"session_id": "Z" * 22}).status_code == 404
+    telemetry_env.wait_for(lambda: len(telemetry_env.trace(good["trace_id"])) == 8)
+    telemetry_env.wait_for(lambda: set(METRICS) <= telemetry_env.metric_names())
+    telemetry_env.good_trace = good["trace_id"]  # type: ignore[attr-defined]
+    return telemetry_env
+
+
+def test_every_documented_span_is_emitted_with_its_kind_and_parent(played: OTLPReceiver) -> None:
+    spans = played.trace(played.good_trace)  # type: ignore[attr-defined]
+    by_id = {s.span_id: s for s in spans}
+    assert {s.name for s in spans} == set(SPANS)
+    for span in spans:
+        _, kind, parent, _, _ = SPANS[span.name]
+        assert span.kind == kind, span.name
+        parent_names = [p.replace("…", "").strip() for p in code(parent)]
+        if span.parent_span_id:
+            actual_parent = by_id[span.parent_span_id].name
+            assert any(actual_parent.startswith(p) for p in parent_names), (span.name, actual_parent)
+        else:
+            assert span.name == "POST /ask"
+
+
+def test_documented_span_attributes_are_present(played: OTLPReceiver) -> None:
+    for span in played.trace(played.good_trace):  # type: ignore[attr-defined]
+        documented = {a.split("=")[0] for a in code(SPANS[span.name][4]) if "." in a and not a.endswith("*")}
+        documented -= {"error.type", "quiz.verdict", "url.path", "url.scheme"} if span.kind != "SERVER" else {
+            "error.type"}
+        if span.name == "invoke_agent teacher" and span.attributes["quiz.step"] == "ask":
+            documented.discard("quiz.verdict")
+        missing = {a for a in documented if a not in span.attributes and a != "quiz.verdict"}
+        assert not missing, (span.name, missing)
+
+
+def test_every_documented_metric_arrives_with_its_instrument_unit_and_labels(played: OTLPReceiver) -> None:
+    points = played.metric_points()
+    for name, (_, instrument, unit, attributes, _) in METRICS.items():
+        mine = [p for p in points if p.name == name]
+        assert mine, name
+        kind, monotonic = INSTRUMENT_KIND[instrument]
+        assert {p.kind for p in mine} == {kind}, name
+        if monotonic is not None:
+            assert {p.monotonic for p in mine} == {monotonic}, name
+        assert {p.unit for p in mine} == {unit.strip("`")}, name
+        allowed = {a.split("=")[0] for a in code(attributes) if "." in a or a == "type"}
+        if name.startswith("http.") or name.startswith("gen_ai."):
+            allowed |= {"server.address", "server.port"}
+        for p in mine:
+            assert set(p.attributes) <= allowed, (name, set(p.attributes) - allowed)
+
+
+def test_documented_prometheus_names_follow_the_collector_rules() -> None:
+    for name, (_, instrument, unit, _, prom) in METRICS.items():
+        assert prometheus_name(name, unit.strip("`"), instrument) == prom.strip("`"), name
+
+
+def test_nothing_undocumented_and_nothing_dropped_is_emitted(played: OTLPReceiver) -> None:
+    received = played.metric_names()
+    assert received <= set(METRICS) | ALSO, received - set(METRICS) - ALSO
+    assert not received & DROPPED
+
+
+def test_error_types_on_metrics_are_the_documented_ones(played: OTLPReceiver) -> None:
+    errors = played.wait_for(lambda: {p.attributes["error.type"] for p in played.metric_points()
+                                      if p.name == "quiz.errors"} >= {"upstream", "session_not_found"} and
+                             [p for p in played.metric_points() if p.name == "quiz.errors"])
+    documented = set(code(METRICS["quiz.errors"][3])) - {"error.type"}
+    assert {p.attributes["error.type"] for p in errors} <= documented
