@@ -12,11 +12,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
+
+
+class CheckpointerUnavailable(RuntimeError):
+    """The session store named by ``CHECKPOINTER_URL`` cannot be opened at start-up."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def describe(url: str) -> str:
@@ -28,8 +42,8 @@ def describe(url: str) -> str:
 async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:
     """Open the saver for ``settings.checkpointer_url`` and close it on exit.
 
-    Raises ``ValueError`` for an unsupported URL, and the driver's own error (e.g.
-    ``psycopg.OperationalError``) when the database cannot be reached at start-up.
+    Raises ``ValueError`` for an unsupported URL and ``CheckpointerUnavailable`` (naming the host,
+    never the password) when the database cannot be reached at start-up.
     """
     url = settings.checkpointer_url
     scheme = describe(url)
@@ -45,10 +59,23 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         async with AsyncSqliteSaver.from_conn_string(path) as saver:
             yield saver
     elif scheme in ("postgres", "postgresql"):
+        import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-        async with AsyncPostgresSaver.from_conn_string(url) as saver:
+        parts = urlsplit(url)
+        try:
+            opened = AsyncPostgresSaver.from_conn_string(url)
+            saver = await opened.__aenter__()
             await saver.setup()  # idempotent migrations
+        except psycopg.Error as exc:
+            reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
+            raise CheckpointerUnavailable(
+                f"CHECKPOINTER_URL={redact(url)}: cannot open the Postgres session store at "
+                f"{parts.hostname}:{parts.port or 5432}: {reason.strip()} — check that the server is up and "
+                "reachable, and that the user and database exist.") from None
+        try:
             yield saver
+        finally:
+            await opened.__aexit__(None, None, None)
     else:
         raise ValueError(f"CHECKPOINTER_URL={url!r}: use memory://, sqlite:///<file> or postgresql://…")

@@ -1,14 +1,18 @@
 """Sessions through the API: the in-memory store is bounded (cap, idle expiry, one checkpoint per session);
-SQLite keeps sessions across a restart."""
+SQLite keeps sessions across a restart; Postgres shares them between replicas."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from app.sessions import CheckpointerUnavailable
 from graphs.checkpoint import BoundedMemorySaver
+from tests.fakes.postgres import PostgresServer
 
 
 def new_round(client: TestClient, **body: object) -> dict:
@@ -74,3 +78,33 @@ def test_sqlite_sessions_survive_a_restart(make_client, tmp_path: Path) -> None:
     second = make_client(checkpointer_url=url)
     again = new_round(second, session_id=sid)
     assert (again["round"], again["subject"], again["difficulty"]) == (2, "history", "hard")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+def test_postgres_sessions_are_shared_by_replicas(make_client, postgres: PostgresServer) -> None:
+    replica_a = make_client(checkpointer_url=postgres.url)
+    replica_b = make_client(checkpointer_url=postgres.url)
+    assert replica_a.get("/health").json()["checkpointer"] == "postgresql"
+    sid = new_round(replica_a, subject="geography", difficulty="easy")["session_id"]
+
+    on_b = new_round(replica_b, session_id=sid)
+    on_a = new_round(replica_a, session_id=sid)
+
+    assert (on_b["round"], on_b["subject"], on_a["round"]) == (2, "geography", 3)
+    assert replica_b.post("/ask", json={"session_id": "N" * 22}).status_code == 404
+
+
+def test_unreachable_postgres_is_a_clear_start_up_error(make_client) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CheckpointerUnavailable) as failure:
+        make_client(checkpointer_url=f"postgresql://app:hunter2-secret@127.0.0.1:{port}/quiz")
+    message = str(failure.value)
+    assert f"127.0.0.1:{port}" in message and "CHECKPOINTER_URL" in message
+    assert "hunter2-secret" not in message
