@@ -1,0 +1,294 @@
+"""deployment.yaml and otel-collector.yaml: valid for the API server (offline), and consistent with each
+other and with the app.
+
+Core objects are checked with ``kubernetes-validate --strict`` (a misspelt field fails); the custom
+resources with ``jsonschema`` against the CRD schemas in ../shared/schemas (the operator's v1beta1
+OpenTelemetryCollector and Azure Managed Prometheus' PodMonitor).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+K8S_VERSION = "1.33.0"  # a current AKS version
+MANIFESTS = ["deployment.yaml", "otel-collector.yaml", "deploy/hpa.yaml", "deploy/azure-monitor-secret.example.yaml"]
+CRD_SCHEMAS = {"OpenTelemetryCollector": "opentelemetrycollector-v1beta1.schema.json",
+               "PodMonitor": "azmonitoring-podmonitor-v1.schema.json"}
+
+
+def docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / name).read_text()) if d]
+
+
+def one(name: str, kind: str) -> dict:
+    (found,) = [d for d in docs(name) if d["kind"] == kind]
+    return found
+
+
+@pytest.fixture(scope="module")
+def crd_schema():
+    if not SCHEMAS.is_dir():
+        pytest.fail(f"{SCHEMAS} is missing: the CRD schemas come from ../shared beside the checkout")
+
+    def load(kind: str) -> dict:
+        return json.loads((SCHEMAS / CRD_SCHEMAS[kind]).read_text())
+
+    return load
+
+
+def all_objects() -> list[tuple[str, dict]]:
+    return [(name, d) for name in MANIFESTS for d in docs(name)]
+
+
+@pytest.mark.parametrize(("name", "obj"), [(n, d) for n, d in all_objects() if d["kind"] not in CRD_SCHEMAS],
+                         ids=lambda v: v if isinstance(v, str) else f"{v['kind']}/{v['metadata']['name']}")
+def test_core_objects_validate_strictly(name: str, obj: dict) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    assert obj["metadata"]["namespace" if obj["kind"] != "Namespace" else "name"] == "otel-app"
+
+
+@pytest.mark.parametrize("kind", sorted(CRD_SCHEMAS))
+def test_custom_resources_validate_against_their_crds(kind: str, crd_schema) -> None:
+    obj = one("otel-collector.yaml", kind)
+    jsonschema.Draft4Validator(crd_schema(kind)).validate(obj)
+    assert obj["metadata"]["namespace"] == "otel-app"
+
+
+def test_a_misspelt_field_fails_validation(crd_schema) -> None:
+    deployment = copy.deepcopy(one("deployment.yaml", "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    collector = copy.deepcopy(one("otel-collector.yaml", "OpenTelemetryCollector"))
+    collector["spec"]["mode"] = "Deployment"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(crd_schema("OpenTelemetryCollector")).validate(collector)
+    monitor = copy.deepcopy(one("otel-collector.yaml", "PodMonitor"))
+    del monitor["spec"]["selector"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(crd_schema("PodMonitor")).validate(monitor)
+
+
+# --- the app's Deployment ---------------------------------------------------------------------------------
+def pod_spec() -> dict:
+    return one("deployment.yaml", "Deployment")["spec"]["template"]["spec"]
+
+
+def container() -> dict:
+    (c,) = pod_spec()["containers"]
+    return c
+
+
+def env() -> dict[str, dict]:
+    return {e["name"]: e for e in container()["env"]}
+
+
+def test_the_pod_is_locked_down() -> None:
+    spec = pod_spec()
+    pod, ctr = spec["securityContext"], container()["securityContext"]
+    assert pod["runAsNonRoot"] is True and isinstance(pod["runAsUser"], int) and pod["runAsUser"] != 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert ctr["allowPrivilegeEscalation"] is False and ctr["readOnlyRootFilesystem"] is True
+    assert ctr["capabilities"]["drop"] == ["ALL"]
+    (tmp,) = [m for m in container()["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"])
+    assert {"key": "workload", "operator": "Equal", "value": "general", "effect": "NoSchedule"} in spec["tolerations"]
+    # The Dockerfile's numeric user is the one the pod runs as.
+    assert f"USER {pod['runAsUser']}:{pod['runAsGroup']}" in (ROOT / "Dockerfile").read_text()
+
+
+def test_workload_identity_and_no_key_anywhere() -> None:
+    template = one("deployment.yaml", "Deployment")["spec"]["template"]
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert "REPLACE" in template["spec"]["serviceAccountName"]  # an obvious placeholder
+    variables = env()
+    assert variables["AZURE_OPENAI_ENDPOINT"]["valueFrom"]["secretKeyRef"]["key"] == "AZURE_AISERVICES_OPENAI_BASE"
+    assert variables["AZURE_OPENAI_DEPLOYMENT_NAME"]["value"] == "gpt-5.2-chat"
+    assert variables["AZURE_OPENAI_API_VERSION"]["value"] == "2024-12-01-preview"
+    assert "AZURE_OPENAI_API_KEY" not in variables and "OPENAI_API_KEY" not in variables
+    text = "\n".join((ROOT / m).read_text() for m in ("deployment.yaml", "otel-collector.yaml", "Dockerfile"))
+    assert not re.search(r"(?i)(api[_-]?key|password|InstrumentationKey)\s*[:=]\s*['\"]?[A-Za-z0-9+/]{16,}", text)
+
+
+def test_every_env_var_is_one_the_app_or_the_sdk_reads() -> None:
+    """A misspelt variable would be silently ignored: each must be a Settings field, a standard OTEL_*
+    variable the service documents, or a helper that another variable interpolates."""
+    fields = {name.upper() for name in Settings.model_fields} | {"CHECKPOINTER_URL", "HOST", "PORT",
+                                                                  "GRACEFUL_SHUTDOWN_S", "LOG_LEVEL"}
+    readme = (ROOT / "README.md").read_text()
+    values = " ".join(e.get("value", "") for e in env().values())
+    for name in env():
+        if name.startswith("OTEL_"):
+            assert f"`{name}`" in readme, f"{name} is not a documented OTEL_* variable"
+        elif name.startswith("K8S_"):
+            assert f"$({name})" in values, f"{name} is not used by any other variable"
+        else:
+            assert name in fields, f"{name} is not read by the app"
+
+
+def test_resource_attributes_give_the_documented_role_name_and_job() -> None:
+    variables = env()
+    attrs = dict(kv.split("=", 1) for kv in variables["OTEL_RESOURCE_ATTRIBUTES"]["value"].split(","))
+    service = variables["OTEL_SERVICE_NAME"]["value"]
+    assert attrs["service.instance.id"] == "$(K8S_POD_NAME)" == attrs["k8s.pod.name"]
+    assert {"k8s.namespace.name", "k8s.node.name"} <= set(attrs)
+    contract = (ROOT / "docs" / "telemetry.md").read_text()
+    assert f"`{attrs['service.namespace']}.{service}`" in contract  # App Insights cloud_RoleName
+    assert f"`{attrs['service.namespace']}/{service}`" in contract  # Prometheus job
+    for ref in ("K8S_POD_NAME", "K8S_NAMESPACE_NAME", "K8S_NODE_NAME"):
+        names = list(variables)
+        assert names.index(ref) < names.index("OTEL_RESOURCE_ATTRIBUTES")  # $(VAR) needs VAR defined first
+    assert set(variables["OTEL_SEMCONV_STABILITY_OPT_IN"]["value"].split(",")) == {"http/dup",
+                                                                                   "gen_ai_latest_experimental"}
+    assert variables["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"]["value"] == "NO_CONTENT"
+
+
+def test_resources_probes_and_termination() -> None:
+    ctr = container()
+    assert ctr["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                "limits": {"cpu": "500m", "memory": "512Mi"}}
+    app = create_app(Settings())
+    paths = set(app.openapi()["paths"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert ctr[probe]["httpGet"]["path"] in paths
+        assert ctr[probe]["httpGet"]["port"] in {p["name"] for p in ctr["ports"]}
+        assert ctr[probe]["timeoutSeconds"] >= 2
+    grace = int(env()["GRACEFUL_SHUTDOWN_S"]["value"])
+    pre_stop = ctr["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # Room for the preStop pause, in-flight rounds and the telemetry flush (OTLP timeout) before SIGKILL.
+    assert pod_spec()["terminationGracePeriodSeconds"] >= pre_stop + grace + int(env()["OTEL_EXPORTER_OTLP_TIMEOUT"]["value"])
+    assert int(env()["PORT"]["value"]) == ctr["ports"][0]["containerPort"] == 8000
+    app.state.telemetry.shutdown()
+
+
+def test_service_and_budget_select_the_deployments_pods() -> None:
+    labels = one("deployment.yaml", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    selector = one("deployment.yaml", "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    service = one("deployment.yaml", "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 80 and port["targetPort"] in {p["name"] for p in container()["ports"]}
+    pdb = one("deployment.yaml", "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"].get("maxUnavailable") == 1  # never blocks a drain with one replica
+    hpa = one("deploy/hpa.yaml", "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == one("deployment.yaml", "Deployment")["metadata"]["name"]
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance"):
+        assert key in one("deployment.yaml", "Deployment")["metadata"]["labels"]
+
+
+# --- the Collector ----------------------------------------------------------------------------------------
+def collector() -> dict:
+    return one("otel-collector.yaml", "OpenTelemetryCollector")
+
+
+def operator_pod_labels(cr: dict) -> dict[str, str]:
+    """The labels the OpenTelemetry Operator puts on the collector's pods (operator
+    internal/manifests/manifestutils/labels.go; ../shared/TELEMETRY-NOTES.md §1)."""
+    name, namespace = cr["metadata"]["name"], cr["metadata"]["namespace"]
+    return {"app.kubernetes.io/managed-by": "opentelemetry-operator",
+            "app.kubernetes.io/instance": f"{namespace}.{name}",
+            "app.kubernetes.io/part-of": "opentelemetry",
+            "app.kubernetes.io/component": "opentelemetry-collector",
+            "app.kubernetes.io/name": f"{name}-collector"}
+
+
+def collector_ports(cr: dict) -> dict[str, int]:
+    """Named ports of the collector pods: spec.ports plus those the operator derives from the config."""
+    config = cr["spec"]["config"]
+    ports = {p["name"]: p["port"] for p in cr["spec"].get("ports", [])}
+    for protocol, name in (("grpc", "otlp-grpc"), ("http", "otlp-http")):
+        endpoint = config["receivers"]["otlp"]["protocols"].get(protocol, {}).get("endpoint")
+        if endpoint:
+            ports.setdefault(name, int(endpoint.rsplit(":", 1)[1]))
+    for exporter, settings in config["exporters"].items():
+        if exporter.split("/")[0] == "prometheus":
+            ports.setdefault(exporter.replace("/", "-").replace("_", "-")[:15],
+                             int(settings["endpoint"].rsplit(":", 1)[1]))
+    return ports
+
+
+def test_the_apps_otlp_endpoint_is_the_collectors_grpc_service() -> None:
+    cr = collector()
+    url = urlsplit(env()["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"])
+    assert url.scheme == "http"
+    assert url.hostname == f"{cr['metadata']['name']}-collector.{cr['metadata']['namespace']}.svc.cluster.local"
+    assert url.port == collector_ports(cr)["otlp-grpc"] == 4317
+
+
+def test_the_collector_uses_the_contrib_image_pinned() -> None:
+    image = collector()["spec"]["image"]
+    assert "opentelemetry-collector-contrib:" in image
+    assert re.search(r":\d+\.\d+\.\d+$", image) or "@sha256:" in image
+    assert collector()["spec"]["mode"] == "deployment" and collector()["spec"]["resources"]["limits"]
+
+
+def test_every_pipeline_component_is_defined_and_every_defined_one_is_used() -> None:
+    config = collector()["spec"]["config"]
+    pipelines = config["service"]["pipelines"]
+    for kind in ("receivers", "processors", "exporters"):
+        used = {c for p in pipelines.values() for c in p.get(kind, [])}
+        assert used == set(config.get(kind, {})), kind
+    assert set(config["service"].get("extensions", [])) == set(config.get("extensions", {}))
+    for name, pipeline in pipelines.items():
+        if pipeline.get("processors"):
+            assert pipeline["processors"][0] == "memory_limiter", name
+            assert pipeline["processors"][-1] == "batch", name
+
+
+def test_pipelines_route_traces_and_metrics_where_the_contract_says() -> None:
+    pipelines = collector()["spec"]["config"]["service"]["pipelines"]
+    by_signal: dict[str, set[str]] = {}
+    for name, pipeline in pipelines.items():
+        by_signal.setdefault(name.split("/")[0], set()).update(pipeline["exporters"])
+        if "azuremonitor" in pipeline["exporters"] and name.startswith("metrics"):
+            assert "cumulativetodelta" in pipeline["processors"], "App Insights needs delta metrics"
+        if "prometheus" in pipeline["exporters"]:
+            assert "cumulativetodelta" not in pipeline["processors"], "Prometheus needs cumulative metrics"
+    assert by_signal == {"traces": {"azuremonitor"}, "metrics": {"prometheus", "azuremonitor"}}
+    prometheus = collector()["spec"]["config"]["exporters"]["prometheus"]
+    assert prometheus["endpoint"].endswith(":8889") and prometheus["resource_to_telemetry_conversion"]["enabled"]
+
+
+def test_the_connection_string_comes_from_the_documented_secret() -> None:
+    cr = collector()
+    (var,) = [e for e in cr["spec"]["env"] if e["name"] == "APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    ref = var["valueFrom"]["secretKeyRef"]
+    example = one("deploy/azure-monitor-secret.example.yaml", "Secret")
+    assert ref["name"] == example["metadata"]["name"] == "azure-monitor-secret"
+    assert ref["key"] in example["stringData"]
+    assert cr["spec"]["config"]["exporters"]["azuremonitor"]["connection_string"] == \
+        "${env:APPLICATIONINSIGHTS_CONNECTION_STRING}"
+    assert "azure-monitor-secret.yaml" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_the_podmonitor_scrapes_the_collectors_prometheus_port() -> None:
+    cr, monitor = collector(), one("otel-collector.yaml", "PodMonitor")
+    assert monitor["apiVersion"] == "azmonitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == cr["metadata"]["namespace"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= operator_pod_labels(cr).items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    ports = collector_ports(cr)
+    assert endpoint["port"] in ports
+    assert ports[endpoint["port"]] == int(cr["spec"]["config"]["exporters"]["prometheus"]["endpoint"].rsplit(":")[1])
+    assert (monitor["spec"]["labelLimit"], monitor["spec"]["labelNameLengthLimit"],
+            monitor["spec"]["labelValueLengthLimit"]) == (63, 511, 1023)
+    # The honorLabels decision is written where the dashboard work reads it.
+    assert endpoint["honorLabels"] is True
+    assert "honorLabels: true" in (ROOT / "docs" / "telemetry.md").read_text()
