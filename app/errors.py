@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | validation | 422 | a field is wrong (the body lists which) |
 | ``SessionNotFound`` | 404 | ``session_id`` is unknown or expired |
+| ``Overloaded`` | 503 + ``Retry-After`` | ``MAX_CONCURRENT_ROUNDS`` rounds are already in progress here |
 | ``BodyTooLarge`` | 413 | body over ``MAX_BODY_BYTES`` |
 | ``LLMRateLimited`` | 503 + ``Retry-After`` | the LLM answered 429 after the client's retries |
 | ``LLMTimeout`` | 504 | an LLM call timed out after the client's retries |
@@ -53,6 +54,10 @@ class SessionNotFound(QuizError):
 
 class BodyTooLarge(QuizError):
     status, slug, title, error_type = 413, "body-too-large", "Request body too large", "validation"
+
+
+class Overloaded(QuizError):
+    status, slug, title, error_type = 503, "overloaded", "Too many rounds in progress", "overloaded"
 
 
 class LLMRateLimited(QuizError):

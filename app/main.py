@@ -46,7 +46,8 @@ QuizDep = Annotated[QuizService, Depends(get_quiz)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
         404: "Unknown or expired session_id", 413: "Body too large", 422: "Invalid request",
-        502: "LLM failure (auth, upstream error, unusable output)", 503: "LLM rate limited (see Retry-After)",
+        502: "LLM failure (auth, upstream error, unusable output)",
+        503: "LLM rate limited, or too many rounds in progress here (see Retry-After)",
         504: "LLM timeout"}.items()}
 
 
@@ -56,20 +57,29 @@ ERRORS: dict[int | str, dict[str, Any]] = {
           "content": {"text/event-stream": {}}}, **ERRORS})
 async def ask(body: AskRequest, quiz: QuizDep, accept: Annotated[str | None, Header()] = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student answers, the Teacher grades."""
-    prepared = await quiz.prepare(body)
-    if accept and "text/event-stream" in accept:
-        return EventSourceResponse(_sse(quiz, prepared), headers={"Cache-Control": "no-cache"})
-    return await quiz.play_round(prepared)
+    quiz.admit()
+    streaming = False
+    try:
+        prepared = await quiz.prepare(body)
+        if accept and "text/event-stream" in accept:
+            streaming = True  # the stream releases its place when it ends
+            return EventSourceResponse(_sse(quiz, prepared), headers={"Cache-Control": "no-cache"})
+        return await quiz.play_round(prepared)
+    finally:
+        if not streaming:
+            quiz.release()
 
 
 async def _sse(quiz: QuizService, prepared: Any) -> AsyncIterator[bytes]:
-    yield format_sse_event(event="trace", data_str=_json({"trace_id": current_trace_id(),
-                                                          "session_id": prepared.session_id}))
     try:
+        yield format_sse_event(event="trace", data_str=_json({"trace_id": current_trace_id(),
+                                                              "session_id": prepared.session_id}))
         async for event, data in quiz.run(prepared):
             yield format_sse_event(event=event, data_str=_json(data))
     except QuizError as error:
         yield format_sse_event(event="error", data_str=problem_for(error).body.decode())
+    finally:
+        quiz.release()
 
 
 def _json(data: Any) -> str:
@@ -90,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             tel = app.state.telemetry
-            stack.callback(tel.shutdown)  # last out: flush spans and metrics of everything below
+            # Last out: flush spans and metrics of everything below, within a bounded time.
+            stack.callback(tel.shutdown, settings.telemetry_shutdown_timeout_s)
             llm = await build_llm(settings)
             stack.push_async_callback(llm.aclose)
             checkpointer = await stack.enter_async_context(open_checkpointer(settings))

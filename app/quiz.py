@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -18,12 +18,12 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app.errors import QuizError, SessionNotFound, current_trace_id, translate_llm_error
+from app.errors import Overloaded, QuizError, SessionNotFound, current_trace_id, translate_llm_error
 from app.llm import LLM
 from app.messages import is_korean, parse_message
 from app.schemas import AskRequest, Round, Usage
 from app.settings import Settings
-from graphs.quiz import QuizContext
+from graphs.quiz import QuizAgents, QuizContext
 from telemetry import Telemetry
 from telemetry import contract as C
 
@@ -55,6 +55,26 @@ class QuizService:
     llm: LLM
     telemetry: Telemetry
     settings: Settings
+    agents: QuizAgents = field(init=False)
+    in_flight: int = field(init=False, default=0)
+
+    def admit(self) -> None:
+        """Count a round in; raise ``Overloaded`` (503) past ``MAX_CONCURRENT_ROUNDS``. Pair with ``release()``.
+
+        One event loop runs every round, so a plain counter is exact.
+        """
+        if self.in_flight >= self.settings.max_concurrent_rounds:
+            self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: Overloaded.error_type})
+            raise Overloaded(f"{self.in_flight} rounds are in progress on this instance (MAX_CONCURRENT_ROUNDS). "
+                             "Retry in a second.", {"Retry-After": "1"})
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def __post_init__(self) -> None:
+        # Bound once: binding tools converts the schemas to JSON Schema, which is not free.
+        self.agents = QuizAgents.create(teacher=self.llm.chat, student=self.llm.chat)
 
     async def prepare(self, request: AskRequest) -> PreparedRound:
         """Resolve session and settings. Raises ``SessionNotFound`` for an unknown or expired id."""
@@ -85,7 +105,7 @@ class QuizService:
         return {"configurable": {"thread_id": session_id}}
 
     def _context(self, session_id: str) -> QuizContext:
-        return QuizContext(teacher=self.llm.chat, student=self.llm.chat, session_id=session_id,
+        return QuizContext(agents=self.agents, session_id=session_id,
                            provider=self.llm.gen_ai_provider, model=self.llm.model, tracer=self.telemetry.tracer,
                            step_duration=self.telemetry.instruments.step_duration,
                            structured_output_attempts=self.settings.structured_output_attempts)

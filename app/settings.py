@@ -70,7 +70,14 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(3600.0, gt=0, description="Idle in-memory sessions expire after this.")
     max_sessions: int = Field(10_000, ge=1, description="Cap on in-memory sessions; least recently used go first.")
 
+    # --- telemetry (the rest is the SDK's standard OTEL_* variables) ----------------------------------
+    telemetry_shutdown_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="Longest the flush of spans and metrics may take at shutdown.")
+
     # --- HTTP -------------------------------------------------------------------------------------
+    max_concurrent_rounds: int = Field(
+        128, ge=1, le=10_000, description="Rounds in progress per process; beyond it /ask answers 503 at once. "
+        "Protects the LLM quota and memory instead of queueing without bound.")
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
 
     @model_validator(mode="after")

@@ -13,10 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import SystemMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.output_parsers.openai_tools import PydanticToolsParser
+from langchain_core.outputs import ChatGeneration
+from langchain_core.runnables import Runnable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -26,7 +30,7 @@ from opentelemetry.metrics import Histogram
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from graphs import prompts
 from graphs.state import Grade, Question, QuizState, Step, StudentAnswer, TokenUsage
@@ -44,16 +48,60 @@ class StructuredOutputError(Exception):
 
 
 @dataclass(frozen=True)
+class StructuredCall(Generic[SchemaT]):
+    """A chat model bound once to one forced function call, and the parser for its arguments.
+
+    This is LangChain's ``with_structured_output(schema, method="function_calling")`` taken apart:
+    the same ``bind_tools(..., tool_choice=<schema>, parallel_tool_calls=False)`` and the same
+    ``PydanticToolsParser``, but built once at start-up and parsed directly, without the per-call runnable
+    chain (whose ``inspect.signature`` calls cost ~14 % of the service's CPU per round, see bench/README.md).
+    Forced function calling works on Azure OpenAI, OpenAI, vLLM, Ollama and llama.cpp's server
+    (../shared/LOCAL-MODEL-NOTES.md: its tool calls are grammar-constrained).
+    """
+
+    schema: type[SchemaT]
+    runnable: Runnable[Any, AIMessage]
+    parser: PydanticToolsParser
+
+    @classmethod
+    def bind(cls, model: BaseChatModel, schema: type[SchemaT]) -> StructuredCall[SchemaT]:
+        runnable = model.bind_tools([schema], tool_choice=schema.__name__, parallel_tool_calls=False)
+        return cls(schema, runnable, PydanticToolsParser(tools=[schema], first_tool_only=True))
+
+    async def __call__(self, messages: list[Any]) -> tuple[SchemaT | None, AIMessage]:
+        """One call: ``(parsed or None when the arguments do not validate, the raw message)``."""
+        message = await self.runnable.ainvoke(messages)
+        try:
+            parsed = self.parser.parse_result([ChatGeneration(message=message)])
+        except (OutputParserException, ValidationError):
+            parsed = None
+        return parsed, message
+
+
+@dataclass(frozen=True)
+class QuizAgents:
+    """The three agent steps, each bound to its model once (any chat model with tool calling)."""
+
+    ask: StructuredCall[Question]
+    answer: StructuredCall[StudentAnswer]
+    grade: StructuredCall[Grade]
+
+    @classmethod
+    def create(cls, teacher: BaseChatModel, student: BaseChatModel) -> QuizAgents:
+        return cls(StructuredCall.bind(teacher, Question), StructuredCall.bind(student, StudentAnswer),
+                   StructuredCall.bind(teacher, Grade))
+
+
+@dataclass(frozen=True)
 class QuizContext:
     """What every run needs and the checkpoint must not hold (LangGraph ``context_schema``).
 
-    ``teacher``/``student``: chat models (any LangChain chat model that supports tool calling).
+    ``agents``: the bound structured calls of the three steps.
     ``provider``/``model``: ``gen_ai.provider.name`` / ``gen_ai.request.model`` for the agent spans.
     ``step_duration``: histogram (seconds) recorded per step with agent, step and ``error.type``.
     """
 
-    teacher: BaseChatModel
-    student: BaseChatModel
+    agents: QuizAgents
     session_id: str
     provider: str
     model: str
@@ -94,25 +142,24 @@ async def _agent_step(ctx: QuizContext, agent: str, step: Step, state: QuizState
                 ctx.step_duration.record(time.perf_counter() - started, labels)
 
 
-async def _structured(ctx: QuizContext, model: BaseChatModel, schema: type[SchemaT], step: Step,
-                      messages: list[Any], span: trace.Span) -> tuple[SchemaT, TokenUsage]:
-    """Call ``model`` for a ``schema`` instance via a forced function call; retry invalid output.
+async def _structured(ctx: QuizContext, call: StructuredCall[SchemaT], step: Step, messages: list[Any],
+                      span: trace.Span) -> tuple[SchemaT, TokenUsage]:
+    """Call the model for a ``call.schema`` instance; retry output that does not validate.
 
     Returns the parsed object and the tokens of all attempts. Raises ``StructuredOutputError`` when no
     attempt validates; provider errors (``openai.APIError`` and friends) propagate unchanged.
     """
-    runnable = model.with_structured_output(schema, method="function_calling", include_raw=True)
     usage = TokenUsage(input_tokens=0, output_tokens=0)
     for attempt in range(1, ctx.structured_output_attempts + 1):
-        result = await runnable.ainvoke(messages)
-        meta = getattr(result["raw"], "usage_metadata", None) or {}
+        parsed, message = await call(messages)
+        meta = message.usage_metadata or {}
         usage["input_tokens"] += int(meta.get("input_tokens", 0))
         usage["output_tokens"] += int(meta.get("output_tokens", 0))
-        if result.get("parsed") is not None and result.get("parsing_error") is None:
+        if parsed is not None:
             span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, usage["input_tokens"])
             span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, usage["output_tokens"])
-            return result["parsed"], usage
-        span.add_event("structured_output.invalid", {"attempt": attempt, "schema": schema.__name__})
+            return parsed, usage
+        span.add_event("structured_output.invalid", {"attempt": attempt, "schema": call.schema.__name__})
     raise StructuredOutputError(step, ctx.structured_output_attempts)
 
 
@@ -128,7 +175,7 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
         messages = [SystemMessage(prompts.TEACHER_SYSTEM.format(language=_language(state))),
                     HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"],
                                                             subject=state["subject"], history=history))]
-        question, usage = await _structured(ctx, ctx.teacher, Question, "ask", messages, span)
+        question, usage = await _structured(ctx, ctx.agents.ask, "ask", messages, span)
     return {"question": question.model_dump(), "usage": {"ask": usage}}
 
 
@@ -139,7 +186,7 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
         persona = prompts.STUDENT_PERSONAS[state["difficulty"]]
         messages = [SystemMessage(prompts.STUDENT_SYSTEM.format(persona=persona, language=_language(state))),
                     HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"]["question"]))]
-        answer, usage = await _structured(ctx, ctx.student, StudentAnswer, "answer", messages, span)
+        answer, usage = await _structured(ctx, ctx.agents.answer, "answer", messages, span)
     return {"answer": answer.model_dump(), "usage": {"answer": usage}}
 
 
@@ -152,7 +199,7 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
                     HumanMessage(prompts.TEACHER_GRADE.format(question=question["question"],
                                                               reference_answer=question["reference_answer"],
                                                               answer=state["answer"]["answer"]))]
-        grade, usage = await _structured(ctx, ctx.teacher, Grade, "grade", messages, span)
+        grade, usage = await _structured(ctx, ctx.agents.grade, "grade", messages, span)
         span.set_attribute("quiz.verdict", grade.verdict)
     return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": state.get("round", 0) + 1,
             "history": [question["question"]]}

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +92,7 @@ class Telemetry:
     instruments: QuizInstruments
     exporting: bool
     _instrumentors: list[Any] = field(default_factory=list)
+    _exporters: list[Any] = field(default_factory=list)
 
     def instrument_app(self, app: Any) -> None:
         """Server spans and ``http.server.*`` metrics for a FastAPI app.
@@ -106,13 +109,33 @@ class Telemetry:
         metrics = self.meter_provider.force_flush(timeout_millis)
         return bool(spans and metrics)
 
-    def shutdown(self) -> None:
-        """Flush pending spans and metrics, then stop the exporters (bounded by ``OTEL_EXPORTER_OTLP_TIMEOUT``)."""
+    def shutdown(self, timeout_s: float = 3.0) -> float:
+        """Flush pending spans and metrics (in parallel), then stop the exporters. Returns seconds taken.
+
+        Bounded by ``timeout_s``: the SDK's own shutdown waits up to 30 s, and each export retries until
+        ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s) while a Collector is unreachable. When the budget runs out the
+        exporters are shut down, which aborts their retries; what was not delivered by then is lost.
+        """
+        started = time.monotonic()
         for instrumentor in self._instrumentors:
             instrumentor.uninstrument()
         self._instrumentors.clear()
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        watchdog = threading.Timer(timeout_s, self._abort_exports)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            spans = threading.Thread(target=self.tracer_provider.shutdown, name="otel-span-shutdown", daemon=True)
+            spans.start()
+            self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+            spans.join(max(0.0, timeout_s + 1.0 - (time.monotonic() - started)))
+        finally:
+            watchdog.cancel()
+        return time.monotonic() - started
+
+    def _abort_exports(self) -> None:
+        log.warning("telemetry: flush did not finish in time (Collector unreachable?); dropping the rest")
+        for exporter in self._exporters:
+            exporter.shutdown()
 
 
 def configure(service_version: str = "0.1.0") -> Telemetry:
@@ -127,9 +150,11 @@ def configure(service_version: str = "0.1.0") -> Telemetry:
 
     tracer_provider = TracerProvider(resource=resource)
     readers = []
+    exporters: list[Any] = []
     if exporting:
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        exporters = [OTLPSpanExporter(), OTLPMetricExporter()]
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporters[0]))
+        readers.append(PeriodicExportingMetricReader(exporters[1]))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=METRIC_VIEWS)
 
     instrumentors: list[Any] = []
@@ -150,6 +175,7 @@ def configure(service_version: str = "0.1.0") -> Telemetry:
         instruments=QuizInstruments.create(meter),
         exporting=exporting,
         _instrumentors=instrumentors,
+        _exporters=exporters,
     )
     log.info("telemetry: %s, service.name=%s", "exporting over OTLP/gRPC to " + os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317") if exporting else "disabled (OTEL_SDK_DISABLED)",

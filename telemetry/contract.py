@@ -56,7 +56,7 @@ class QuizInstruments:
       attributes ``gen_ai.agent.name`` (teacher|student), ``quiz.step`` (ask|answer|grade), ``error.type``.
     - ``errors``: Counter ``quiz.errors`` {error} [``quiz_errors_total``], attribute ``error.type``
       (``rate_limited``, ``timeout``, ``auth``, ``upstream``, ``invalid_output``, ``validation``,
-      ``session_not_found``).
+      ``session_not_found``, ``overloaded``).
     """
 
     rounds: Counter

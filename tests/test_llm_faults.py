@@ -146,3 +146,32 @@ def test_health_stays_fast_while_the_llm_hangs(client: TestClient, fake_llm: Fak
     assert client.get("/health").status_code == 200
     assert time.perf_counter() - started < 0.5
     worker.join()
+
+
+def test_past_the_concurrency_limit_requests_are_shed_with_503(make_client, fake_llm: FakeOpenAI) -> None:
+    import concurrent.futures
+
+    client = make_client(max_concurrent_rounds=2)
+    fake_llm.latency_s = 0.5
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        started = time.perf_counter()
+        responses = list(pool.map(lambda _: client.post("/ask", json={}), range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2 and set(statuses) <= {200, 503}
+    shed = [r for r in responses if r.status_code == 503]
+    assert shed, statuses
+    for r in shed:
+        assert r.headers["retry-after"] == "1" and r.json()["type"] == "/problems/overloaded"
+    assert time.perf_counter() - started < 6  # shed at once, not queued
+    fake_llm.latency_s = 0.0
+    assert client.app.state.quiz.in_flight == 0  # every admitted round released its place
+    assert client.post("/ask", json={}).status_code == 200
+
+
+def test_streams_release_their_place(make_client) -> None:
+    client = make_client(max_concurrent_rounds=1)
+    for _ in range(3):
+        r = client.post("/ask", json={}, headers={"accept": "text/event-stream"})
+        assert r.status_code == 200 and "event: round" in r.text
+    assert client.post("/ask", json={"session_id": "Q" * 22}).status_code == 404
+    assert client.app.state.quiz.in_flight == 0

@@ -202,3 +202,16 @@ def test_sdk_disabled_exports_nothing_and_still_plays(make_client, telemetry_env
     time.sleep(0.5)
     mine = [x for x in telemetry_env.spans() + telemetry_env.metric_points() if "test.case" in x.resource]
     assert mine == []
+
+
+def test_shutdown_is_bounded_when_the_collector_is_unreachable(make_client, telemetry_env: OTLPReceiver,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "10")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    client = make_client(telemetry_shutdown_timeout_s=1.5)
+    for _ in range(3):
+        assert client.post("/ask", json={}).status_code == 200
+    started = time.perf_counter()
+    client.__exit__(None, None, None)
+    assert time.perf_counter() - started < 3.0

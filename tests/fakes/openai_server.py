@@ -29,6 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # listen backlog: many clients connect at once under load
+    daemon_threads = True
+
+
 @dataclass
 class Fault:
     """One injected failure, consumed by the next matching request.
@@ -75,14 +80,13 @@ class RecordedRequest:
 class FakeOpenAI:
     """Start with ``with FakeOpenAI() as server:``; ``server.base_url`` ends in ``/v1``."""
 
-    def __init__(self, latency_s: float = 0.0) -> None:
+    def __init__(self, latency_s: float = 0.0, port: int = 0) -> None:
         self.latency_s = latency_s
         self.requests: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
         self._scripts: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", port), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,6 +164,9 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds the body
+            # until the client's delayed ACK (40 ms on Linux), three times per round.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
@@ -285,3 +292,21 @@ def _example(name: str, prop: dict[str, Any], root: dict[str, Any]) -> Any:
     if kind == "object":
         return {k: _example(k, v, root) for k, v in prop.get("properties", {}).items()}
     return f"fake {name.replace('_', ' ')} {uuid.uuid4().hex[:6]}"
+
+
+
+def main() -> None:
+    """``python -m tests.fakes.openai_server --port P --latency-ms L``: serve until killed (for bench/)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fake OpenAI-protocol server")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    with FakeOpenAI(latency_s=args.latency_ms / 1000, port=args.port) as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

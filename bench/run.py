@@ -1,0 +1,302 @@
+"""question-app benchmark: throughput, latency, /health under load, CPU and memory per round, telemetry
+loss and size, shutdown time, streaming time-to-first-event.
+
+    uv run python bench/run.py            # full run, ~6 minutes on 2 cores
+    uv run python bench/run.py --quick    # smaller counts, ~2 minutes
+
+It starts, all on 127.0.0.1: the fake OpenAI-protocol server (tests/fakes/openai_server.py) in its own
+process with a fixed latency per call, an OTLP/gRPC receiver (tests/fakes/otlp_receiver.py) in this
+process, and the service itself with its installed entry point (`question-app`, one uvicorn worker, as the
+README runs it). Load comes from this process over loopback, bounded in count and time. It prints one
+Markdown table and writes it to bench/results/<date>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.fakes.otlp_receiver import OTLPReceiver  # noqa: E402
+
+SPANS_PER_ROUND = 8  # POST /ask, invoke_workflow, 3 × invoke_agent, 3 × chat
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+class FakeLLM:
+    def __init__(self, latency_ms: float) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(self.port),
+             "--latency-ms", str(latency_ms)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.base_url = self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Service:
+    def __init__(self, llm: FakeLLM, otlp_endpoint: str, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
+        environment.update(PORT=str(self.port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="bench",
+                           OPENAI_MODEL="gpt-5.2-chat", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint,
+                           OTEL_SERVICE_NAME="question-app", OTEL_RESOURCE_ATTRIBUTES="service.namespace=bench",
+                           OTEL_METRIC_EXPORT_INTERVAL="5000", LOG_LEVEL="warning", **env)
+        if workers == 1:
+            command = [str(Path(sys.executable).parent / "question-app")]
+        else:
+            command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port",
+                       str(self.port), "--workers", str(workers), "--log-level", "warning"]
+        self.log = open(ROOT / "bench" / "results" / f"service-{self.port}.log", "w")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start; see {self.log.name}")
+            time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> float:
+        """SIGTERM and wait; return seconds to exit."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+        return time.monotonic() - started
+
+
+async def load(base: str, concurrency: int, seconds: float, max_rounds: int, body: dict | None = None
+               ) -> dict:
+    """`concurrency` clients each playing rounds back to back until the time or the count runs out."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    remaining = max_rounds
+
+    async with httpx.AsyncClient(base_url=base, timeout=30,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            nonlocal remaining
+            while time.monotonic() < deadline and remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/ask", json=body or {})
+                    if r.status_code == 200:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    return {"rounds": len(latencies), "elapsed": elapsed, "rps": len(latencies) / elapsed,
+            "p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99),
+            "errors": sum(errors.values()), "error_kinds": errors}
+
+
+async def probe_health(base: str, stop: asyncio.Event) -> list[float]:
+    out: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            r = await client.get("/health")
+            if r.status_code == 200:
+                out.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.05)
+    return out
+
+
+async def load_with_health(base: str, concurrency: int, seconds: float, max_rounds: int) -> tuple[dict, list]:
+    stop = asyncio.Event()
+    prober = asyncio.create_task(probe_health(base, stop))
+    result = await load(base, concurrency, seconds, max_rounds)
+    stop.set()
+    return result, await prober
+
+
+async def first_event_times(base: str, samples: int) -> list[float]:
+    out = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            async with client.stream("POST", "/ask", json={}, headers={"accept": "text/event-stream"}) as r:
+                seen = False
+                async for line in r.aiter_lines():
+                    if line == "event: question" and not seen:
+                        out.append(time.perf_counter() - t0)
+                        seen = True
+    return out
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.0f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="question-app benchmark")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (about 2 minutes)")
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    args = parser.parse_args()
+    quick = args.quick
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, str]] = []
+
+    with OTLPReceiver() as otlp:
+        # --- A: throughput and latency with a slow LLM --------------------------------------------------
+        slow = FakeLLM(args.latency_ms)
+        service = Service(slow, otlp.endpoint)
+        try:
+            asyncio.run(load(service.base, 4, 5, 8))  # warm up, then wait for its spans before counting
+            otlp.wait_for(lambda: len(otlp.spans()) >= 8 * SPANS_PER_ROUND, timeout_s=15)
+            otlp.clear()
+            played = 0
+            for concurrency in (1, 8, 32, 64):
+                seconds = 8 if quick else 20
+                if concurrency == 64:
+                    result, health = asyncio.run(load_with_health(service.base, 64, seconds, 20_000))
+                else:
+                    result = asyncio.run(load(service.base, concurrency, seconds, 20_000))
+                played += result["rounds"]
+                rows.append((f"{args.latency_ms:.0f} ms LLM, {concurrency} clients",
+                             f"{result['rps']:.1f} rounds/s, p50 {ms(result['p50'])}, p95 {ms(result['p95'])}, "
+                             f"p99 {ms(result['p99'])}, errors {result['errors']}",
+                             f"{result['rounds']} rounds in {result['elapsed']:.1f} s"
+                             + (f"; {result['error_kinds']}" if result["errors"] else "")))
+            rows.append(("/health while 64 clients play",
+                         f"p50 {ms(pct(health, 50))}, p99 {ms(pct(health, 99))}, max {ms(max(health))}",
+                         f"{len(health)} probes"))
+            ttfe = asyncio.run(first_event_times(service.base, 10))
+            played += len(ttfe)
+            rows.append(("streaming: first agent event (`question`)",
+                         f"p50 {ms(pct(ttfe, 50))}, max {ms(max(ttfe))}",
+                         f"first LLM call takes {args.latency_ms:.0f} ms; 10 rounds, 1 client"))
+            stop_s = service.stop()
+            expected = played * SPANS_PER_ROUND
+            received = len(otlp.spans())
+            trace_bytes = sum(r.ByteSize() for r in otlp.trace_requests)
+            metric_bytes = sum(r.ByteSize() for r in otlp.metric_requests)
+            rows.append(("spans received / expected after load and shutdown flush",
+                         f"{received} / {expected} (lost {expected - received})",
+                         f"{played} rounds; shutdown took {stop_s:.1f} s"))
+            rows.append(("OTLP bytes per round (content capture off)",
+                         f"{trace_bytes / played / 1024:.1f} KiB spans", f"+ {metric_bytes / 1024:.0f} KiB metrics "
+                         "in all (periodic, independent of rounds)"))
+        finally:
+            if service.process.poll() is None:
+                service.stop()
+            slow.stop()
+
+        # --- B: CPU and memory with a 0 ms LLM ------------------------------------------------------------
+        fast = FakeLLM(0)
+        service = Service(fast, otlp.endpoint)
+        try:
+            asyncio.run(load(service.base, 4, 10, 100))
+            cpu_rounds = 300 if quick else 1000
+            before = cpu_seconds(service.pid)
+            result = asyncio.run(load(service.base, 4, 120, cpu_rounds))
+            used = cpu_seconds(service.pid) - before
+            rows.append(("server CPU per round, 0 ms LLM, tracing + metrics on",
+                         f"{used / max(1, result['rounds']) * 1000:.1f} ms",
+                         f"{result['rounds']} rounds at 4 clients, {result['rps']:.0f} rounds/s"))
+            marks = (0, 2000, 5000) if quick else (0, 5000, 20000)
+            done = 0
+            rss = []
+            for mark in marks:
+                while done < mark:
+                    batch = asyncio.run(load(service.base, 16, 600, mark - done))
+                    done += batch["rounds"] + batch["errors"]
+                rss.append(f"{rss_mb(service.pid):.0f} MB after {mark:,}")
+            rows.append(("RSS after new sessions (MAX_SESSIONS=10000)", ", ".join(rss), "one round per session"))
+        finally:
+            service.stop()
+
+        # --- C: shutdown with the Collector unreachable, rounds in flight ---------------------------------
+        dead = f"http://127.0.0.1:{free_port()}"
+        service = Service(slow := FakeLLM(args.latency_ms), dead)
+        try:
+            async def in_flight_then_stop() -> tuple[float, list[int]]:
+                async with httpx.AsyncClient(base_url=service.base, timeout=30) as client:
+                    await asyncio.gather(*(client.post("/ask", json={}) for _ in range(8)))  # spans queued
+                    tasks = [asyncio.create_task(client.post("/ask", json={})) for _ in range(8)]
+                    await asyncio.sleep(0.3)  # all eight are mid-round
+                    stop_task = asyncio.get_running_loop().run_in_executor(None, service.stop)
+                    responses = await asyncio.gather(*tasks, return_exceptions=True)
+                    return await stop_task, [getattr(r, "status_code", 0) for r in responses]
+
+            stop_s, statuses = asyncio.run(in_flight_then_stop())
+            rows.append(("shutdown (SIGTERM) with the Collector unreachable",
+                         f"{stop_s:.1f} s", f"8 rounds in flight finished with {sorted(set(statuses))}"))
+        finally:
+            slow.stop()
+
+    table = ["| measurement | result | detail |", "| --- | --- | --- |"]
+    table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    header = (f"## {dt.date.today().isoformat()} — {platform.node() or 'host'}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}, one uvicorn worker{' (--quick)' if quick else ''}\n")
+    text = header + "\n" + "\n".join(table) + "\n"
+    print(text)
+    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}{'-quick' if quick else ''}.md"
+    out.write_text(text)
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
