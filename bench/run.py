@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import platform
 import signal
@@ -152,24 +153,14 @@ async def load(base: str, concurrency: int, seconds: float, max_rounds: int, bod
             "errors": sum(errors.values()), "error_kinds": errors}
 
 
-async def probe_health(base: str, stop: asyncio.Event) -> list[float]:
-    out: list[float] = []
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            r = await client.get("/health")
-            if r.status_code == 200:
-                out.append(time.perf_counter() - t0)
-            await asyncio.sleep(0.05)
-    return out
-
-
 async def load_with_health(base: str, concurrency: int, seconds: float, max_rounds: int) -> tuple[dict, list]:
-    stop = asyncio.Event()
-    prober = asyncio.create_task(probe_health(base, stop))
+    """Load, while bench/probe.py times /health from its own process (this one is busy driving load)."""
+    url = httpx.URL(base)
+    prober = subprocess.Popen([sys.executable, str(ROOT / "bench" / "probe.py"), url.host, str(url.port)],
+                              stdout=subprocess.PIPE, text=True)
     result = await load(base, concurrency, seconds, max_rounds)
-    stop.set()
-    return result, await prober
+    prober.terminate()
+    return result, json.loads(prober.communicate(timeout=30)[0])
 
 
 async def first_event_times(base: str, samples: int) -> list[float]:
