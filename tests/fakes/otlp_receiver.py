@@ -62,6 +62,9 @@ class MetricPoint:
     value: float  # sum for histograms, value for sums and gauges
     count: int  # data-point count for histograms, 1 otherwise
     monotonic: bool = False  # sums only: a Counter (True) or an UpDownCounter (False)
+    time_ns: int = 0
+    bounds: tuple[float, ...] = ()  # histograms: explicit bucket upper bounds
+    bucket_counts: tuple[int, ...] = ()  # histograms: count per bucket (len(bounds) + 1)
 
 
 class OTLPReceiver:
@@ -152,8 +155,12 @@ class OTLPReceiver:
                             else:
                                 value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
                                 count = 1
-                            out.append(MetricPoint(m.name, m.unit, kind, _attrs(p.attributes), resource,
-                                                   value, count, kind == "sum" and data.is_monotonic))
+                            histogram = kind == "histogram"
+                            out.append(MetricPoint(
+                                m.name, m.unit, kind, _attrs(p.attributes), resource, value, count,
+                                kind == "sum" and data.is_monotonic, p.time_unix_nano,
+                                tuple(p.explicit_bounds) if histogram else (),
+                                tuple(p.bucket_counts) if histogram else ()))
         return out
 
     def metric_names(self) -> set[str]:

@@ -1,0 +1,111 @@
+"""The Collector's ``prometheus`` exporter, played from what the OTLP receiver got: for the dashboard tests.
+
+The Python ``PrometheusMetricReader`` differs from the Collector in names and labels
+(../shared/TELEMETRY-NOTES.md §5: no ``job``/``instance``, ``_ratio`` and unit-suffix rules, no resource
+labels), so this exposes the latest cumulative point of every series the way the Collector configured in
+otel-collector.yaml would: the names of ``tests/promnames.py`` (otlptranslator's rules), ``job`` =
+``service.namespace/service.name``, ``instance`` = ``service.instance.id``, and every resource attribute as
+a label (``resource_to_telemetry_conversion: enabled``). The exposition itself is written by
+``prometheus_client`` and served over HTTP for a real Prometheus server to scrape.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from tests.fakes.otlp_receiver import MetricPoint, OTLPReceiver
+from tests.promnames import prometheus_name
+
+
+def label_name(key: str) -> str:
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    return f"key_{name}" if name[:1].isdigit() else re.sub(r"__+", "_", name)
+
+
+def instrument(point: MetricPoint) -> str:
+    if point.kind == "histogram":
+        return "histogram"
+    if point.kind == "sum":
+        return "counter" if point.monotonic else "updowncounter"
+    return "gauge"
+
+
+def series_labels(point: MetricPoint) -> dict[str, str]:
+    labels = {label_name(k): str(v) for k, v in point.resource.items()}
+    labels.update({label_name(k): str(v) for k, v in point.attributes.items()})
+    namespace, service = point.resource.get("service.namespace"), point.resource.get("service.name")
+    if service:
+        labels["job"] = f"{namespace}/{service}" if namespace else str(service)
+    if point.resource.get("service.instance.id"):
+        labels["instance"] = str(point.resource["service.instance.id"])
+    return labels
+
+
+class CollectorExposition:
+    """Serve ``/metrics`` on 127.0.0.1 from ``receiver``'s latest points, as the Collector would."""
+
+    def __init__(self, receiver: OTLPReceiver) -> None:
+        self.receiver = receiver
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        self._server: WSGIServer = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> CollectorExposition:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def names(self) -> set[str]:
+        return {prometheus_name(p.name, p.unit, instrument(p)) for p in self.receiver.metric_points()}
+
+    def collect(self):  # prometheus_client custom-collector protocol
+        latest: dict[tuple, MetricPoint] = {}
+        for p in self.receiver.metric_points():
+            key = (p.name, tuple(sorted(series_labels(p).items())))
+            if key not in latest or p.time_ns >= latest[key].time_ns:
+                latest[key] = p
+        # One label set per family (prometheus_client needs it): the union of its series' labels, a label a
+        # series lacks left empty, which Prometheus treats as absent.
+        by_family: dict[str, list[tuple[dict[str, str], MetricPoint]]] = {}
+        for (_, labels), p in sorted(latest.items(), key=lambda kv: kv[0]):
+            by_family.setdefault(prometheus_name(p.name, p.unit, instrument(p)), []).append((dict(labels), p))
+        families = []
+        for name, series in by_family.items():
+            keys = sorted(set().union(*(labels for labels, _ in series)))
+            kind = instrument(series[0][1])
+            if kind == "histogram":
+                family = HistogramMetricFamily(name, series[0][1].name, labels=keys)
+            elif kind == "counter":
+                family = CounterMetricFamily(name.removesuffix("_total"), series[0][1].name, labels=keys)
+            else:
+                family = GaugeMetricFamily(name, series[0][1].name, labels=keys)
+            for labels, p in series:
+                values = [labels.get(k, "") for k in keys]
+                if kind == "histogram":
+                    cumulative, buckets = 0, []
+                    for bound, count in zip((*p.bounds, float("inf")), p.bucket_counts):
+                        cumulative += count
+                        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+                    family.add_metric(values, buckets, p.value)
+                else:
+                    family.add_metric(values, p.value)
+            families.append(family)
+        yield from families
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass

@@ -1,0 +1,75 @@
+"""A real Prometheus server (Debian's ``prometheus`` package) on 127.0.0.1, scraping given targets."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+class PrometheusServer:
+    def __init__(self, targets: list[str], scrape_interval: str = "1s") -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus not found: apt-get install prometheus (.ci/run does)")
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="qa-prom-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        # honor_labels: true, as the PodMonitor in otel-collector.yaml: keep the exporter's job/instance.
+        (self.root / "prometheus.yml").write_text(
+            f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
+            "scrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n"
+            f"    static_configs:\n      - targets: {targets!r}\n".replace("'", '"'))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> PrometheusServer:
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={self.root / 'prometheus.yml'}", f"--storage.tsdb.path={self.root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=(self.root / "log").open("w"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"prometheus did not start: {(self.root / 'log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def wait_for_scrape(self, timeout_s: float = 30.0) -> None:
+        """Block until every target was scraped successfully once (the first scrape waits for target
+        discovery, which Prometheus throttles to every 5 s)."""
+        deadline = time.monotonic() + timeout_s
+        while not (up := self.query("up")) or any(s["value"][1] != "1" for s in up):
+            assert time.monotonic() < deadline, f"no successful scrape in {timeout_s} s: {up}"
+            time.sleep(0.2)
+
+    def query(self, expr: str) -> list[dict]:
+        r = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        body = r.json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        r = httpx.get(f"{self.url}/api/v1/label/{label}/values", params={"match[]": match}, timeout=10)
+        return r.json()["data"]
+
