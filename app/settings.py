@@ -76,7 +76,7 @@ class Settings(BaseSettings):
 
     # --- HTTP -------------------------------------------------------------------------------------
     max_concurrent_rounds: int = Field(
-        128, ge=1, le=10_000, description="Rounds in progress per process; beyond it /ask answers 503 at once. "
+        64, ge=1, le=10_000, description="Rounds in progress per process; beyond it /ask answers 503 at once. "
         "Protects the LLM quota and memory instead of queueing without bound.")
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
 

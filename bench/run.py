@@ -143,6 +143,8 @@ async def load(base: str, concurrency: int, seconds: float, max_rounds: int, bod
                         latencies.append(time.perf_counter() - t0)
                     else:
                         errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                        if r.status_code == 503 and "retry-after" in r.headers:
+                            await asyncio.sleep(float(r.headers["retry-after"]))  # a well-behaved client
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
@@ -177,6 +179,31 @@ async def first_event_times(base: str, samples: int) -> list[float]:
     return out
 
 
+def scaling(latency_ms: float, otlp_endpoint: str, seconds: float) -> list[tuple[str, str, str]]:
+    """1 vs 2 uvicorn workers at 64 clients (new sessions only: with memory:// a session lives in
+    one worker, so more than one worker needs CHECKPOINTER_URL=postgresql://… for continued sessions)."""
+    rows = []
+    llm = FakeLLM(latency_ms)
+    try:
+        for workers in (1, 2):
+            service = Service(llm, otlp_endpoint, workers=workers)
+            try:
+                asyncio.run(load(service.base, 8, 5, 40))
+                # (128 clients would measure this 2-core rig: the load generator itself runs out of CPU.)
+                for clients in (64,):
+                    r = asyncio.run(load(service.base, clients, seconds, 50_000))
+                    rows.append((f"{workers} uvicorn worker{'s' if workers > 1 else ''}, {clients} clients, "
+                                 f"{latency_ms:.0f} ms LLM",
+                                 f"{r['rps']:.1f} rounds/s, p50 {ms(r['p50'])}, p99 {ms(r['p99'])}, "
+                                 f"not played {r['errors']}",
+                                 f"{r['rounds']} rounds" + (f"; {r['error_kinds']}" if r["errors"] else "")))
+            finally:
+                service.stop()
+    finally:
+        llm.stop()
+    return rows
+
+
 def ms(value: float) -> str:
     return f"{value * 1000:.0f} ms"
 
@@ -185,10 +212,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="question-app benchmark")
     parser.add_argument("--quick", action="store_true", help="smaller counts (about 2 minutes)")
     parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--only-scaling", action="store_true", help="only the 1 vs 2 workers rows")
+    parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
     quick = args.quick
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str]] = []
+    if args.only_scaling:
+        with OTLPReceiver() as otlp:
+            rows = scaling(args.latency_ms, otlp.endpoint, 8 if quick else 15)
+        print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows))
+        return
 
     with OTLPReceiver() as otlp:
         # --- A: throughput and latency with a slow LLM --------------------------------------------------
@@ -247,7 +281,7 @@ def main() -> None:
             rows.append(("server CPU per round, 0 ms LLM, tracing + metrics on",
                          f"{used / max(1, result['rounds']) * 1000:.1f} ms",
                          f"{result['rounds']} rounds at 4 clients, {result['rps']:.0f} rounds/s"))
-            marks = (0, 2000, 5000) if quick else (0, 5000, 20000)
+            marks = (0, 2000, 5000) if quick else (0, 5000, 10000, 20000)
             done = 0
             rss = []
             for mark in marks:
@@ -277,6 +311,9 @@ def main() -> None:
                          f"{stop_s:.1f} s", f"8 rounds in flight finished with {sorted(set(statuses))}"))
         finally:
             slow.stop()
+
+        if not args.skip_scaling:
+            rows.extend(scaling(args.latency_ms, otlp.endpoint, 8 if quick else 15))
 
     table = ["| measurement | result | detail |", "| --- | --- | --- |"]
     table += [f"| {a} | {b} | {c} |" for a, b, c in rows]
