@@ -3,7 +3,9 @@
 | error | status | when |
 | --- | --- | --- |
 | validation | 422 | a field is wrong (the body lists which) |
+| ``Unauthorized`` | 401 | ``API_KEYS`` is set and the request has no valid key |
 | ``SessionNotFound`` | 404 | ``session_id`` is unknown or expired |
+| ``SessionStoreUnavailable`` | 503 + ``Retry-After`` | the checkpointer's database cannot be reached |
 | ``Overloaded`` | 503 + ``Retry-After`` | ``MAX_CONCURRENT_ROUNDS`` rounds are already in progress here |
 | ``BodyTooLarge`` | 413 | body over ``MAX_BODY_BYTES`` |
 | ``LLMRateLimited`` | 503 + ``Retry-After`` | the LLM answered 429 after the client's retries |
@@ -18,11 +20,14 @@ Exception text from libraries is logged (with the trace id), never sent to the c
 from __future__ import annotations
 
 import json
+import sqlite3
 from http import HTTPStatus
 import logging
 from typing import Any
 
 import openai
+import psycopg
+from psycopg_pool import PoolTimeout
 from azure.core.exceptions import ClientAuthenticationError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,12 +57,21 @@ class SessionNotFound(QuizError):
     status, slug, title, error_type = 404, "session-not-found", "Unknown session", "session_not_found"
 
 
+class Unauthorized(QuizError):
+    status, slug, title, error_type = 401, "unauthorized", "Authentication required", "unauthorized"
+
+
 class BodyTooLarge(QuizError):
     status, slug, title, error_type = 413, "body-too-large", "Request body too large", "validation"
 
 
 class Overloaded(QuizError):
     status, slug, title, error_type = 503, "overloaded", "Too many rounds in progress", "overloaded"
+
+
+class SessionStoreUnavailable(QuizError):
+    status, slug, title, error_type = 503, "session-store-unavailable", "The session store is unavailable", \
+        "session_store"
 
 
 class LLMRateLimited(QuizError):
@@ -81,10 +95,17 @@ class LLMInvalidOutput(QuizError):
         "invalid_output"
 
 
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError,
+                                                 psycopg.InterfaceError, PoolTimeout)
+
+
 def translate_llm_error(exc: BaseException, default_retry_after_s: int) -> QuizError | None:
-    """Map an exception raised while playing a round to a ``QuizError``; ``None`` if it is not the LLM's."""
+    """Map an exception raised while playing a round to a ``QuizError``; ``None`` if it is unexpected."""
     if isinstance(exc, QuizError):
         return exc
+    if isinstance(exc, STORE_ERRORS):
+        return SessionStoreUnavailable("Sessions cannot be read or saved right now (the database is unreachable). "
+                                       "Retry shortly; finished rounds are not lost.", {"Retry-After": "5"})
     if isinstance(exc, StructuredOutputError):
         return LLMInvalidOutput(f"The model did not return a valid {exc.step} result after {exc.attempts} "
                                 "attempt(s). Try again; if it persists, use a more capable model.")

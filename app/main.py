@@ -11,16 +11,18 @@ import gc
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, format_sse_event
 from opentelemetry.instrumentation.propagators import TraceResponsePropagator, set_global_response_propagator
 
-from app.errors import PROBLEM_JSON, QuizError, current_trace_id, install_handlers, problem_for
+from app.errors import PROBLEM_JSON, QuizError, Unauthorized, current_trace_id, install_handlers, problem_for
 from app.llm import build_llm
 from app.limits import BodySizeLimit
 from app.quiz import QuizService
@@ -45,8 +47,24 @@ def get_quiz(request: Request) -> QuizService:
 
 
 QuizDep = Annotated[QuizService, Depends(get_quiz)]
+bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when set.")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of API_KEYS, when set.")
+
+
+def require_api_key(request: Request,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+                    header_key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Optional authentication: with ``API_KEYS`` set, a valid bearer token or ``X-API-Key`` (401 otherwise)."""
+    keys: list[str] = request.app.state.api_keys
+    if not keys:
+        return
+    given = credentials.credentials if credentials is not None else header_key
+    if given is None or not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+        raise Unauthorized("Send `Authorization: Bearer <key>` or `X-API-Key: <key>` with a key from API_KEYS.",
+                           {"WWW-Authenticate": "Bearer"})
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
+        400: "The body is not UTF-8 JSON", 401: "API_KEYS is set and no valid key was sent",
         404: "Unknown or expired session_id", 413: "Body too large", 422: "Invalid request",
         502: "LLM failure (auth, upstream error, unusable output)",
         503: "LLM rate limited, or too many rounds in progress here (see Retry-After)",
@@ -88,7 +106,10 @@ def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-@router.get("/health", response_model=Health)
+probes = APIRouter()
+
+
+@probes.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
     """Liveness and readiness: answers from memory, never calls the LLM (an LLM outage must not restart pods)."""
     return request.app.state.health
@@ -136,11 +157,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="A Teacher–Student quiz played by a LangGraph multi-agent graph, with built-in "
                               "OpenTelemetry. `POST /ask` plays one round.")
     app.state.settings = settings
+    app.state.api_keys = settings.api_key_list()
     app.state.telemetry = telemetry.configure(VERSION)
     app.state.telemetry.instrument_app(app)
     set_global_response_propagator(TraceResponsePropagator())  # `traceresponse` header on every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_handlers(app)
-    app.include_router(router)
+    # Authentication only when API_KEYS is set, so the OpenAPI document says exactly what is enforced.
+    app.include_router(router, dependencies=[Depends(require_api_key)] if app.state.api_keys else [])
+    app.include_router(probes)
     return app
 

@@ -18,7 +18,8 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app.errors import Overloaded, QuizError, SessionNotFound, current_trace_id, translate_llm_error
+from app.errors import (STORE_ERRORS, Overloaded, QuizError, SessionNotFound, current_trace_id,
+                        translate_llm_error)
 from app.llm import LLM
 from app.messages import is_korean, parse_message
 from app.schemas import AskRequest, Round, Usage
@@ -81,7 +82,10 @@ class QuizService:
         intent = parse_message(request.message)
         previous: dict[str, Any] = {}
         if request.session_id is not None:
-            state = await self.graph.aget_state(self._config(request.session_id))
+            try:
+                state = await self.graph.aget_state(self._config(request.session_id))
+            except STORE_ERRORS as exc:
+                raise self._failed(exc) from exc
             if not state.values:
                 self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: SessionNotFound.error_type})
                 raise SessionNotFound(
@@ -89,7 +93,10 @@ class QuizService:
                     "a new session.")
             previous = state.values
             if intent.reset:
-                await self.checkpointer.adelete_thread(request.session_id)
+                try:
+                    await self.checkpointer.adelete_thread(request.session_id)
+                except STORE_ERRORS as exc:
+                    raise self._failed(exc) from exc
         session_id = request.session_id or new_session_id()
         language = (request.language or intent.language or previous.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
@@ -100,6 +107,13 @@ class QuizService:
         }
         finished = 0 if intent.reset else int(previous.get("round", 0))
         return PreparedRound(session_id, request.session_id is None, graph_input, finished + 1)
+
+    def _failed(self, exc: BaseException) -> QuizError:
+        error = translate_llm_error(exc, self.settings.rate_limit_retry_after_s)
+        assert error is not None
+        self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: error.error_type})
+        log.warning("request failed: %s (%s) trace_id=%s", error.title, type(exc).__name__, current_trace_id())
+        return error
 
     def _config(self, session_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": session_id}}

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from psycopg_pool import PoolTimeout
 
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
@@ -61,13 +62,22 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
     elif scheme in ("postgres", "postgresql"):
         import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
 
         parts = urlsplit(url)
+        # A pool, not one connection: rounds of different sessions run in parallel, and a connection that
+        # died with a Postgres restart is replaced on checkout (check_connection) instead of failing forever.
+        # Connection settings as the langgraph-checkpoint-postgres documentation asks for.
+        pool = AsyncConnectionPool(url, min_size=1, max_size=settings.postgres_pool_size, open=False,
+                                   timeout=settings.postgres_timeout_s, check=AsyncConnectionPool.check_connection,
+                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
         try:
-            opened = AsyncPostgresSaver.from_conn_string(url)
-            saver = await opened.__aenter__()
+            await pool.open(wait=True, timeout=settings.postgres_timeout_s)
+            saver = AsyncPostgresSaver(pool)
             await saver.setup()  # idempotent migrations
-        except psycopg.Error as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
+            await pool.close()
             reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
             raise CheckpointerUnavailable(
                 f"CHECKPOINTER_URL={redact(url)}: cannot open the Postgres session store at "
@@ -76,6 +86,6 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         try:
             yield saver
         finally:
-            await opened.__aexit__(None, None, None)
+            await pool.close()
     else:
         raise ValueError(f"CHECKPOINTER_URL={url!r}: use memory://, sqlite:///<file> or postgresql://…")

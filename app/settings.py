@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     checkpointer_url: Annotated[str, Field(
         "memory://", validation_alias=AliasChoices("checkpointer_url", "checkpointer"),
         description="memory:// (bounded, default) | sqlite:///path/to/file.db | postgresql://user@host/db")]
+    postgres_pool_size: int = Field(10, ge=1, le=200, description="Connections to Postgres per process.")
+    postgres_timeout_s: float = Field(5.0, gt=0, le=120, description="Wait for a Postgres connection, seconds.")
     session_ttl_s: float = Field(3600.0, gt=0, description="Idle in-memory sessions expire after this.")
     max_sessions: int = Field(10_000, ge=1, description="Cap on in-memory sessions; least recently used go first.")
 
@@ -78,6 +80,9 @@ class Settings(BaseSettings):
     max_concurrent_rounds: int = Field(
         64, ge=1, le=10_000, description="Rounds in progress per process; beyond it /ask answers 503 at once. "
         "Protects the LLM quota and memory instead of queueing without bound.")
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated keys; when set, /ask needs `Authorization: Bearer <key>` or "
+        "`X-API-Key: <key>`. Off by default (inside the cluster network).")
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
 
     @model_validator(mode="after")
@@ -87,6 +92,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CHECKPOINTER_URL={self.checkpointer_url!r}: use memory://, sqlite:///<file> or postgresql://…")
         return self
+
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()] if self.api_keys else []
 
     @property
     def provider(self) -> Provider:

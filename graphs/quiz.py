@@ -10,7 +10,7 @@ the OpenTelemetry *API*, never the app or its telemetry set-up.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -143,8 +143,10 @@ async def _agent_step(ctx: QuizContext, agent: str, step: Step, state: QuizState
 
 
 async def _structured(ctx: QuizContext, call: StructuredCall[SchemaT], step: Step, messages: list[Any],
-                      span: trace.Span) -> tuple[SchemaT, TokenUsage]:
-    """Call the model for a ``call.schema`` instance; retry output that does not validate.
+                      span: trace.Span, acceptable: Callable[[SchemaT], bool] = lambda _: True,
+                      ) -> tuple[SchemaT, TokenUsage]:
+    """Call the model for a ``call.schema`` instance; retry output that does not validate or is not
+    ``acceptable``.
 
     Returns the parsed object and the tokens of all attempts. Raises ``StructuredOutputError`` when no
     attempt validates; provider errors (``openai.APIError`` and friends) propagate unchanged.
@@ -155,12 +157,18 @@ async def _structured(ctx: QuizContext, call: StructuredCall[SchemaT], step: Ste
         meta = message.usage_metadata or {}
         usage["input_tokens"] += int(meta.get("input_tokens", 0))
         usage["output_tokens"] += int(meta.get("output_tokens", 0))
-        if parsed is not None:
+        if parsed is not None and acceptable(parsed):
             span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, usage["input_tokens"])
             span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, usage["output_tokens"])
             return parsed, usage
         span.add_event("structured_output.invalid", {"attempt": attempt, "schema": call.schema.__name__})
     raise StructuredOutputError(step, ctx.structured_output_attempts)
+
+
+def answer_leaks(question: Question) -> bool:
+    """True when the question text gives its own reference answer away (e.g. after a prompt injection)."""
+    answer = " ".join(question.reference_answer.casefold().split())
+    return len(answer) >= 3 and answer in " ".join(question.question.casefold().split())
 
 
 def _language(state: QuizState) -> str:
@@ -175,7 +183,9 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
         messages = [SystemMessage(prompts.TEACHER_SYSTEM.format(language=_language(state))),
                     HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"],
                                                             subject=state["subject"], history=history))]
-        question, usage = await _structured(ctx, ctx.agents.ask, "ask", messages, span)
+        # A question that contains its own answer is unusable: asked again, never shown to the Student.
+        question, usage = await _structured(ctx, ctx.agents.ask, "ask", messages, span,
+                                            acceptable=lambda q: not answer_leaks(q))
     return {"question": question.model_dump(), "usage": {"ask": usage}}
 
 

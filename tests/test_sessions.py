@@ -108,3 +108,22 @@ def test_unreachable_postgres_is_a_clear_start_up_error(make_client) -> None:
     message = str(failure.value)
     assert f"127.0.0.1:{port}" in message and "CHECKPOINTER_URL" in message
     assert "hunter2-secret" not in message
+
+
+def test_losing_postgres_mid_load_is_503_then_recovers_with_nothing_lost(make_client,
+                                                                         postgres: PostgresServer) -> None:
+    client = make_client(checkpointer_url=postgres.url, postgres_timeout_s=1.0)
+    sid = new_round(client, subject="math")["session_id"]
+    postgres.pause()
+    try:
+        for body in ({"session_id": sid}, {"subject": "history"}):
+            started = time.perf_counter()
+            r = client.post("/ask", json=body)
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "/problems/session-store-unavailable" and r.headers["retry-after"] == "5"
+            assert time.perf_counter() - started < 10
+        assert client.get("/health").status_code == 200  # a store outage must not restart the pod
+    finally:
+        postgres.resume()
+    again = new_round(client, session_id=sid)  # the finished round survived the outage
+    assert (again["round"], again["subject"]) == (2, "math")

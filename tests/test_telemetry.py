@@ -131,7 +131,7 @@ def test_content_capture_is_a_switch(make_client, telemetry_env: OTLPReceiver, f
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
     client = make_client()
-    fake_llm.script("Question", question="Captured question?", reference_answer="captured")
+    fake_llm.script("Question", question="Captured question?", reference_answer="forty-two")
     body = client.post("/ask", json={"subject": "math"}).json()
     chats = [s for s in round_trace(telemetry_env, body["trace_id"]) if s.kind == "CLIENT"]
     assert any("Captured question?" in str(s.attributes.get("gen_ai.input.messages", "")) for s in chats)

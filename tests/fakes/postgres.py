@@ -51,6 +51,14 @@ class PostgresServer:
                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off")
         return self
 
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a Postgres that went away)."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "-t", "30", "start",
+                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
