@@ -248,3 +248,11 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert {"200", "404", "422", "502", "503", "504"} <= set(ask_op["responses"])
     assert "text/event-stream" in ask_op["responses"]["200"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_a_wrong_content_type_is_a_clear_4xx(client: TestClient, fake_llm: FakeOpenAI, content_type: str) -> None:
+    r = client.post("/ask", content=b'{"subject": "math"}', headers={"content-type": content_type})
+    assert 400 <= r.status_code < 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert fake_llm.requests == []

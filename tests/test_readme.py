@@ -1,0 +1,40 @@
+"""The README stays true: its commands, its configuration table and the tests its Reliability table cites."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    return README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_two_commands_are_there_and_ci_runs_the_test_command() -> None:
+    for kind in ("run", "test"):
+        assert re.search(rf"<!-- {kind}-command -->\s*```bash\n.+\n```", README), kind
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "test-command" in ci and 'bash -c "$TEST_COMMAND"' in ci
+
+
+def test_every_setting_is_documented_and_every_documented_variable_exists() -> None:
+    table = section("Configuration").split("\n\n")[1]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(r.split("|")[1] for r in table.splitlines()[2:])))
+    fields = {name.upper() for name in Settings.model_fields} | {"HOST", "PORT", "LOG_LEVEL", "GRACEFUL_SHUTDOWN_S"}
+    assert fields == documented, (fields - documented, documented - fields)
+
+
+def test_every_test_the_reliability_table_cites_exists() -> None:
+    cited = re.findall(r"`((?:tests/)?(?:[a-z0-9_]+\.py)|…)::([a-z0-9_*]+)`", section("Reliability"))
+    assert len(cited) >= 15
+    current = None
+    for file, name in cited:
+        current = current if file == "…" else file
+        source = (ROOT / "tests" / Path(current).name).read_text()
+        pattern = name.replace("*", r"\w*")
+        assert re.search(rf"^def {pattern}\(", source, re.M), f"{current}::{name}"

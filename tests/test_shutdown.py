@@ -1,0 +1,90 @@
+"""Shutdown and Collector outages against a real process: what Kubernetes does to the pod."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.otlp_receiver import OTLPReceiver
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flushes(
+        otlp: OTLPReceiver, tmp_path: Path) -> None:
+    with FakeOpenAI(latency_s=0.4) as llm:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
+        # Spans would wait a minute in the queue: only the shutdown flush can deliver them.
+        env.update(PORT=str(port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="k", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+                   OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_RESOURCE_ATTRIBUTES="test.case=sigterm")
+        log = (tmp_path / "log").open("w")
+        process = subprocess.Popen([str(Path(sys.executable).parent / "question-app")], env=env, cwd=ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and process.poll() is None
+                    time.sleep(0.1)
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                in_flight = [pool.submit(httpx.post, f"{base}/ask", json={}, timeout=30) for _ in range(8)]
+                time.sleep(0.3)  # all eight are mid-round (three 0.4 s LLM calls each)
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.2)
+                with pytest.raises(httpx.TransportError):  # new connections are refused at once
+                    httpx.post(f"{base}/ask", json={}, timeout=5)
+                responses = [f.result() for f in in_flight]
+            # uvicorn re-raises the signal once it has shut down gracefully, so the parent sees SIGTERM.
+            assert process.wait(15) in (0, -signal.SIGTERM)
+            took = time.monotonic() - started
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert [r.status_code for r in responses] == [200] * 8  # nothing lost
+        assert took < 5
+        trace_ids = {r.json()["trace_id"] for r in responses}
+        spans = [s for s in otlp.spans() if s.resource.get("test.case") == "sigterm"]
+        assert {s.trace_id for s in spans} == trace_ids
+        assert len(spans) == 8 * 8  # every span of every round, flushed on the way out
+
+
+def test_a_collector_that_goes_away_mid_load_gets_the_buffered_spans_when_it_returns(
+        make_client, telemetry_env: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "20")  # retries span the outage
+    client = make_client()
+    assert client.post("/ask", json={}).status_code == 200
+    telemetry_env.refuse = True  # the Collector restarts
+    durations, trace_ids = [], []
+    for _ in range(4):
+        started = time.perf_counter()
+        r = client.post("/ask", json={})
+        durations.append(time.perf_counter() - started)
+        assert r.status_code == 200
+        trace_ids.append(r.json()["trace_id"])
+    time.sleep(1.5)
+    telemetry_env.refuse = False  # and comes back
+    telemetry_env.wait_for(lambda: all(len(telemetry_env.trace(t)) == 8 for t in trace_ids), timeout_s=25)
+    assert max(durations) < 1.0  # /ask never waited for the Collector
