@@ -20,8 +20,6 @@ import json
 import os
 import platform
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -31,16 +29,13 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.fakes import free_port  # noqa: E402
 from tests.fakes.otlp_receiver import OTLPReceiver  # noqa: E402
 
 SPANS_PER_ROUND = 8  # POST /ask, invoke_workflow, 3 × invoke_agent, 3 × chat
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -6,7 +6,7 @@ The service runs under a real uvicorn server on 127.0.0.1 (lifespan and all), ag
 
 from __future__ import annotations
 
-import socket
+import os
 import threading
 import time
 
@@ -21,6 +21,7 @@ from app.main import create_app
 from tests.conftest import settings_for
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes import free_port
 
 CASES: list[tuple[str, int]] = []
 
@@ -30,9 +31,7 @@ def api_schema(llm_server: FakeOpenAI, otlp: OTLPReceiver):
     mp = pytest.MonkeyPatch()
     mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
     llm_server.clear()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings_for(llm_server)), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -58,7 +57,7 @@ def test_the_api_survives_fuzzing(api_schema, mode: GenerationMode) -> None:
     schemathesis' Python API with Hypothesis: its pytest plugin does not support pytest 9 yet.)"""
     tried = []
     for operation in operations(api_schema):
-        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy(generation_mode=mode))
         def check(case) -> None:
             started = time.perf_counter()

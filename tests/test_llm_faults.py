@@ -5,7 +5,6 @@ The app runs with LLM_TIMEOUT_S=2 and LLM_MAX_RETRIES=1 (two attempts per call) 
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import CANARY_KEY, HEX32
 from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.fakes import free_port
 
 
 def play(client: TestClient):
@@ -126,9 +126,7 @@ def test_failed_round_leaves_the_session_as_it_was(client: TestClient, fake_llm:
 
 
 def test_connection_refused_is_502(make_client) -> None:
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     client = make_client(openai_base_url=f"http://127.0.0.1:{port}/v1")
     r, elapsed = play(client)
     assert_problem(r, 502, "llm-upstream")

@@ -3,7 +3,6 @@ SQLite keeps sessions across a restart; Postgres shares them between replicas.""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.sessions import CheckpointerUnavailable
 from graphs.checkpoint import BoundedMemorySaver
 from tests.fakes.postgres import PostgresServer
+from tests.fakes import free_port
 
 
 def new_round(client: TestClient, **body: object) -> dict:
@@ -100,9 +100,7 @@ def test_postgres_sessions_are_shared_by_replicas(make_client, postgres: Postgre
 
 
 def test_unreachable_postgres_is_a_clear_start_up_error(make_client) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(CheckpointerUnavailable) as failure:
         make_client(checkpointer_url=f"postgresql://app:hunter2-secret@127.0.0.1:{port}/quiz")
     message = str(failure.value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,13 @@ import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes import free_port
 from tests.fakes.otlp_receiver import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flushes(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from tests.fakes import free_port
 
 
 def pg_bin() -> Path | None:
@@ -27,9 +27,7 @@ class PostgresServer:
             raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="qa-pg-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self._as_postgres = os.geteuid() == 0
 
     @property

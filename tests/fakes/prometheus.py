@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from tests.fakes import free_port
 
 
 class PrometheusServer:
@@ -19,9 +19,7 @@ class PrometheusServer:
             raise RuntimeError("prometheus not found: apt-get install prometheus (.ci/run does)")
         self.binary = binary
         self.root = Path(tempfile.mkdtemp(prefix="qa-prom-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         # honor_labels: true, as the PodMonitor in otel-collector.yaml: keep the exporter's job/instance.
         (self.root / "prometheus.yml").write_text(
             f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
