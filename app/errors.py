@@ -114,7 +114,7 @@ def translate_llm_error(exc: BaseException, default_retry_after_s: int) -> QuizE
         seconds = retry_after if retry_after and retry_after.isdigit() else str(default_retry_after_s)
         return LLMRateLimited(f"The LLM quota is exhausted for now. Retry after {seconds} s.",
                               {"Retry-After": seconds})
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         return LLMTimeout("An LLM call timed out (LLM_TIMEOUT_S per attempt, LLM_MAX_RETRIES retries). "
                           "Retry later; if it persists, check the model endpoint's health.")
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, ClientAuthenticationError)):

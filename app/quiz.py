@@ -122,7 +122,8 @@ class QuizService:
         return QuizContext(agents=self.agents, session_id=session_id,
                            provider=self.llm.gen_ai_provider, model=self.llm.model, tracer=self.telemetry.tracer,
                            step_duration=self.telemetry.instruments.step_duration,
-                           structured_output_attempts=self.settings.structured_output_attempts)
+                           structured_output_attempts=self.settings.structured_output_attempts,
+                           call_deadline_s=self.settings.llm_call_deadline_s)
 
     async def run(self, prepared: PreparedRound) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Play the round, yielding ``(event, data)`` as each agent step finishes.

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(30.0, gt=0, le=600, description="Per LLM call (one HTTP attempt), seconds.")
     llm_max_retries: int = Field(2, ge=0, le=10, description="Retries per LLM call (429, 5xx, connection).")
     llm_max_tokens: int = Field(512, ge=16, le=32768, description="Completion token cap per LLM call.")
+    llm_deadline_margin_s: float = Field(
+        10.0, ge=0, le=600, description="Added to LLM_TIMEOUT_S × attempts for the whole call (retry backoff).")
     llm_max_connections: int = Field(100, ge=1, le=10_000, description="Connection pool size to the LLM endpoint.")
     structured_output_attempts: int = Field(
         2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
@@ -95,6 +97,11 @@ class Settings(BaseSettings):
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()] if self.api_keys else []
+
+    @property
+    def llm_call_deadline_s(self) -> float:
+        """Longest one LLM call may take, retries and backoff included: past it the round is a 504."""
+        return self.llm_timeout_s * (self.llm_max_retries + 1) + self.llm_deadline_margin_s
 
     @property
     def provider(self) -> Provider:

@@ -9,6 +9,7 @@ the OpenTelemetry *API*, never the app or its telemetry set-up.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -108,6 +109,7 @@ class QuizContext:
     tracer: trace.Tracer
     step_duration: Histogram | None = None
     structured_output_attempts: int = 2
+    call_deadline_s: float | None = None  # whole LLM call incl. retries; raises TimeoutError past it
 
 
 @asynccontextmanager
@@ -153,7 +155,10 @@ async def _structured(ctx: QuizContext, call: StructuredCall[SchemaT], step: Ste
     """
     usage = TokenUsage(input_tokens=0, output_tokens=0)
     for attempt in range(1, ctx.structured_output_attempts + 1):
-        parsed, message = await call(messages)
+        # The client's timeout bounds each read, not the call: a response that trickles in byte by byte
+        # would never end without this deadline.
+        async with asyncio.timeout(ctx.call_deadline_s):
+            parsed, message = await call(messages)
         meta = message.usage_metadata or {}
         usage["input_tokens"] += int(meta.get("input_tokens", 0))
         usage["output_tokens"] += int(meta.get("output_tokens", 0))

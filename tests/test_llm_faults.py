@@ -125,6 +125,16 @@ def test_failed_round_leaves_the_session_as_it_was(client: TestClient, fake_llm:
     assert again["round"] == 2
 
 
+def test_an_answer_that_trickles_in_is_504_within_the_call_deadline(make_client, fake_llm: FakeOpenAI) -> None:
+    # One byte every 0.2 s never trips the client's per-read timeout (1 s); the call deadline stops it.
+    client = make_client(llm_timeout_s=1.0, llm_max_retries=0, llm_deadline_margin_s=1.0)
+    fake_llm.fail_next(Fault("trickle", seconds=0.2))
+    r, elapsed = play(client)
+    assert_problem(r, 504, "llm-timeout")
+    assert 1.5 < elapsed < 4  # LLM_TIMEOUT_S x attempts + LLM_DEADLINE_MARGIN_S = 2 s
+    assert_recovers(client)
+
+
 def test_connection_refused_is_502(make_client) -> None:
     port = free_port()
     client = make_client(openai_base_url=f"http://127.0.0.1:{port}/v1")

@@ -39,7 +39,8 @@ class Fault:
     """One injected failure, consumed by the next matching request.
 
     kind: ``status`` (answer ``status`` with ``headers`` and an OpenAI error body), ``hang`` (sleep
-    ``seconds`` before closing without an answer), ``malformed`` (200 with a body that is not JSON),
+    ``seconds`` before closing without an answer), ``trickle`` (a valid answer sent one byte every
+    ``seconds``), ``malformed`` (200 with a body that is not JSON),
     ``bad_arguments`` (200 with tool-call arguments that do not match the schema).
     """
 
@@ -214,6 +215,22 @@ class FakeOpenAI:
                          "total_tokens": prompt_tokens + completion_tokens}
                 cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
+                if fault is not None and fault.kind == "trickle":
+                    data = json.dumps({"id": cid, "object": "chat.completion", "created": int(time.time()),
+                                       "model": model, "usage": usage, "choices": [
+                                           {"index": 0, "message": message, "finish_reason": finish}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(fault.seconds)
+                    except OSError:
+                        pass  # the client gave up
+                    return
                 if body.get("stream"):
                     self._stream(cid, model, message, finish, usage,
                                  bool((body.get("stream_options") or {}).get("include_usage")))
