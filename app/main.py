@@ -1,8 +1,9 @@
 """The FastAPI app: ``create_app()`` factory, lifespan, routes.
 
 Run it with ``uvicorn --factory app.main:create_app`` (or ``question-app``). Nothing heavy happens at
-import time; the lifespan builds telemetry, the LLM client, the checkpointer and the graph, and closes
-them all (flushing spans and metrics) on shutdown.
+import time: ``create_app()`` builds the settings and the telemetry providers (instrumentation must wrap
+the app before it starts); the lifespan builds the LLM client, the checkpointer and the graph, and closes
+them all on shutdown, telemetry last (flushing spans and metrics).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from opentelemetry.instrumentation.propagators import TraceResponsePropagator, s
 from app.errors import PROBLEM_JSON, QuizError, Unauthorized, current_trace_id, install_handlers, problem_for
 from app.llm import build_llm
 from app.limits import BodySizeLimit
-from app.quiz import QuizService
+from app.quiz import PreparedRound, QuizService
 from app.schemas import AskRequest, Health, Problem, Round
 from app.sessions import describe, open_checkpointer
 from app.settings import Provider, Settings
@@ -61,12 +62,14 @@ def require_api_key(request: Request,
     if given is None or not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
         raise Unauthorized("Send `Authorization: Bearer <key>` or `X-API-Key: <key>` with a key from API_KEYS.",
                            {"WWW-Authenticate": "Bearer"})
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
         400: "The body is not UTF-8 JSON", 401: "API_KEYS is set and no valid key was sent",
         404: "Unknown or expired session_id", 413: "Body too large", 422: "Invalid request",
         502: "LLM failure (auth, upstream error, unusable output)",
-        503: "LLM rate limited, or too many rounds in progress here (see Retry-After)",
+        503: "LLM rate limited, session store unavailable, or too many rounds in progress (see Retry-After)",
         504: "LLM timeout"}.items()}
 
 
@@ -89,7 +92,7 @@ async def ask(body: AskRequest, quiz: QuizDep, accept: Annotated[str | None, Hea
             quiz.release()
 
 
-async def _sse(quiz: QuizService, prepared: Any) -> AsyncIterator[bytes]:
+async def _sse(quiz: QuizService, prepared: PreparedRound) -> AsyncIterator[bytes]:
     try:
         yield format_sse_event(event="trace", data_str=_json({"trace_id": current_trace_id(),
                                                               "session_id": prepared.session_id}))
