@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -146,6 +147,10 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         second = burst(client)
         time.sleep(3)
         otlp.wait_for(lambda: all(len(otlp.trace(t)) == 8 for t in first + second))
+        if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
+            from tests.render_dashboard import render
+
+            render(prometheus.url, DASHBOARD, substitute, Path(os.environ["DASHBOARD_PNG"]))
         yield prometheus, exposition, otlp
     mp.undo()
     llm_server.clear()
