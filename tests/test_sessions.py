@@ -123,5 +123,11 @@ def test_losing_postgres_mid_load_is_503_then_recovers_with_nothing_lost(make_cl
         assert client.get("/health").status_code == 200  # a store outage must not restart the pod
     finally:
         postgres.resume()
-    again = new_round(client, session_id=sid)  # the finished round survived the outage
+    # The pool reconnects with backoff: a client honouring the 503 retries until the store is back.
+    deadline = time.monotonic() + 20
+    while (r := client.post("/ask", json={"session_id": sid})).status_code == 503:
+        assert time.monotonic() < deadline, "the session store did not come back within 20 s"
+        time.sleep(0.5)
+    assert r.status_code == 200, r.text
+    again = r.json()  # the finished round survived the outage
     assert (again["round"], again["subject"]) == (2, "math")
