@@ -92,24 +92,27 @@ async def build_llm(settings: Settings) -> LLM:
                                api_version=settings.azure_openai_api_version, **auth, **common)
         log.info("LLM: Azure OpenAI at %s, deployment %s (%s)", endpoint, settings.azure_openai_deployment_name,
                  "API key" if credential is None else "Entra ID via DefaultAzureCredential")
-        return LLM(chat, provider, settings.azure_openai_deployment_name, endpoint, http_client,
-                   credential=credential)
+        return LLM(chat, provider, settings.model_name, endpoint, http_client, credential=credential)
     if provider is Provider.OPENAI:
         endpoint = str(settings.openai_base_url or "https://api.openai.com/v1")
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
         chat = ChatOpenAI(base_url=endpoint, api_key=key, model=settings.openai_model, **common)
         log.info("LLM: OpenAI-compatible endpoint %s, model %s", endpoint, settings.openai_model)
-        return LLM(chat, provider, settings.openai_model, endpoint, http_client)
+        return LLM(chat, provider, settings.model_name, endpoint, http_client)
     server = EmbeddedModelServer(settings.embedded_model_path or find_embedded_model(),
                                  threads=settings.embedded_model_threads)
-    await server.start(settings.embedded_start_timeout_s)
+    try:
+        await server.start(settings.embedded_start_timeout_s)
+    except BaseException:
+        await http_client.aclose()
+        raise
     # llama.cpp's server reads `max_tokens`, not the `max_completion_tokens` langchain-openai sends.
-    chat = ChatOpenAI(base_url=server.base_url, api_key="embedded", model=EMBEDDED_MODEL_NAME,
+    chat = ChatOpenAI(base_url=server.base_url, api_key="embedded", model=settings.model_name,
                       extra_body={"max_tokens": settings.llm_max_tokens}, **common)
     log.warning("LLM: no AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL set — using the EMBEDDED model %s at %s. "
                 "It is tiny and its answers are poor; see README 'Pointing at Azure OpenAI'.",
                 EMBEDDED_MODEL_NAME, server.base_url)
-    return LLM(chat, provider, EMBEDDED_MODEL_NAME, server.base_url, http_client, embedded=server)
+    return LLM(chat, provider, settings.model_name, server.base_url, http_client, embedded=server)
 
 
 def find_embedded_model() -> Path:

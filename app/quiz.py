@@ -39,7 +39,6 @@ class PreparedRound:
     """A round that can run: its session and the graph input (settings for this round)."""
 
     session_id: str
-    new_session: bool
     graph_input: dict[str, str]
     round: int  # the number this round will have when it finishes
 
@@ -85,7 +84,7 @@ class QuizService:
             try:
                 state = await self.graph.aget_state(self._config(request.session_id))
             except STORE_ERRORS as exc:
-                raise self._failed(exc) from exc
+                raise self._failed(exc) or exc from exc  # store errors always map to a 503
             if not state.values:
                 self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: SessionNotFound.error_type})
                 raise SessionNotFound(
@@ -96,7 +95,7 @@ class QuizService:
                 try:
                     await self.checkpointer.adelete_thread(request.session_id)
                 except STORE_ERRORS as exc:
-                    raise self._failed(exc) from exc
+                    raise self._failed(exc) or exc from exc  # store errors always map to a 503  # store errors always map to a 503
         session_id = request.session_id or new_session_id()
         language = (request.language or intent.language or previous.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
@@ -106,13 +105,15 @@ class QuizService:
             "language": language,
         }
         finished = 0 if intent.reset else int(previous.get("round", 0))
-        return PreparedRound(session_id, request.session_id is None, graph_input, finished + 1)
+        return PreparedRound(session_id, graph_input, finished + 1)
 
-    def _failed(self, exc: BaseException) -> QuizError:
+    def _failed(self, exc: BaseException) -> QuizError | None:
+        """The domain error for ``exc`` (counted and logged), or ``None`` when it is unexpected."""
         error = translate_llm_error(exc, self.settings.rate_limit_retry_after_s)
-        assert error is not None
-        self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: error.error_type})
-        log.warning("request failed: %s (%s) trace_id=%s", error.title, type(exc).__name__, current_trace_id())
+        if error is not None:
+            self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: error.error_type})
+            log.warning("round failed: %s (%s: %s) trace_id=%s", error.title, type(exc).__name__, exc,
+                        current_trace_id())
         return error
 
     def _config(self, session_id: str) -> dict[str, Any]:
@@ -158,14 +159,11 @@ class QuizService:
                         if event is not None:
                             yield event
             except Exception as exc:
-                error = translate_llm_error(exc, self.settings.rate_limit_retry_after_s)
+                error = self._failed(exc)
                 if error is None:
                     raise
                 span.set_attribute(error_attributes.ERROR_TYPE, error.error_type)
                 span.set_status(Status(StatusCode.ERROR, error.title))
-                self.telemetry.instruments.errors.add(1, {error_attributes.ERROR_TYPE: error.error_type})
-                log.warning("round failed: %s (%s: %s) trace_id=%s", error.title, type(exc).__name__, exc,
-                            current_trace_id())
                 raise error from exc
             result = self._round(prepared.session_id, final)
             span.set_attribute(C.ATTR_ROUND, result.round)

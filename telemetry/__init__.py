@@ -90,7 +90,6 @@ class Telemetry:
     meter_provider: MeterProvider
     tracer: Tracer
     instruments: QuizInstruments
-    exporting: bool
     _instrumentors: list[Any] = field(default_factory=list)
     _exporters: list[Any] = field(default_factory=list)
 
@@ -173,7 +172,6 @@ def configure(service_version: str = "0.1.0") -> Telemetry:
         meter_provider=meter_provider,
         tracer=tracer_provider.get_tracer("question-app", service_version),
         instruments=QuizInstruments.create(meter),
-        exporting=exporting,
         _instrumentors=instrumentors,
         _exporters=exporters,
     )
