@@ -1,23 +1,26 @@
 """``question-app`` / ``python -m app``: serve with uvicorn (one process; scale with replicas).
 
-Host and port from ``HOST`` (default 127.0.0.1; the container sets 0.0.0.0) and ``PORT`` (default 8000).
+Where and how it listens comes from ``Settings`` (``HOST``, ``PORT``, ``LOG_LEVEL``, ``GRACEFUL_SHUTDOWN_S``);
+a bad value stops the start with a message that names the variable.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import uvicorn
 
+from app.settings import Settings
+
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per LLM call is noise
-    uvicorn.run("app.main:create_app", factory=True, host=os.environ.get("HOST", "127.0.0.1"),
-                port=int(os.environ.get("PORT", "8000")), log_level=os.environ.get("LOG_LEVEL", "info").lower(),
-                timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_SHUTDOWN_S", "20")),
+    """Read the settings, set up logging and run the app factory under uvicorn until SIGTERM/SIGINT."""
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2"):  # one line per HTTP call (the openai SDK's httpx2) is noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=settings.graceful_shutdown_s,
                 proxy_headers=True, server_header=False)
 
 

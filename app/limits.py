@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BodyTooLarge, problem_for
+from app.errors import BodyTooLarge
+from app.problems import Problems
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """ASGI middleware: refuse an HTTP request body over ``max_bytes`` bytes with 413 ``body-too-large``.
+
+    Methods without a body (GET, HEAD, OPTIONS) and non-HTTP scopes pass untouched. A declared
+    ``Content-Length`` over the limit is refused before reading; otherwise the body is read (never more than
+    ``max_bytes`` + one chunk) and replayed. A client that disconnects mid-body gets nothing.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, problems: Problems) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.problems = problems
 
     def _reject(self) -> ASGIApp:
-        return problem_for(BodyTooLarge(
+        return self.problems.response(BodyTooLarge(
             f"The request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES). Send a smaller body."))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -8,9 +8,16 @@ Deterministic keyword matching (no LLM call): ``"보통 난이도로 수학 문�
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-SUBJECT_WORDS = {
+from telemetry.contract import Difficulty, Language
+
+K = TypeVar("K", bound=str)
+
+# Words that name each of the known subjects (telemetry.contract.SUBJECTS; a test keeps the keys equal).
+SUBJECT_WORDS: dict[str, tuple[str, ...]] = {
     "math": ("math", "maths", "mathematics", "수학", "산수"),
     "science": ("science", "physics", "chemistry", "biology", "과학", "물리", "화학", "생물"),
     "history": ("history", "역사", "한국사", "세계사"),
@@ -19,7 +26,7 @@ SUBJECT_WORDS = {
     "geography": ("geography", "지리"),
     "general": ("general", "trivia", "일반", "상식"),
 }
-DIFFICULTY_WORDS = {
+DIFFICULTY_WORDS: dict[Difficulty, tuple[str, ...]] = {
     "easy": ("easy", "쉬움", "쉬운", "쉽게"),
     "medium": ("medium", "normal", "보통", "중간"),
     "hard": ("hard", "difficult", "어려움", "어려운", "어렵게"),
@@ -30,13 +37,15 @@ HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 @dataclass(frozen=True)
 class Intent:
+    """What a chat message asks for; ``None`` where it says nothing."""
+
     subject: str | None = None
-    difficulty: str | None = None
-    language: str | None = None
+    difficulty: Difficulty | None = None
+    language: Language | None = None
     reset: bool = False
 
 
-def _find(text: str, table: dict[str, tuple[str, ...]]) -> str | None:
+def _find(text: str, table: Mapping[K, tuple[str, ...]]) -> K | None:
     for key, words in table.items():
         for word in words:
             # ASCII words must stand alone ("code" not in "barcode"); Korean words attach particles (수학을).
@@ -49,6 +58,7 @@ def _find(text: str, table: dict[str, tuple[str, ...]]) -> str | None:
 
 
 def is_korean(text: str | None) -> bool:
+    """True when ``text`` contains a Hangul syllable."""
     return bool(text and HANGUL.search(text))
 
 

@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from graphs.events import EVENTS
 from graphs.state import Difficulty, Language, Verdict
+from telemetry.contract import SUBJECTS
 
 # Korean difficulty words accepted as aliases (the upstream chat UI used them).
 DIFFICULTY_ALIASES = {"쉬움": "easy", "보통": "medium", "어려움": "hard"}
@@ -34,8 +36,7 @@ class AskRequest(BaseModel):
                      {"session_id": "Zq3v9yH0b7wQpL2xT5mN1c", "message": "next"},
                      {"message": "보통 난이도로 수학 문제 풀래"}]})
 
-    subject: Subject | None = Field(None, description="math, science, history, english, general, "
-                                    "programming, geography, or any topic (≤ 80 characters).")
+    subject: Subject | None = Field(None, description=f"{', '.join(SUBJECTS)}, or any topic (≤ 80 characters).")
     difficulty: Annotated[Difficulty | None, BeforeValidator(_difficulty)] = Field(
         None, description="easy | medium | hard (also 쉬움 | 보통 | 어려움).")
     language: Language | None = Field(None, description="ko | en. Default: the session's, else ko if the "
@@ -84,7 +85,13 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for 422.")
 
 
+# The server-sent events of a streamed round, in order (the graph's events between `trace` and `round`).
+SSE_EVENTS = ", ".join(f"`{name}`" for name in ("trace", *(e.kind for e in EVENTS))) + ", then `round`"
+
+
 class Health(BaseModel):
+    """The process is up (liveness and readiness), and which model and session store it uses."""
+
     status: Literal["ok"] = "ok"
     provider: str = Field(description="azure_openai | openai_compatible | embedded")
     model: str

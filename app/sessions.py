@@ -3,7 +3,7 @@
 | URL | saver | for |
 | --- | --- | --- |
 | ``memory://`` (default) | ``graphs.checkpoint.BoundedMemorySaver`` (TTL + cap) | one process; lost on restart |
-| ``sqlite:///var/lib/question-app/sessions.db`` | ``langgraph-checkpoint-sqlite`` ``AsyncSqliteSaver`` | one node, survives restarts |
+| ``sqlite:///data/sessions.db`` | ``langgraph-checkpoint-sqlite`` ``AsyncSqliteSaver`` | one node, survives restarts |
 | ``postgresql://user@host:5432/db`` | ``langgraph-checkpoint-postgres`` ``AsyncPostgresSaver`` | several replicas |
 """
 
@@ -43,7 +43,7 @@ def describe(url: str) -> str:
 async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:
     """Open the saver for ``settings.checkpointer_url`` and close it on exit.
 
-    Raises ``ValueError`` for an unsupported URL and ``CheckpointerUnavailable`` (naming the host,
+    Raises ``ValueError`` for a ``sqlite:`` URL without a path and ``CheckpointerUnavailable`` (naming the host,
     never the password) when the database cannot be reached at start-up.
     """
     url = settings.checkpointer_url
@@ -57,12 +57,12 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         if not path:
             raise ValueError(f"CHECKPOINTER_URL={url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(path) as saver:
-            yield saver
-    elif scheme in ("postgres", "postgresql"):
+        async with AsyncSqliteSaver.from_conn_string(path) as sqlite_saver:
+            yield sqlite_saver
+    else:  # postgres:// or postgresql:// (Settings refuses any other scheme)
         import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg.rows import dict_row
+        from psycopg.rows import DictRow, dict_row
         from psycopg_pool import AsyncConnectionPool
 
         parts = urlsplit(url)
@@ -71,6 +71,7 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         # Connection settings as the langgraph-checkpoint-postgres documentation asks for.
         pool = AsyncConnectionPool(url, min_size=1, max_size=settings.postgres_pool_size, open=False,
                                    timeout=settings.postgres_timeout_s, check=AsyncConnectionPool.check_connection,
+                                   connection_class=psycopg.AsyncConnection[DictRow],
                                    kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
         try:
             await pool.open(wait=True, timeout=settings.postgres_timeout_s)
@@ -87,5 +88,3 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
             yield saver
         finally:
             await pool.close()
-    else:
-        raise ValueError(f"CHECKPOINTER_URL={url!r}: use memory://, sqlite:///<file> or postgresql://…")

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Provider(StrEnum):
+    """Which kind of model serves the agents (reported in ``/health``)."""
+
     AZURE = "azure_openai"
     OPENAI = "openai_compatible"
     EMBEDDED = "embedded"
@@ -78,6 +80,14 @@ class Settings(BaseSettings):
     telemetry_shutdown_timeout_s: float = Field(
         3.0, gt=0, le=60, description="Longest the flush of spans and metrics may take at shutdown.")
 
+    # --- process ----------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", min_length=1, description="Where `question-app` listens (the container: 0.0.0.0).")
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Of the app and uvicorn; any case.")
+    graceful_shutdown_s: int = Field(
+        20, ge=0, le=3600, description="How long in-flight requests may finish after SIGTERM, seconds.")
+
     # --- HTTP -------------------------------------------------------------------------------------
     max_concurrent_rounds: int = Field(
         64, ge=1, le=10_000, description="Rounds in progress per process; beyond it /ask answers 503 at once. "
@@ -86,6 +96,11 @@ class Settings(BaseSettings):
         None, description="Comma-separated keys; when set, /ask needs `Authorization: Bearer <key>` or "
         "`X-API-Key: <key>`. Off by default (inside the cluster network).")
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_checkpointer(self) -> Settings:
@@ -96,6 +111,7 @@ class Settings(BaseSettings):
         return self
 
     def api_key_list(self) -> list[str]:
+        """The keys of ``API_KEYS``, stripped; empty when authentication is off."""
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()] if self.api_keys else []
 
     @property

@@ -63,6 +63,7 @@ class FakeLLM:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(self.port),
              "--latency-ms", str(latency_ms)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
         self.base_url = self.process.stdout.readline().strip()
 
     def stop(self) -> None:

@@ -1,20 +1,28 @@
-"""State and structured outputs of the Teacher–Student graph.
+"""What goes into a round, what a session keeps, and what comes out.
 
-The three pydantic models are what the agents must return (structured output through a forced function
-call); ``QuizState`` is what the checkpointer keeps per session (LangGraph thread = session id).
+- ``InputState``: the graph's input, narrower than its state (as in langchain-ai/react-agent ``state.py``).
+- ``QuizState``: what the checkpointer keeps per session (LangGraph thread = session id).
+- ``Question``, ``StudentAnswer``, ``Grade``: what the agents must return (structured output through a
+  forced function call).
+- ``RoundResult``: the one projection of a finished round's state that consumers read.
+
+The bounded vocabularies (``Difficulty``, ``Language``, ``Verdict``, ``Step``) are the telemetry contract's
+label values, defined once in ``telemetry.contract``.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, NotRequired, TypedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
-Difficulty = Literal["easy", "medium", "hard"]
-Language = Literal["ko", "en"]
-Verdict = Literal["correct", "partially_correct", "incorrect"]
-Step = Literal["ask", "answer", "grade"]
+from telemetry.contract import Difficulty, Language, Step, Verdict
+
+__all__ = ["Difficulty", "Grade", "InputState", "Language", "Question", "QuizState", "RoundResult", "Step",
+           "StudentAnswer", "TokenUsage", "Verdict"]
 
 
 class Question(BaseModel):
@@ -38,13 +46,13 @@ class Grade(BaseModel):
 
 
 class TokenUsage(TypedDict):
-    """Tokens of one agent step, as the provider reported them (OpenAI `usage`)."""
+    """Tokens of one agent step, as the provider reported them (OpenAI ``usage``), summed over attempts."""
 
     input_tokens: int
     output_tokens: int
 
 
-def keep_last(limit: int):
+def keep_last(limit: int) -> Callable[[list[str] | None, list[str] | None], list[str]]:
     """A reducer that appends new items and keeps the last ``limit`` (bounds per-session memory)."""
 
     def reduce(old: list[str] | None, new: list[str] | None) -> list[str]:
@@ -57,21 +65,78 @@ def keep_last(limit: int):
 HISTORY_LIMIT = 20
 
 
-class QuizState(TypedDict):
+class StoredQuestion(TypedDict):
+    """``Question.model_dump()``, as the checkpoint keeps it."""
+
+    question: str
+    reference_answer: str
+
+
+class StoredAnswer(TypedDict):
+    """``StudentAnswer.model_dump()``."""
+
+    answer: str
+
+
+class StoredGrade(TypedDict):
+    """``Grade.model_dump()``."""
+
+    verdict: Verdict
+    feedback: str
+
+
+class InputState(TypedDict):
+    """The settings of the round to play. A continued session passes its own again (or new ones)."""
+
+    subject: str
+    difficulty: Difficulty
+    language: Language
+
+
+class QuizState(InputState):
     """One session's state. Settings persist between rounds unless a request changes them.
 
     ``round`` and ``history`` change only in the last step (grading), so a round that fails part-way
     leaves the session's count and history as they were.
     """
 
-    subject: str
-    difficulty: Difficulty
-    language: Language
     round: NotRequired[int]  # rounds finished; a failed round does not count
     history: NotRequired[Annotated[list[str], keep_last(HISTORY_LIMIT)]]  # earlier questions, newest last
     # The current round's results, as plain dicts (``Question.model_dump()`` …): checkpoints hold only
     # JSON-like data, which every checkpointer serialises without an allow-list.
-    question: NotRequired[dict[str, str]]
-    answer: NotRequired[dict[str, str]]
-    grade: NotRequired[dict[str, str]]
-    usage: NotRequired[Annotated[dict[str, TokenUsage], operator.or_]]  # by step: ask / answer / grade
+    question: NotRequired[StoredQuestion]
+    answer: NotRequired[StoredAnswer]
+    grade: NotRequired[StoredGrade]
+    usage: NotRequired[Annotated[dict[Step, TokenUsage], operator.or_]]  # by step
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """A finished round, read from the graph's final state (``RoundResult.of(state)``).
+
+    ``input_tokens``/``output_tokens``: summed over the round's agent steps and their attempts.
+    """
+
+    round: int
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    question: str
+    reference_answer: str
+    student_answer: str
+    verdict: Verdict
+    feedback: str
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, state: QuizState) -> RoundResult:
+        """Project the state after ``teacher_grade``. Raises ``KeyError`` if the round did not finish."""
+        question, answer, grade = state["question"], state["answer"], state["grade"]
+        usage = state.get("usage", {}).values()
+        return cls(round=state["round"], subject=state["subject"], difficulty=state["difficulty"],
+                   language=state["language"], question=question["question"],
+                   reference_answer=question["reference_answer"], student_answer=answer["answer"],
+                   verdict=grade["verdict"], feedback=grade["feedback"],
+                   input_tokens=sum(u["input_tokens"] for u in usage),
+                   output_tokens=sum(u["output_tokens"] for u in usage))

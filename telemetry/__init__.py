@@ -29,13 +29,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -69,7 +70,14 @@ METRIC_VIEWS = [
 ]
 
 
+def current_trace_id() -> str | None:
+    """The W3C trace id (32 lower-case hex) of the current span, or ``None`` outside a recorded trace."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
 def sdk_disabled() -> bool:
+    """``OTEL_SDK_DISABLED=true`` (the SDK's standard switch): no providers export anything."""
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
@@ -103,11 +111,6 @@ class Telemetry:
                                            meter_provider=self.meter_provider, excluded_urls="health",
                                            exclude_spans=["receive", "send"])
 
-    def force_flush(self, timeout_millis: int = 5_000) -> bool:
-        spans = self.tracer_provider.force_flush(timeout_millis)
-        metrics = self.meter_provider.force_flush(timeout_millis)
-        return bool(spans and metrics)
-
     def shutdown(self, timeout_s: float = 3.0) -> float:
         """Flush pending spans and metrics (in parallel), then stop the exporters. Returns seconds taken.
 
@@ -137,7 +140,7 @@ class Telemetry:
             exporter.shutdown()
 
 
-def configure(service_version: str = "0.1.0") -> Telemetry:
+def configure(service_version: str) -> Telemetry:
     """Build the tracer and meter providers with OTLP/gRPC exporters and turn on instrumentation.
 
     Returns a ``Telemetry`` whose ``shutdown()`` must be called on the way out (the app's lifespan does).
@@ -148,7 +151,7 @@ def configure(service_version: str = "0.1.0") -> Telemetry:
     exporting = not sdk_disabled()
 
     tracer_provider = TracerProvider(resource=resource)
-    readers = []
+    readers: list[MetricReader] = []
     exporters: list[Any] = []
     if exporting:
         exporters = [OTLPSpanExporter(), OTLPMetricExporter()]

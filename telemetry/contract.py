@@ -1,49 +1,98 @@
-"""The telemetry contract in code: every name the service emits that is ours to choose.
+"""The telemetry contract in code: every name and bounded value the service emits that is ours to choose.
 
-Names that come from instrumentation libraries (``http.server.request.duration``,
-``gen_ai.client.operation.duration``, ``chat {model}`` spans …) are listed in ``docs/telemetry.md``;
-the tests check the service against both.
+This module is the only place those names are spelled. ``graphs/`` and ``app/`` import them from here; it
+depends on the OpenTelemetry *API* and the semantic-conventions package only, so the graph may import it
+and ``telemetry/`` never imports the graph. Names that come from instrumentation libraries
+(``http.server.request.duration``, ``gen_ai.client.operation.duration``, ``chat {model}`` spans …) and
+from the semantic conventions (``gen_ai.*``, ``error.type``) are listed in ``docs/telemetry.md``;
+``tests/test_contract.py`` checks the service, this module and that page against each other.
 
-Metric labels are bounded: subjects outside ``KNOWN_SUBJECTS`` are reported as ``other``; session ids
-appear only on spans (``gen_ai.conversation.id``), never on metrics.
+Metric labels are bounded: every label value below is one of a closed set. A free-text subject becomes
+``other`` (``subject_label``); session ids appear only on spans (``gen_ai.conversation.id``), never on
+metrics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, Literal, get_args
 
 from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 
-# --- spans ------------------------------------------------------------------------------------
-SPAN_ROUND = "invoke_workflow quiz"  # INTERNAL, child of the FastAPI server span
-SPAN_AGENT = "invoke_agent {agent}"  # INTERNAL, one per graph node (teacher ask, student, teacher grade)
-WORKFLOW_NAME = "quiz"
+# --- bounded values: the quiz's vocabulary, which is also the set of allowed label values -----------------
+Difficulty = Literal["easy", "medium", "hard"]
+Language = Literal["ko", "en"]
+Verdict = Literal["correct", "partially_correct", "incorrect"]
+AgentName = Literal["teacher", "student"]  # ``gen_ai.agent.name``
+Step = Literal["ask", "answer", "grade"]  # ``quiz.step``: one per agent step of the graph
+# ``error.type`` of a request answered with a problem body (``quiz.errors``, the workflow span):
+ErrorType = Literal[
+    "validation",  # 400 body not JSON, 413 body too large, 422 a field is wrong
+    "unauthorized",  # 401: API_KEYS is set and no valid key was sent
+    "unknown_route",  # 404 no such path, 405 no such method on it
+    "session_not_found",  # 404: unknown or expired session id
+    "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
+    "session_store",  # 503: the checkpointer's database is unreachable
+    "rate_limited",  # 503: the LLM answered 429 after the client's retries
+    "timeout",  # 504: an LLM call timed out
+    "auth",  # 502: the LLM refused our credentials
+    "upstream",  # 502: any other LLM failure
+    "invalid_output",  # 502: structured output invalid on every attempt
+    "internal",  # 500: a bug
+]
+# ``error.type`` of a failed agent step (``quiz.agent.step.duration``, the agent span) is the exception's
+# class name, as the semantic conventions recommend when there is no better code (bounded: the set of
+# exception classes the step can raise).
 
-# --- attributes (ours; gen_ai.* and error.type are from the semantic conventions) --------------
-ATTR_SUBJECT = "quiz.subject"
-ATTR_DIFFICULTY = "quiz.difficulty"
-ATTR_LANGUAGE = "quiz.language"
-ATTR_ROUND = "quiz.round"
-ATTR_VERDICT = "quiz.verdict"
-ATTR_STEP = "quiz.step"
+SUBJECTS: Final = ("math", "science", "history", "english", "general", "programming", "geography")
+OTHER_SUBJECT: Final = "other"  # the label of any free-text subject
 
-# --- metrics ----------------------------------------------------------------------------------
-METRIC_ROUNDS = "quiz.rounds"
-METRIC_STEP_DURATION = "quiz.agent.step.duration"
-METRIC_ERRORS = "quiz.errors"
+DIFFICULTIES: Final[tuple[Difficulty, ...]] = get_args(Difficulty)
+LANGUAGES: Final[tuple[Language, ...]] = get_args(Language)
+VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
+AGENTS: Final[tuple[AgentName, ...]] = get_args(AgentName)
+STEPS: Final[tuple[Step, ...]] = get_args(Step)
+ERROR_TYPES: Final[tuple[ErrorType, ...]] = get_args(ErrorType)
 
-KNOWN_SUBJECTS = frozenset(
-    {"math", "science", "history", "english", "general", "programming", "geography"})
+# --- spans --------------------------------------------------------------------------------------------
+WORKFLOW_NAME: Final = "quiz"
+SPAN_ROUND: Final = f"{GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value} {WORKFLOW_NAME}"  # INTERNAL
+
+
+def agent_span_name(agent: AgentName) -> str:
+    """``invoke_agent {gen_ai.agent.name}``: INTERNAL, one per agent step, child of ``SPAN_ROUND``
+    (GenAI agent spans, https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/)."""
+    return f"{GenAI.GenAiOperationNameValues.INVOKE_AGENT.value} {agent}"
+
+
+# Span event on an agent span when the model's structured output did not validate (it is asked again).
+EVENT_INVALID_OUTPUT: Final = "structured_output.invalid"
+EVENT_ATTR_ATTEMPT: Final = "attempt"  # int, 1-based
+EVENT_ATTR_SCHEMA: Final = "schema"  # the pydantic model's name: Question | StudentAnswer | Grade
+
+# --- attributes (ours; gen_ai.* and error.type come from the semantic conventions) ---------------------
+ATTR_SUBJECT: Final = "quiz.subject"  # bounded: SUBJECTS or OTHER_SUBJECT
+ATTR_DIFFICULTY: Final = "quiz.difficulty"
+ATTR_LANGUAGE: Final = "quiz.language"
+ATTR_ROUND: Final = "quiz.round"  # int: the number of the round being played, 1-based
+ATTR_VERDICT: Final = "quiz.verdict"
+ATTR_STEP: Final = "quiz.step"
+
+# --- metrics ------------------------------------------------------------------------------------------
+METRIC_ROUNDS: Final = "quiz.rounds"
+METRIC_STEP_DURATION: Final = "quiz.agent.step.duration"
+METRIC_ERRORS: Final = "quiz.errors"
 
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
-STEP_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96,
-                         81.92)
+STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                                40.96, 81.92)
 
 
 def subject_label(subject: str) -> str:
     """The bounded metric label for a free-text subject: a known subject, else ``other``."""
     s = subject.strip().lower()
-    return s if s in KNOWN_SUBJECTS else "other"
+    return s if s in SUBJECTS else OTHER_SUBJECT
 
 
 @dataclass(frozen=True)
@@ -53,10 +102,9 @@ class QuizInstruments:
     - ``rounds``: Counter ``quiz.rounds`` {round} [``quiz_rounds_total``], attributes ``quiz.subject``
       (bounded), ``quiz.difficulty``, ``quiz.verdict`` — finished rounds; accuracy = correct / all.
     - ``step_duration``: Histogram ``quiz.agent.step.duration`` s [``quiz_agent_step_duration_seconds``],
-      attributes ``gen_ai.agent.name`` (teacher|student), ``quiz.step`` (ask|answer|grade), ``error.type``.
+      attributes ``gen_ai.agent.name`` (``AGENTS``), ``quiz.step`` (``STEPS``), ``error.type``.
     - ``errors``: Counter ``quiz.errors`` {error} [``quiz_errors_total``], attribute ``error.type``
-      (``rate_limited``, ``timeout``, ``auth``, ``upstream``, ``invalid_output``, ``validation``,
-      ``session_not_found``, ``overloaded``).
+      (``ERROR_TYPES``) — every request answered with a problem body, streamed or not.
     """
 
     rounds: Counter
@@ -70,5 +118,6 @@ class QuizInstruments:
             step_duration=meter.create_histogram(
                 METRIC_STEP_DURATION, unit="s", description="Duration of one agent step of a round.",
                 explicit_bucket_boundaries_advisory=STEP_DURATION_BUCKETS),
-            errors=meter.create_counter(METRIC_ERRORS, unit="{error}", description="Failed /ask requests by cause."),
+            errors=meter.create_counter(METRIC_ERRORS, unit="{error}",
+                                        description="Requests answered with a problem body, by cause."),
         )

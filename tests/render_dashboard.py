@@ -26,7 +26,7 @@ def render(prometheus_url: str, dashboard: dict, substitute, path: Path, seconds
     rows = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(18, 3.2 * rows))
     end = time.time()
-    for ax, panel in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels, strict=False):  # the grid may have more cells than panels
         for target in panel["targets"]:
             expr = substitute(target["expr"]).replace("[1m]", "[10s]").replace("[5m]", "[40s]")
             r = httpx.get(f"{prometheus_url}/api/v1/query_range", timeout=10,

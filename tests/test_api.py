@@ -214,6 +214,24 @@ def test_streaming_sends_one_event_per_agent_step(client: TestClient, fake_llm: 
     assert trace["session_id"] == final["session_id"]
 
 
+def test_a_stream_closed_early_releases_its_place_and_stops_the_round(make_client, fake_llm: FakeOpenAI) -> None:
+    client = make_client(max_concurrent_rounds=1)
+    rounds = client.app_state["rounds"]
+    fake_llm.latency_s = 0.3
+    with client.stream("POST", "/ask", json={}, headers={"accept": "text/event-stream"}) as r:
+        assert r.headers["cache-control"] == "no-cache"
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("event: question"))
+        assert rounds.in_flight == 1  # the stream holds the round's place while it is open
+    deadline = time.monotonic() + 5
+    while rounds.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rounds.in_flight == 0  # the client went away: the place is released
+    assert fake_llm.requests_for("Grade") == []  # and the round stopped with it
+    fake_llm.latency_s = 0.0
+    assert client.post("/ask", json={}).status_code == 200
+
+
 def test_streaming_reports_errors_as_an_event(client: TestClient, fake_llm: FakeOpenAI) -> None:
     # The Teacher's call succeeds; the Student's call fails on both attempts (LLM_MAX_RETRIES=1).
     fake_llm.fail_next(Fault("pass"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.errors import QuizError
+from telemetry import contract
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.promnames import prometheus_name
@@ -105,3 +108,82 @@ def test_error_types_on_metrics_are_the_documented_ones(played: OTLPReceiver) ->
                              [p for p in played.metric_points() if p.name == "quiz.errors"])
     documented = set(code(METRICS["quiz.errors"][3])) - {"error.type"}
     assert {p.attributes["error.type"] for p in errors} <= documented
+
+
+def documented_error_types() -> set[str]:
+    return set(code(METRICS["quiz.errors"][3])) - {"error.type"}
+
+
+def test_error_types_are_one_set_in_code_and_docs() -> None:
+    """Every ``error.type`` the service can emit is in the contract and the docs, and nothing more."""
+    from app import errors, problems
+
+    producible = {cls.error_type for cls in all_subclasses(errors.QuizError)} | {errors.QuizError.error_type}
+    producible |= {error_type for _, error_type, _ in problems._HTTP_PROBLEMS.values()}
+    assert producible == set(contract.ERROR_TYPES) == documented_error_types()
+
+
+def all_subclasses(cls: type[QuizError]) -> set[type[QuizError]]:
+    return {sub for direct in cls.__subclasses__() for sub in {direct} | all_subclasses(direct)}
+
+
+def test_the_subject_list_is_defined_once() -> None:
+    from app.messages import DIFFICULTY_WORDS, SUBJECT_WORDS
+
+    assert set(SUBJECT_WORDS) == set(contract.SUBJECTS)
+    assert set(DIFFICULTY_WORDS) == set(contract.DIFFICULTIES)
+    documented = {v for v in code(DOC.split("`quiz.subject` ∈", 1)[1].split(";", 1)[0])}
+    assert documented == {*contract.SUBJECTS, contract.OTHER_SUBJECT}
+
+
+def error_counts(otlp: OTLPReceiver, case: str) -> dict[str, float]:
+    """The latest cumulative ``quiz.errors`` value per ``error.type`` of the app tagged ``test.case=case``."""
+    latest: dict[str, tuple[int, float]] = {}
+    for p in otlp.metric_points():
+        if p.name == "quiz.errors" and p.resource.get("test.case") == case:
+            key = p.attributes["error.type"]
+            if p.time_ns >= latest.get(key, (0, 0.0))[0]:
+                latest[key] = (p.time_ns, p.value)
+    return {key: value for key, (_, value) in latest.items()}
+
+
+def test_every_failure_is_counted_once_under_its_documented_error_type(
+        make_client, fake_llm: FakeOpenAI, telemetry_env: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=otel-app,test.case=errors")
+    client = make_client(llm_timeout_s=1.0, llm_max_retries=0, structured_output_attempts=1, max_concurrent_rounds=1)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=otel-app,test.case=errors-auth")
+    guarded = make_client(api_keys="key-1234567890")
+    json_body = {"content-type": "application/json"}
+
+    statuses = [
+        client.post("/ask", json={"difficulty": "extreme"}).status_code,  # validation 422
+        client.post("/ask", content=b"x" * 20_000, headers=json_body).status_code,  # validation 413
+        client.post("/ask", content=b"\xff\xfe not json", headers=json_body).status_code,  # validation 400
+        client.get("/nope").status_code,  # unknown_route 404
+        client.get("/ask").status_code,  # unknown_route 405
+        client.post("/ask", json={"session_id": "Z" * 22}).status_code,  # session_not_found
+    ]
+    for fault in (Fault("status", 500), Fault("status", 429), Fault("status", 401), Fault("bad_arguments"),
+                  Fault("hang", seconds=2)):
+        fake_llm.fail_next(fault)
+        statuses.append(client.post("/ask", json={}).status_code)
+    fake_llm.fail_next(Fault("status", 500))  # a streamed round that fails is counted too
+    streamed = client.post("/ask", json={}, headers={"accept": "text/event-stream"})
+    assert "event: error" in streamed.text
+    # Overloaded: one round holds the only place (waiting at the LLM) while another arrives.
+    fake_llm.latency_s = 0.2  # well under LLM_TIMEOUT_S
+    fake_llm.requests.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(client.post, "/ask", json={})
+        telemetry_env.wait_for(lambda: fake_llm.requests)
+        statuses.append(client.post("/ask", json={}).status_code)
+        assert holder.result().status_code == 200
+    statuses.append(guarded.post("/ask", json={}).status_code)  # unauthorized
+
+    assert statuses == [422, 413, 400, 404, 405, 404, 502, 503, 502, 502, 504, 503, 401]
+    expected = {"validation": 3, "unknown_route": 2, "session_not_found": 1, "upstream": 2, "rate_limited": 1,
+                "auth": 1, "invalid_output": 1, "timeout": 1, "overloaded": 1}
+    assert telemetry_env.wait_for(lambda: error_counts(telemetry_env, "errors") == expected and True), \
+        error_counts(telemetry_env, "errors")
+    assert telemetry_env.wait_for(lambda: error_counts(telemetry_env, "errors-auth") == {"unauthorized": 1})
+    assert set(expected) | {"unauthorized"} <= documented_error_types()

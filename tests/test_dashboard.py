@@ -170,8 +170,9 @@ def test_the_variables_find_the_service(scraped) -> None:
     prometheus, _, _ = scraped
     (namespace, service) = [v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"]
     assert prometheus.label_values("service_namespace", "http_server_request_duration_seconds_count") == ["otel-app"]
-    match = re.search(r"label_values\((.+), service_name\)", service["query"]).group(1)
-    assert prometheus.label_values("service_name", substitute(match)) == ["question-app"]
+    match = re.search(r"label_values\((.+), service_name\)", service["query"])
+    assert match, service["query"]
+    assert prometheus.label_values("service_name", substitute(match.group(1))) == ["question-app"]
     assert "service_namespace" in namespace["query"]
     # job and instance are the exporter's (honorLabels), as the PodMonitor keeps them.
     series = prometheus.query("quiz_rounds_total")

@@ -21,9 +21,9 @@ from schemathesis import GenerationMode
 
 from app.main import create_app
 from tests.conftest import settings_for
+from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
-from tests.fakes import free_port
 
 CASES: list[tuple[str, int]] = []
 
@@ -53,26 +53,32 @@ def operations(schema) -> list:
     return [result.ok() for result in schema.get_all_operations()]
 
 
+def fuzz(operation, mode: GenerationMode, tried: list[tuple[str, int]]) -> None:
+    """Run one operation's generated cases; append ``(operation, status)`` of each to ``tried``."""
+
+    @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), derandomize=os.environ.get("FUZZ_RANDOM") is None)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case) -> None:
+        started = time.perf_counter()
+        response = case.call_and_validate(timeout=20)
+        tried.append((operation.label, response.status_code))
+        assert response.status_code != 500, (case.as_curl_command(), response.text)
+        assert time.perf_counter() - started < 20
+        if mode is GenerationMode.NEGATIVE and operation.label == "POST /ask":
+            assert response.status_code in (400, 404, 413, 422), (case.as_curl_command(), response.text)
+
+    check()
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 def test_the_api_survives_fuzzing(api_schema, mode: GenerationMode) -> None:
     """Every operation, with generated valid (positive) or invalid (negative) requests. (Driven through
     schemathesis' Python API with Hypothesis: its pytest plugin does not support pytest 9 yet.)"""
-    tried = []
+    tried: list[tuple[str, int]] = []
     for operation in operations(api_schema):
-        @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck), derandomize=os.environ.get("FUZZ_RANDOM") is None)
-        @given(case=operation.as_strategy(generation_mode=mode))
-        def check(case) -> None:
-            started = time.perf_counter()
-            response = case.call_and_validate(timeout=20)
-            tried.append((operation.label, response.status_code))
-            assert response.status_code != 500, (case.as_curl_command(), response.text)
-            assert time.perf_counter() - started < 20
-            if mode is GenerationMode.NEGATIVE and operation.label == "POST /ask":
-                assert response.status_code in (400, 404, 413, 422), (case.as_curl_command(), response.text)
-
         try:
-            check()
+            fuzz(operation, mode, tried)
         except Unsatisfiable:
             # GET /health takes no input: there is nothing to make invalid.
             assert mode is GenerationMode.NEGATIVE and operation.label == "GET /health"

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import CANARY_KEY, HEX32
-from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes import free_port
+from tests.fakes.openai_server import FakeOpenAI, Fault
 
 
 def play(client: TestClient):
@@ -172,7 +172,7 @@ def test_past_the_concurrency_limit_requests_are_shed_with_503(make_client, fake
         assert r.headers["retry-after"] == "1" and r.json()["type"] == "/problems/overloaded"
     assert time.perf_counter() - started < 6  # shed at once, not queued
     fake_llm.latency_s = 0.0
-    assert client.app.state.quiz.in_flight == 0  # every admitted round released its place
+    assert client.app_state["rounds"].in_flight == 0  # every admitted round released its place
     assert client.post("/ask", json={}).status_code == 200
 
 
@@ -182,4 +182,4 @@ def test_streams_release_their_place(make_client) -> None:
         r = client.post("/ask", json={}, headers={"accept": "text/event-stream"})
         assert r.status_code == 200 and "event: round" in r.text
     assert client.post("/ask", json={"session_id": "Q" * 22}).status_code == 404
-    assert client.app.state.quiz.in_flight == 0
+    assert client.app_state["rounds"].in_flight == 0

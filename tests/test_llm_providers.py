@@ -7,6 +7,7 @@ Entra ID token comes from a stand-in for ``DefaultAzureCredential`` (there is no
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -55,7 +56,7 @@ def entra(monkeypatch: pytest.MonkeyPatch):
     return FakeEntraCredential
 
 
-def azure_settings(fake_llm: FakeOpenAI, **extra: object) -> Settings:
+def azure_settings(fake_llm: FakeOpenAI, **extra: Any) -> Settings:
     return Settings(azure_openai_endpoint=fake_llm.root_url, llm_timeout_s=2.0, llm_max_retries=0, **extra)
 
 

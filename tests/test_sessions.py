@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.sessions import CheckpointerUnavailable
 from graphs.checkpoint import BoundedMemorySaver
-from tests.fakes.postgres import PostgresServer
 from tests.fakes import free_port
+from tests.fakes.postgres import PostgresServer
 
 
 def new_round(client: TestClient, **body: object) -> dict:
@@ -48,7 +48,7 @@ def test_idle_sessions_expire(make_client) -> None:
 
 
 def test_memory_per_session_does_not_grow_with_rounds(client: TestClient) -> None:
-    saver: BoundedMemorySaver = client.app.state.quiz.checkpointer
+    saver: BoundedMemorySaver = client.app_state["rounds"].checkpointer
     sid = new_round(client)["session_id"]
     sizes = []
     for _ in range(6):
@@ -63,7 +63,7 @@ def test_the_session_count_stays_at_the_cap(make_client) -> None:
     client = make_client(max_sessions=25)
     for _ in range(60):
         new_round(client)
-    saver: BoundedMemorySaver = client.app.state.quiz.checkpointer
+    saver: BoundedMemorySaver = client.app_state["rounds"].checkpointer
     assert saver.thread_count() == 25
     assert len(saver.storage) == 25 and len({k[0] for k in saver.blobs}) == 25
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes import free_port
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,9 @@ def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flush
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
         # Spans would wait a minute in the queue: only the shutdown flush can deliver them.
-        env.update(PORT=str(port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="k", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
-                   OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_RESOURCE_ATTRIBUTES="test.case=sigterm")
+        env.update(PORT=str(port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="k",
+                   OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="60000",
+                   OTEL_RESOURCE_ATTRIBUTES="test.case=sigterm")
         log = (tmp_path / "log").open("w")
         process = subprocess.Popen([str(Path(sys.executable).parent / "question-app")], env=env, cwd=ROOT,
                                    stdout=log, stderr=subprocess.STDOUT)

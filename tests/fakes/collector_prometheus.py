@@ -16,7 +16,7 @@ import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from tests.fakes.otlp_receiver import MetricPoint, OTLPReceiver
 from tests.promnames import prometheus_name
@@ -82,26 +82,24 @@ class CollectorExposition:
         by_family: dict[str, list[tuple[dict[str, str], MetricPoint]]] = {}
         for (_, labels), p in sorted(latest.items(), key=lambda kv: kv[0]):
             by_family.setdefault(prometheus_name(p.name, p.unit, instrument(p)), []).append((dict(labels), p))
-        families = []
+        families: list[Metric] = []
         for name, series in by_family.items():
             keys = sorted(set().union(*(labels for labels, _ in series)))
             kind = instrument(series[0][1])
             if kind == "histogram":
-                family = HistogramMetricFamily(name, series[0][1].name, labels=keys)
-            elif kind == "counter":
-                family = CounterMetricFamily(name.removesuffix("_total"), series[0][1].name, labels=keys)
-            else:
-                family = GaugeMetricFamily(name, series[0][1].name, labels=keys)
-            for labels, p in series:
-                values = [labels.get(k, "") for k in keys]
-                if kind == "histogram":
+                histogram = HistogramMetricFamily(name, series[0][1].name, labels=keys)
+                for labels, p in series:
                     cumulative, buckets = 0, []
-                    for bound, count in zip((*p.bounds, float("inf")), p.bucket_counts):
+                    for bound, count in zip((*p.bounds, float("inf")), p.bucket_counts, strict=True):
                         cumulative += count
-                        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-                    family.add_metric(values, buckets, p.value)
-                else:
-                    family.add_metric(values, p.value)
+                        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(cumulative)))
+                    histogram.add_metric([labels.get(k, "") for k in keys], buckets, p.value)
+                families.append(histogram)
+                continue
+            family = (CounterMetricFamily(name.removesuffix("_total"), series[0][1].name, labels=keys)
+                      if kind == "counter" else GaugeMetricFamily(name, series[0][1].name, labels=keys))
+            for labels, p in series:
+                family.add_metric([labels.get(k, "") for k in keys], p.value)
             families.append(family)
         yield from families
 

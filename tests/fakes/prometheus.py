@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from tests.fakes import free_port
 
 

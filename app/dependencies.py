@@ -1,0 +1,69 @@
+"""FastAPI dependencies: the lifespan's typed state, authentication and admission.
+
+The lifespan (``app.main``) yields an ``AppState``; Starlette copies it into every request's
+``request.state``, and the dependencies below hand its parts to the routes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated, TypedDict
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import Unauthorized
+from app.problems import Problems
+from app.rounds import RoundService
+from app.schemas import Health
+
+
+class AppState(TypedDict):
+    """What the lifespan builds once and every request may use."""
+
+    rounds: RoundService
+    problems: Problems
+    health: Health
+    api_keys: list[str]
+
+
+def get_rounds(request: Request) -> RoundService:
+    return request.state.rounds
+
+
+def get_problems(request: Request) -> Problems:
+    return request.state.problems
+
+
+def get_health(request: Request) -> Health:
+    return request.state.health
+
+
+RoundsDep = Annotated[RoundService, Depends(get_rounds)]
+ProblemsDep = Annotated[Problems, Depends(get_problems)]
+HealthDep = Annotated[Health, Depends(get_health)]
+
+bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when set.")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of API_KEYS, when set.")
+
+
+def require_api_key(request: Request,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+                    header_key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """With ``API_KEYS`` set, require a valid bearer token or ``X-API-Key``; raise ``Unauthorized`` (401)
+    otherwise. Keys are compared in constant time. Installed only when ``API_KEYS`` is set, so the OpenAPI
+    document says exactly what is enforced."""
+    keys: list[str] = request.state.api_keys
+    given = credentials.credentials if credentials is not None else header_key
+    if given is None or not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+        raise Unauthorized("Send `Authorization: Bearer <key>` or `X-API-Key: <key>` with a key from API_KEYS.",
+                           {"WWW-Authenticate": "Bearer"})
+
+
+async def admitted(rounds: RoundsDep) -> AsyncIterator[None]:
+    """Hold a round's place (``RoundService.admission``) for the whole request: until the JSON response is
+    sent, or the event stream ends or its client goes away (FastAPI runs a request-scoped ``yield``
+    dependency's exit after the response, streamed ones included, since 0.118). Raises ``Overloaded``."""
+    with rounds.admission():
+        yield

@@ -1,0 +1,115 @@
+"""Every failure as an RFC 9457 ``application/problem+json`` body with the trace id, counted once.
+
+``Problems.report()`` is the one place every problem passes through — raised in a route, refused by the
+body limit, rejected by validation, or ending a stream — so ``quiz.errors`` counts each exactly once,
+labelled with its ``error.type`` (``telemetry.contract.ErrorType``).
+
+| problem | status | ``error.type`` |
+| --- | --- | --- |
+| a ``QuizError`` (``app.errors``) | its own | its own |
+| request validation | 422 | ``validation`` |
+| body not UTF-8 JSON | 400 | ``validation`` |
+| no such path / method | 404 / 405 | ``unknown_route`` |
+| an unexpected exception | 500 | ``internal`` |
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry.metrics import Counter
+from opentelemetry.semconv.attributes import error_attributes
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import QuizError
+from app.schemas import Problem
+from telemetry import current_trace_id
+from telemetry.contract import ErrorType
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+# The error responses of a route that plays rounds, for the OpenAPI document.
+ROUND_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
+        400: "The body is not UTF-8 JSON", 401: "API_KEYS is set and no valid key was sent",
+        404: "Unknown or expired session_id", 413: "Body too large", 422: "Invalid request",
+        502: "LLM failure (auth, upstream error, unusable output)",
+        503: "LLM rate limited, session store unavailable, or too many rounds in progress (see Retry-After)",
+        504: "LLM timeout"}.items()}
+
+# Problems the framework raises (routing, body parsing): status → (slug, error.type, what to do).
+_HTTP_PROBLEMS: dict[int, tuple[str, ErrorType, str]] = {
+    400: ("bad-request", "validation", "The body could not be parsed: send UTF-8 JSON with "
+                                       "Content-Type: application/json."),
+    404: ("not-found", "unknown_route", "There is no {path}: see /docs for the API."),
+    405: ("method-not-allowed", "unknown_route", "{method} is not allowed on {path}: see /docs."),
+}
+
+
+class Problems:
+    """Builds problem bodies and counts them. ``errors``: the ``quiz.errors`` counter (``None``: not counted)."""
+
+    def __init__(self, errors: Counter | None) -> None:
+        self._errors = errors
+
+    def report(self, status: int, slug: str, title: str, detail: str, error_type: ErrorType,
+               instance: str | None = None, **extra: Any) -> Problem:
+        """Count one problem of ``error_type`` and return its body (``trace_id`` from the current span)."""
+        if self._errors is not None:
+            self._errors.add(1, {error_attributes.ERROR_TYPE: error_type})
+        return Problem(type=f"/problems/{slug}", title=title, status=status, detail=detail, instance=instance,
+                       trace_id=current_trace_id(), **extra)
+
+    def internal(self, instance: str | None = None) -> Problem:
+        """``report()`` for an unexpected exception (a bug; log it with the trace id before)."""
+        return self.report(500, "internal", "Internal error", "Something went wrong on our side; the trace id "
+                           "identifies it in the logs.", "internal", instance)
+
+    def of(self, error: QuizError, instance: str | None = None) -> Problem:
+        """``report()`` for a domain error."""
+        return self.report(error.status, error.slug, error.title, error.detail, error.error_type, instance)
+
+    def response(self, error: QuizError, instance: str | None = None) -> JSONResponse:
+        """The ``application/problem+json`` response for a domain error, with its headers."""
+        return respond(self.of(error, instance), error.headers)
+
+    def install(self, app: FastAPI) -> None:
+        """Register the exception handlers that turn every failure of ``app`` into a problem response."""
+
+        @app.exception_handler(QuizError)
+        async def _quiz_error(request: Request, exc: QuizError) -> JSONResponse:
+            return self.response(exc, request.url.path)
+
+        @app.exception_handler(RequestValidationError)
+        async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+            errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                      for e in exc.errors()]
+            fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
+            return respond(self.report(422, "validation", "Invalid request", f"Fix these fields: {fields}.",
+                                       "validation", request.url.path, errors=errors))
+
+        @app.exception_handler(StarletteHTTPException)
+        async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+            slug, error_type, detail = _HTTP_PROBLEMS.get(
+                exc.status_code, ("http-error", "validation" if exc.status_code < 500 else "internal", str(exc.detail)))
+            problem = self.report(exc.status_code, slug, HTTPStatus(exc.status_code).phrase,
+                                  detail.format(path=request.url.path, method=request.method), error_type,
+                                  request.url.path)
+            return respond(problem, getattr(exc, "headers", None))
+
+        @app.exception_handler(Exception)
+        async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+            log.exception("unhandled error on %s (trace_id=%s)", request.url.path, current_trace_id())
+            return respond(self.internal(request.url.path))
+
+
+def respond(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``problem`` as an ``application/problem+json`` response (``errors`` only for validation problems)."""
+    return JSONResponse(problem.model_dump(exclude_unset=True), status_code=problem.status, headers=headers,
+                        media_type=PROBLEM_JSON)

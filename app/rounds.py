@@ -1,0 +1,196 @@
+"""Plays quiz rounds: admits them, resolves the session and settings, runs the graph, maps failures.
+
+The graph runs with ``durability="exit"``: one checkpoint per round, written when the round ends, so a
+round that fails leaves the session as it was before it. This module reads the graph through its public
+surface only: ``InputState`` in, ``RoundEvent``s on the custom stream, ``RoundResult.of()`` of the final
+state.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
+from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from app.errors import STORE_ERRORS, Overloaded, QuizError, SessionNotFound, SessionStoreUnavailable, classify
+from app.llm import LLM
+from app.messages import is_korean, parse_message
+from app.schemas import AskRequest, Round, Usage
+from app.settings import Settings
+from graphs.context import QuizAgents, QuizContext
+from graphs.events import RoundEvent
+from graphs.graph import QuizGraph
+from graphs.state import InputState, QuizState, RoundResult
+from telemetry import Telemetry, current_trace_id
+from telemetry import contract as C
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBJECT = "general"
+DEFAULT_DIFFICULTY: C.Difficulty = "medium"
+
+
+@dataclass(frozen=True)
+class PreparedRound:
+    """A round that can run: its session and the graph input (settings for this round)."""
+
+    session_id: str
+    inputs: InputState
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe (22 characters): unguessable (``secrets``, RFC 4086 strength)."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass
+class RoundService:
+    """The quiz as the API sees it: ``prepare()`` a request, then ``run()`` (events) or ``play()`` (the result).
+
+    ``in_flight``: rounds admitted and not yet released (``admission()``), at most
+    ``settings.max_concurrent_rounds``.
+    """
+
+    graph: QuizGraph
+    checkpointer: BaseCheckpointSaver
+    llm: LLM
+    telemetry: Telemetry
+    settings: Settings
+    agents: QuizAgents = field(init=False)
+    in_flight: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        # Bound once: binding tools converts the schemas to JSON Schema, which is not free.
+        self.agents = QuizAgents.create(teacher=self.llm.chat, student=self.llm.chat)
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of ``MAX_CONCURRENT_ROUNDS`` places while the body runs; raise ``Overloaded`` (503 +
+        ``Retry-After: 1``) at once when none is free. One event loop runs every round, so a plain counter
+        is exact."""
+        if self.in_flight >= self.settings.max_concurrent_rounds:
+            raise Overloaded(f"{self.in_flight} rounds are in progress on this instance (MAX_CONCURRENT_ROUNDS). "
+                             "Retry in a second.", {"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def prepare(self, request: AskRequest) -> PreparedRound:
+        """Resolve session and settings. Raises ``SessionNotFound`` for an unknown or expired id and
+        ``SessionStoreUnavailable`` when the store cannot be read."""
+        intent = parse_message(request.message)
+        previous: dict[str, Any] = {}
+        if request.session_id is not None:
+            try:
+                state = await self.graph.aget_state(self._config(request.session_id))
+            except STORE_ERRORS as exc:
+                raise self._failure(SessionStoreUnavailable(), exc) from exc
+            if not state.values:
+                raise SessionNotFound(
+                    f"Session {request.session_id!r} does not exist or has expired. Omit session_id to start "
+                    "a new session.")
+            previous = state.values
+            if intent.reset:
+                try:
+                    await self.checkpointer.adelete_thread(request.session_id)
+                except STORE_ERRORS as exc:
+                    raise self._failure(SessionStoreUnavailable(), exc) from exc
+        language = (request.language or intent.language or previous.get("language")
+                    or ("ko" if is_korean(request.subject) else "en"))
+        inputs = InputState(
+            subject=request.subject or intent.subject or previous.get("subject") or DEFAULT_SUBJECT,
+            difficulty=request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
+            language=language)
+        return PreparedRound(request.session_id or new_session_id(), inputs)
+
+    async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round]:
+        """Play the round: yield each agent step's ``RoundEvent`` as it happens, then the ``Round``.
+
+        Raises a ``QuizError`` (``app.errors``) for every expected failure; the session is then unchanged.
+        """
+        inputs = prepared.inputs
+        subject = C.subject_label(inputs["subject"])
+        attributes = {
+            GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value,
+            GenAI.GEN_AI_WORKFLOW_NAME: C.WORKFLOW_NAME,
+            GenAI.GEN_AI_CONVERSATION_ID: prepared.session_id,
+            GenAI.GEN_AI_PROVIDER_NAME: self.llm.gen_ai_provider,
+            GenAI.GEN_AI_REQUEST_MODEL: self.llm.model,
+            C.ATTR_SUBJECT: subject,
+            C.ATTR_DIFFICULTY: inputs["difficulty"],
+            C.ATTR_LANGUAGE: inputs["language"],
+        }
+        with self.telemetry.tracer.start_as_current_span(
+                C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=attributes,
+                record_exception=False, set_status_on_exception=False) as span:
+            final: QuizState | None = None
+            try:
+                async for part in self.graph.astream(
+                        inputs, self._config(prepared.session_id), context=self._context(prepared.session_id),
+                        stream_mode=["custom", "values"], durability="exit", version="v2"):
+                    if part["type"] == "values":
+                        final = part["data"]
+                    elif part["type"] == "custom" and isinstance(part["data"], RoundEvent):
+                        yield part["data"]
+                if final is None:
+                    raise RuntimeError("the graph ended without a state")
+                result = RoundResult.of(final)
+            except Exception as exc:
+                error = classify(exc, self.settings.rate_limit_retry_after_s)
+                if error is None:
+                    raise
+                span.set_attribute(error_attributes.ERROR_TYPE, error.error_type)
+                span.set_status(Status(StatusCode.ERROR, error.title))
+                raise self._failure(error, exc) from exc
+            span.set_attribute(C.ATTR_ROUND, result.round)
+            span.set_attribute(C.ATTR_VERDICT, result.verdict)
+            span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, result.input_tokens)
+            span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, result.output_tokens)
+            self.telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
+                                                      C.ATTR_VERDICT: result.verdict})
+            played = self._round(prepared.session_id, result)
+        yield played
+
+    async def play(self, prepared: PreparedRound) -> Round:
+        """Play the round to its end and return it. Raises a ``QuizError`` as ``run()`` does."""
+        last: RoundEvent | Round | None = None
+        async for last in self.run(prepared):  # noqa: B007  (the last item is the Round)
+            pass
+        assert isinstance(last, Round), "run() ends with the Round or raises"
+        return last
+
+    def _failure(self, error: QuizError, cause: BaseException) -> QuizError:
+        log.warning("round failed: %s (%s: %s) trace_id=%s", error.title, type(cause).__name__, cause,
+                    current_trace_id())
+        return error
+
+    @staticmethod
+    def _config(session_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": session_id}}
+
+    def _context(self, session_id: str) -> QuizContext:
+        return QuizContext(agents=self.agents, session_id=session_id,
+                           provider=self.llm.gen_ai_provider, model=self.llm.model, tracer=self.telemetry.tracer,
+                           step_duration=self.telemetry.instruments.step_duration,
+                           structured_output_attempts=self.settings.structured_output_attempts,
+                           call_deadline_s=self.settings.llm_call_deadline_s)
+
+    def _round(self, session_id: str, result: RoundResult) -> Round:
+        return Round(session_id=session_id, round=result.round, subject=result.subject,
+                     difficulty=result.difficulty, language=result.language, question=result.question,
+                     student_answer=result.student_answer, verdict=result.verdict, feedback=result.feedback,
+                     reference_answer=result.reference_answer, model=self.llm.model,
+                     usage=Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+                                 total_tokens=result.input_tokens + result.output_tokens),
+                     trace_id=current_trace_id())

@@ -1,0 +1,55 @@
+"""What every run of the graph needs and its checkpoint must not hold (LangGraph ``context_schema``).
+
+The agents' bound model calls, and the tracer and instruments the steps report to. They come in per run
+(``graph.astream(..., context=QuizContext(...))``), so this package imports only the OpenTelemetry *API*,
+never the app or its telemetry set-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+from opentelemetry import trace
+from opentelemetry.metrics import Histogram
+
+from graphs.state import Grade, Question, StudentAnswer
+from graphs.structured import StructuredCall
+
+
+@dataclass(frozen=True)
+class QuizAgents:
+    """The agent steps, each bound to its model once (any chat model with tool calling)."""
+
+    ask: StructuredCall[Question]
+    answer: StructuredCall[StudentAnswer]
+    grade: StructuredCall[Grade]
+
+    @classmethod
+    def create(cls, teacher: BaseChatModel, student: BaseChatModel) -> QuizAgents:
+        """Bind the Teacher's two steps to ``teacher`` and the Student's to ``student`` (may be the same)."""
+        return cls(StructuredCall.bind("ask", teacher, Question), StructuredCall.bind("answer", student, StudentAnswer),
+                   StructuredCall.bind("grade", teacher, Grade))
+
+
+@dataclass(frozen=True)
+class QuizContext:
+    """One run's context.
+
+    ``agents``: the bound structured calls of the steps.
+    ``session_id``: ``gen_ai.conversation.id`` on the agent spans.
+    ``provider``/``model``: ``gen_ai.provider.name`` / ``gen_ai.request.model`` for the agent spans.
+    ``tracer``: where the agent spans go.
+    ``step_duration``: histogram (seconds) recorded per step with agent, step and ``error.type``.
+    ``structured_output_attempts``: calls per step before invalid output is a ``StructuredOutputError``.
+    ``call_deadline_s``: longest one LLM call may take, retries included (``TimeoutError`` past it).
+    """
+
+    agents: QuizAgents
+    session_id: str
+    provider: str
+    model: str
+    tracer: trace.Tracer
+    step_duration: Histogram | None = None
+    structured_output_attempts: int = 2
+    call_deadline_s: float | None = None

@@ -1,0 +1,109 @@
+"""The Teacher–Student graph: ``teacher_ask → student_answer → teacher_grade``, one round per run.
+
+Each node is one agent step: it runs inside its agent span (``graphs.tracing``), gets its structured output
+(``graphs.structured``), writes its public event to the custom stream (``graphs.events``) and returns its
+state update. Consumers never name a node: they read the events and ``RoundResult.of(final_state)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from graphs import prompts
+from graphs.context import QuizContext
+from graphs.events import AnswerGiven, AnswerGraded, QuestionAsked
+from graphs.state import InputState, Question, QuizState
+from graphs.structured import call_structured
+from graphs.tracing import agent_step
+from telemetry import contract as C
+
+
+def answer_leaks(question: Question) -> bool:
+    """True when the question text gives its own reference answer away (e.g. after a prompt injection)."""
+    answer = " ".join(question.reference_answer.casefold().split())
+    return len(answer) >= 3 and answer in " ".join(question.question.casefold().split())
+
+
+def _this_round(state: QuizState) -> int:
+    return state.get("round", 0) + 1
+
+
+def _teacher_system(state: QuizState) -> SystemMessage:
+    return SystemMessage(prompts.TEACHER_SYSTEM.format(language=prompts.LANGUAGE_NAMES[state["language"]]))
+
+
+async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Teacher writes the next question and keeps its reference answer."""
+    ctx = runtime.context
+    round_no = _this_round(state)
+    with agent_step(ctx, "teacher", "ask", round_no):
+        history = "\n".join(f"- {q}" for q in state.get("history", [])) or "(none)"
+        messages: list[BaseMessage] = [
+            _teacher_system(state),
+            HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"], subject=state["subject"],
+                                                    history=history))]
+        # A question that contains its own answer is unusable: asked again, never shown to the Student.
+        question, usage = await call_structured(ctx.agents.ask, messages, attempts=ctx.structured_output_attempts,
+                                                deadline_s=ctx.call_deadline_s,
+                                                acceptable=lambda q: not answer_leaks(q))
+    runtime.stream_writer(QuestionAsked(round=round_no, question=question.question))
+    return {"question": question.model_dump(), "usage": {"ask": usage}}
+
+
+async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Student answers from the question text alone (never the reference answer)."""
+    ctx = runtime.context
+    with agent_step(ctx, "student", "answer", _this_round(state)):
+        language = prompts.LANGUAGE_NAMES[state["language"]]
+        messages: list[BaseMessage] = [
+            SystemMessage(prompts.STUDENT_SYSTEM.format(persona=prompts.STUDENT_PERSONAS[state["difficulty"]],
+                                                        language=language)),
+            HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"]["question"]))]
+        answer, usage = await call_structured(ctx.agents.answer, messages, attempts=ctx.structured_output_attempts,
+                                              deadline_s=ctx.call_deadline_s)
+    runtime.stream_writer(AnswerGiven(student_answer=answer.answer))
+    return {"answer": answer.model_dump(), "usage": {"answer": usage}}
+
+
+async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Teacher grades the Student's answer against its reference answer; this finishes the round."""
+    ctx = runtime.context
+    round_no = _this_round(state)
+    with agent_step(ctx, "teacher", "grade", round_no) as span:
+        question = state["question"]
+        messages: list[BaseMessage] = [
+            _teacher_system(state),
+            HumanMessage(prompts.TEACHER_GRADE.format(question=question["question"],
+                                                      reference_answer=question["reference_answer"],
+                                                      answer=state["answer"]["answer"]))]
+        grade, usage = await call_structured(ctx.agents.grade, messages, attempts=ctx.structured_output_attempts,
+                                             deadline_s=ctx.call_deadline_s)
+        span.set_attribute(C.ATTR_VERDICT, grade.verdict)
+    runtime.stream_writer(AnswerGraded(verdict=grade.verdict, feedback=grade.feedback))
+    return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": round_no,
+            "history": [question["question"]]}
+
+
+QuizGraph = CompiledStateGraph[QuizState, QuizContext, InputState, QuizState]
+
+
+def build_graph(checkpointer: BaseCheckpointSaver | None = None) -> QuizGraph:
+    """Compile the round graph. ``checkpointer`` keeps sessions (thread id = session id) between runs.
+
+    Input: ``InputState``; context: ``QuizContext``; custom stream: ``graphs.events.RoundEvent``s.
+    """
+    builder = StateGraph(QuizState, context_schema=QuizContext, input_schema=InputState)
+    builder.add_node(teacher_ask)
+    builder.add_node(student_answer)
+    builder.add_node(teacher_grade)
+    builder.add_edge(START, "teacher_ask")
+    builder.add_edge("teacher_ask", "student_answer")
+    builder.add_edge("student_answer", "teacher_grade")
+    builder.add_edge("teacher_grade", END)
+    return builder.compile(checkpointer=checkpointer, name=C.WORKFLOW_NAME)

@@ -1,0 +1,57 @@
+"""Each agent step inside its ``invoke_agent {agent}`` span, with its duration recorded.
+
+The span follows the OpenTelemetry GenAI agent-span conventions
+(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/), so the LLM call that the
+instrumentation traces beneath it is attributed to the right agent. Names come from ``telemetry.contract``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
+from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from graphs.context import QuizContext
+from telemetry import contract as C
+
+
+@contextmanager
+def agent_step(ctx: QuizContext, agent: C.AgentName, step: C.Step, round_no: int) -> Iterator[trace.Span]:
+    """Run the body as ``agent``'s ``step`` of round ``round_no``; yields the span (current meanwhile).
+
+    On an exception the span gets ``error.type`` (the exception's class name) and ERROR status, the
+    exception is recorded and re-raised. ``quiz.agent.step.duration`` (seconds) is recorded either way.
+    """
+    attributes = {
+        GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_AGENT.value,
+        GenAI.GEN_AI_AGENT_NAME: agent,
+        GenAI.GEN_AI_PROVIDER_NAME: ctx.provider,
+        GenAI.GEN_AI_REQUEST_MODEL: ctx.model,
+        GenAI.GEN_AI_CONVERSATION_ID: ctx.session_id,
+        C.ATTR_STEP: step,
+        C.ATTR_ROUND: round_no,
+    }
+    started = time.perf_counter()
+    error_type: str | None = None
+    with ctx.tracer.start_as_current_span(C.agent_span_name(agent), kind=SpanKind.INTERNAL,
+                                          attributes=attributes, record_exception=False,
+                                          set_status_on_exception=False) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            span.set_attribute(error_attributes.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+            span.record_exception(exc)
+            raise
+        finally:
+            if ctx.step_duration is not None:
+                labels: dict[str, str] = {GenAI.GEN_AI_AGENT_NAME: agent, C.ATTR_STEP: step}
+                if error_type:
+                    labels[error_attributes.ERROR_TYPE] = error_type
+                ctx.step_duration.record(time.perf_counter() - started, labels)
