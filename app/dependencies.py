@@ -29,14 +29,17 @@ class AppState(TypedDict):
 
 
 def get_rounds(request: Request) -> RoundService:
+    """The ``RoundService`` the lifespan built."""
     return request.state.rounds
 
 
 def get_problems(request: Request) -> Problems:
+    """The ``Problems`` that build and count problem bodies."""
     return request.state.problems
 
 
 def get_health(request: Request) -> Health:
+    """The ``/health`` answer, built once at start-up."""
     return request.state.health
 
 

@@ -48,22 +48,32 @@ class QuizError(Exception):
 
 
 class SessionNotFound(QuizError):
+    """404: the session id is unknown, or its session expired or was evicted."""
+
     status, slug, title, error_type = 404, "session-not-found", "Unknown session", "session_not_found"
 
 
 class Unauthorized(QuizError):
+    """401: ``API_KEYS`` is set and the request carries no valid key."""
+
     status, slug, title, error_type = 401, "unauthorized", "Authentication required", "unauthorized"
 
 
 class BodyTooLarge(QuizError):
+    """413: the request body is over ``MAX_BODY_BYTES``."""
+
     status, slug, title, error_type = 413, "body-too-large", "Request body too large", "validation"
 
 
 class Overloaded(QuizError):
+    """503: ``MAX_CONCURRENT_ROUNDS`` rounds are already in progress in this process."""
+
     status, slug, title, error_type = 503, "overloaded", "Too many rounds in progress", "overloaded"
 
 
 class SessionStoreUnavailable(QuizError):
+    """503: the checkpointer's database cannot be reached; finished rounds are safe in it."""
+
     status, slug, title, error_type = (503, "session-store-unavailable", "The session store is unavailable",
                                        "session_store")
 
@@ -73,22 +83,32 @@ class SessionStoreUnavailable(QuizError):
 
 
 class LLMRateLimited(QuizError):
+    """503: the LLM answered 429 on every attempt; ``Retry-After`` is its own, else the default."""
+
     status, slug, title, error_type = 503, "llm-rate-limited", "The language model is rate limited", "rate_limited"
 
 
 class LLMTimeout(QuizError):
+    """504: an LLM call timed out on every attempt, or passed its overall deadline."""
+
     status, slug, title, error_type = 504, "llm-timeout", "The language model did not answer in time", "timeout"
 
 
 class LLMAuthError(QuizError):
+    """502: the LLM refused our key or Entra ID token, or no token could be had."""
+
     status, slug, title, error_type = 502, "llm-auth", "The language model refused our credentials", "auth"
 
 
 class LLMUpstreamError(QuizError):
+    """502: any other LLM failure (5xx after retries, connection refused, unreadable answer)."""
+
     status, slug, title, error_type = 502, "llm-upstream", "The language model failed", "upstream"
 
 
 class LLMInvalidOutput(QuizError):
+    """502: the structured output failed validation on every attempt."""
+
     status, slug, title, error_type = (502, "llm-invalid-output", "The language model's answer was unusable",
                                        "invalid_output")
 

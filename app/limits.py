@@ -31,6 +31,7 @@ class BodySizeLimit:
             f"The request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES). Send a smaller body."))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point (see the class docstring)."""
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
 
     @property
     def provider(self) -> Provider:
+        """The model kind the settings choose: Azure if its endpoint is set, else OpenAI-compatible if a base
+        URL or key is set, else the embedded model."""
         if self.azure_openai_endpoint is not None:
             return Provider.AZURE
         if self.openai_base_url is not None or self.openai_api_key is not None:

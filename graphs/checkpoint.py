@@ -40,6 +40,8 @@ class BoundedMemorySaver(InMemorySaver):
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
+        """Save ``checkpoint`` as the thread's only one (older ones and their blobs are dropped), mark the
+        thread as just written, and evict expired or surplus threads."""
         saved = super().put(config, checkpoint, metadata, new_versions)
         thread_id = str(config["configurable"]["thread_id"])
         ns = config["configurable"]["checkpoint_ns"]
@@ -51,10 +53,12 @@ class BoundedMemorySaver(InMemorySaver):
         return saved
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The thread's checkpoint, or ``None`` when it never existed, expired or was evicted."""
         self._evict()
         return super().get_tuple(config)
 
     def delete_thread(self, thread_id: str) -> None:
+        """Forget a thread: its checkpoints, writes and blobs, in time proportional to its own size."""
         thread_id = str(thread_id)
         for ns, checkpoints in self.storage.pop(thread_id, {}).items():
             for checkpoint_id in checkpoints:

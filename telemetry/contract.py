@@ -113,6 +113,7 @@ class QuizInstruments:
 
     @classmethod
     def create(cls, meter: Meter) -> QuizInstruments:
+        """Create the instruments on ``meter`` (the SDK returns the same instrument for the same name)."""
         return cls(
             rounds=meter.create_counter(METRIC_ROUNDS, unit="{round}", description="Quiz rounds played to a verdict."),
             step_duration=meter.create_histogram(
