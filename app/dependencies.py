@@ -1,7 +1,8 @@
 """FastAPI dependencies: the lifespan's typed state, authentication and admission.
 
 The lifespan (``app.main``) yields an ``AppState``; Starlette copies it into every request's
-``request.state``, and the dependencies below hand its parts to the routes.
+``request.state``, and the dependencies below hand its parts to the routes. They are ``async def`` on
+purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request.
 """
 
 from __future__ import annotations
@@ -28,17 +29,17 @@ class AppState(TypedDict):
     api_keys: list[str]
 
 
-def get_rounds(request: Request) -> RoundService:
+async def get_rounds(request: Request) -> RoundService:
     """The ``RoundService`` the lifespan built."""
     return request.state.rounds
 
 
-def get_problems(request: Request) -> Problems:
+async def get_problems(request: Request) -> Problems:
     """The ``Problems`` that build and count problem bodies."""
     return request.state.problems
 
 
-def get_health(request: Request) -> Health:
+async def get_health(request: Request) -> Health:
     """The ``/health`` answer, built once at start-up."""
     return request.state.health
 
