@@ -101,17 +101,12 @@ class RoundService:
                     f"Session {request.session_id!r} does not exist or has expired. Omit session_id to start "
                     "a new session.")
             previous = state.values
-            if intent.reset:
-                try:
-                    await self.checkpointer.adelete_thread(request.session_id)
-                except STORE_ERRORS as exc:
-                    raise self._failure(SessionStoreUnavailable(), exc) from exc
         language = (request.language or intent.language or previous.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
         inputs = InputState(
             subject=request.subject or intent.subject or previous.get("subject") or DEFAULT_SUBJECT,
             difficulty=request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
-            language=language)
+            language=language, reset=intent.reset)
         return PreparedRound(request.session_id or new_session_id(), inputs)
 
     async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round]:

@@ -14,6 +14,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from graphs import prompts
 from graphs.context import QuizContext
@@ -31,7 +32,7 @@ def answer_leaks(question: Question) -> bool:
 
 
 def _this_round(state: QuizState) -> int:
-    return state.get("round", 0) + 1
+    return 1 if state.get("reset") else state.get("round", 0) + 1
 
 
 def _teacher_system(state: QuizState) -> SystemMessage:
@@ -43,7 +44,8 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
     ctx = runtime.context
     round_no = _this_round(state)
     with agent_step(ctx, "teacher", "ask", round_no):
-        history = "\n".join(f"- {q}" for q in state.get("history", [])) or "(none)"
+        earlier = [] if state.get("reset") else state.get("history", [])
+        history = "\n".join(f"- {q}" for q in earlier) or "(none)"
         messages: list[BaseMessage] = [
             _teacher_system(state),
             HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"], subject=state["subject"],
@@ -86,8 +88,10 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
                                              deadline_s=ctx.call_deadline_s)
         span.set_attribute(C.ATTR_VERDICT, grade.verdict)
     runtime.stream_writer(AnswerGraded(verdict=grade.verdict, feedback=grade.feedback))
-    return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": round_no,
-            "history": [question["question"]]}
+    # The round's outcome, and a reset's, are committed together here, by the last step.
+    asked = [question["question"]]
+    return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": round_no, "reset": False,
+            "history": Overwrite(asked) if state.get("reset") else asked}
 
 
 QuizGraph = CompiledStateGraph[QuizState, QuizContext, InputState, QuizState]

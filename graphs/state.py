@@ -86,18 +86,23 @@ class StoredGrade(TypedDict):
 
 
 class InputState(TypedDict):
-    """The settings of the round to play. A continued session passes its own again (or new ones)."""
+    """The settings of the round to play. A continued session passes its own again (or new ones).
+
+    ``reset``: play this round as round 1 of a fresh session under the same id (no history). It takes
+    effect only when the round finishes: a reset round that fails leaves the old session as it was.
+    """
 
     subject: str
     difficulty: Difficulty
     language: Language
+    reset: NotRequired[bool]
 
 
 class QuizState(InputState):
     """One session's state. Settings persist between rounds unless a request changes them.
 
-    ``round`` and ``history`` change only in the last step (grading), so a round that fails part-way
-    leaves the session's count and history as they were.
+    ``round``, ``history`` and a ``reset`` change only in the last step (grading), so a round that fails
+    part-way leaves the session's count and history as they were.
     """
 
     round: NotRequired[int]  # rounds finished; a failed round does not count

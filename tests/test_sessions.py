@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.sessions import CheckpointerUnavailable
 from graphs.checkpoint import BoundedMemorySaver
 from tests.fakes import free_port
+from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.postgres import PostgresServer
 
 
@@ -131,3 +132,37 @@ def test_losing_postgres_mid_load_is_503_then_recovers_with_nothing_lost(make_cl
     assert r.status_code == 200, r.text
     again = r.json()  # the finished round survived the outage
     assert (again["round"], again["subject"]) == (2, "math")
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
+def test_a_reset_that_fails_leaves_the_old_session_and_a_retry_works(store: str, make_client, fake_llm: FakeOpenAI,
+                                                                     tmp_path: Path, request) -> None:
+    urls = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/sessions.db"}
+    url = urls.get(store) or request.getfixturevalue("postgres").url
+    client = make_client(checkpointer_url=url)
+    fake_llm.script("Question", question="First question?", reference_answer="one")
+    sid = new_round(client, subject="english", difficulty="easy")["session_id"]
+    fake_llm.script("Question", question="Second question?", reference_answer="two")
+    assert new_round(client, session_id=sid)["round"] == 2
+
+    fake_llm.script("Question", question="Reset question?", reference_answer="three")
+    fake_llm.fail_next(Fault("pass"))
+    fake_llm.fail_next(Fault("status", 429), times=2)  # the reset round's Student call is rate limited
+    failed = client.post("/ask", json={"session_id": sid, "message": "reset"})
+    assert failed.status_code == 503, failed.text
+
+    # The old session is intact: its round count and the Teacher's no-repeat history.
+    fake_llm.requests.clear()
+    assert new_round(client, session_id=sid)["round"] == 3
+    prompt = fake_llm.requests_for("Question")[-1].prompt_text
+    assert "First question?" in prompt and "Second question?" in prompt
+
+    # Retrying the reset works: round 1 of the same session, settings kept, no history.
+    fake_llm.requests.clear()
+    reset = new_round(client, session_id=sid, message="reset")
+    assert (reset["session_id"], reset["round"], reset["subject"], reset["difficulty"]) == (sid, 1, "english", "easy")
+    assert "Second question?" not in fake_llm.requests_for("Question")[-1].prompt_text
+    fake_llm.requests.clear()
+    assert new_round(client, session_id=sid)["round"] == 2
+    prompt = fake_llm.requests_for("Question")[-1].prompt_text
+    assert "Reset question?" in prompt and "Second question?" not in prompt
