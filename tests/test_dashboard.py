@@ -30,9 +30,9 @@ from tests.fakes.collector_prometheus import CollectorExposition
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver, Span
 from tests.fakes.prometheus import PrometheusServer
+from tests.shared import schema
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT.parent / "shared" / "schemas"
 DASHBOARD = json.loads((ROOT / "telemetry" / "dashboards" / "question-app.json").read_text())
 VARIABLES = {"$namespace": "otel-app", "$service": "question-app", "$__rate_interval": "1m", "$__range": "5m",
              "$__interval": "1m"}
@@ -56,12 +56,6 @@ def substitute(expr: str) -> str:
     for name in sorted(VARIABLES, key=len, reverse=True):
         expr = expr.replace(name, VARIABLES[name])
     return expr
-
-
-def schema(name: str) -> dict:
-    if not SCHEMAS.is_dir():
-        pytest.fail(f"{SCHEMAS} is missing: the schemas come from ../shared beside the checkout")
-    return json.loads((SCHEMAS / name).read_text())
 
 
 # --- import -----------------------------------------------------------------------------------------
@@ -99,7 +93,7 @@ def test_it_imports_with_no_editing() -> None:
 
 def test_every_promql_expression_parses(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
-    assert promtool, "promtool comes with Debian's prometheus package (.ci/run installs it)"
+    assert promtool, "promtool comes with Debian's prometheus package (python3 tests/prerequisites.py installs it)"
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"dashboard:panel_{i}", "expr": substitute(expr)} for i, (_, expr) in enumerate(prom_targets())]}]}
     path = tmp_path / "rules.yml"

@@ -9,7 +9,6 @@ OpenTelemetryCollector and Azure Managed Prometheus' PodMonitor).
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,9 +20,9 @@ import yaml
 
 from app.main import create_app
 from app.settings import Settings
+from tests.shared import schema
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT.parent / "shared" / "schemas"
 K8S_VERSION = "1.33.0"  # a current AKS version
 MANIFESTS = ["deployment.yaml", "otel-collector.yaml", "deploy/hpa.yaml", "deploy/azure-monitor-secret.example.yaml"]
 CRD_SCHEMAS = {"OpenTelemetryCollector": "opentelemetrycollector-v1beta1.schema.json",
@@ -41,11 +40,8 @@ def one(name: str, kind: str) -> dict:
 
 @pytest.fixture(scope="module")
 def crd_schema():
-    if not SCHEMAS.is_dir():
-        pytest.fail(f"{SCHEMAS} is missing: the CRD schemas come from ../shared beside the checkout")
-
     def load(kind: str) -> dict:
-        return json.loads((SCHEMAS / CRD_SCHEMAS[kind]).read_text())
+        return schema(CRD_SCHEMAS[kind])
 
     return load
 
