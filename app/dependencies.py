@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request, Security
@@ -65,9 +66,11 @@ def require_api_key(request: Request,
                            {"WWW-Authenticate": "Bearer"})
 
 
-async def admitted(rounds: RoundsDep) -> AsyncIterator[None]:
-    """Hold a round's place (``RoundService.admission``) for the whole request: until the JSON response is
-    sent, or the event stream ends or its client goes away (FastAPI runs a request-scoped ``yield``
-    dependency's exit after the response, streamed ones included, since 0.118). Raises ``Overloaded``."""
-    with rounds.admission():
-        yield
+async def round_scope(rounds: RoundsDep) -> AsyncIterator[AsyncExitStack]:
+    """What a round holds for the whole request — its place (``RoundService.admission``, raises
+    ``Overloaded``) and its session's lease (entered by ``RoundService.prepare``) — released together when
+    the JSON response is sent, or when the event stream ends or its client goes away (FastAPI runs a
+    request-scoped ``yield`` dependency's exit after the response, streamed ones included, since 0.118)."""
+    async with AsyncExitStack() as scope:
+        scope.enter_context(rounds.admission())
+        yield scope

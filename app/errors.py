@@ -4,6 +4,7 @@
 | --- | --- | --- | --- |
 | ``Unauthorized`` | 401 | ``unauthorized`` | ``API_KEYS`` is set and the request has no valid key |
 | ``SessionNotFound`` | 404 | ``session_not_found`` | ``session_id`` is unknown or expired |
+| ``RoundInProgress`` | 409 + ``Retry-After`` | ``round_in_progress`` | a round of this session is still playing |
 | ``BodyTooLarge`` | 413 | ``validation`` | body over ``MAX_BODY_BYTES`` |
 | ``Overloaded`` | 503 + ``Retry-After`` | ``overloaded`` | ``MAX_CONCURRENT_ROUNDS`` rounds already in progress |
 | ``SessionStoreUnavailable`` | 503 + ``Retry-After`` | ``session_store`` | the checkpointer's database is unreachable |
@@ -63,6 +64,13 @@ class BodyTooLarge(QuizError):
     """413: the request body is over ``MAX_BODY_BYTES``."""
 
     status, slug, title, error_type = 413, "body-too-large", "Request body too large", "validation"
+
+
+class RoundInProgress(QuizError):
+    """409: a round of this session is still playing (one round at a time per session, ``app.leases``)."""
+
+    status, slug, title, error_type = 409, "round-in-progress", "A round of this session is in progress", \
+        "round_in_progress"
 
 
 class Overloaded(QuizError):

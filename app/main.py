@@ -2,7 +2,7 @@
 
 Run it with ``uvicorn --factory app.main:create_app`` (or ``question-app``). Nothing heavy happens at
 import time: ``create_app()`` reads the settings and configures telemetry (instrumentation must wrap the
-app before it starts); the lifespan builds the LLM client, the checkpointer and the graph, yields them as
+app before it starts); the lifespan builds the LLM client, the session store and the graph, yields them as
 typed state (``AppState``), and closes them all on shutdown, telemetry last (flushing spans and metrics).
 """
 
@@ -25,7 +25,7 @@ from app.problems import Problems
 from app.rounds import RoundService
 from app.routes import probes, router
 from app.schemas import Health
-from app.sessions import describe, open_checkpointer
+from app.sessions import describe, open_session_store
 from app.settings import Provider, Settings
 from graphs.graph import build_graph
 
@@ -70,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.callback(tel.shutdown, settings.telemetry_shutdown_timeout_s)
             llm = await build_llm(settings)
             stack.push_async_callback(llm.aclose)
-            checkpointer = await stack.enter_async_context(open_checkpointer(settings))
-            rounds = RoundService(build_graph(checkpointer), checkpointer, llm, tel, settings)
+            store = await stack.enter_async_context(open_session_store(settings))
+            rounds = RoundService(build_graph(store.checkpointer), store.checkpointer, store.leases, llm, tel,
+                                  settings)
             health = Health(provider=settings.provider.value, model=llm.model,
                             embedded=settings.provider is Provider.EMBEDDED,
                             checkpointer=describe(settings.checkpointer_url), version=VERSION)

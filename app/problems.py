@@ -38,7 +38,9 @@ PROBLEM_JSON = "application/problem+json"
 ROUND_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
         400: "The body is not UTF-8 JSON", 401: "API_KEYS is set and no valid key was sent",
-        404: "Unknown or expired session_id", 413: "Body too large", 422: "Invalid request",
+        404: "Unknown or expired session_id",
+        409: "A round of this session is still in progress (one at a time; see Retry-After)",
+        413: "Body too large", 422: "Invalid request",
         502: "LLM failure (auth, upstream error, unusable output)",
         503: "LLM rate limited, session store unavailable, or too many rounds in progress (see Retry-After)",
         504: "LLM timeout"}.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,16 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app.errors import STORE_ERRORS, Overloaded, QuizError, SessionNotFound, SessionStoreUnavailable, classify
+from app.errors import (
+    STORE_ERRORS,
+    Overloaded,
+    QuizError,
+    RoundInProgress,
+    SessionNotFound,
+    SessionStoreUnavailable,
+    classify,
+)
+from app.leases import RoundLeases
 from app.llm import LLM
 from app.messages import is_korean, parse_message
 from app.schemas import AskRequest, Round, Usage
@@ -62,6 +71,7 @@ class RoundService:
 
     graph: QuizGraph
     checkpointer: BaseCheckpointSaver
+    leases: RoundLeases
     llm: LLM
     telemetry: Telemetry
     settings: Settings
@@ -86,12 +96,16 @@ class RoundService:
         finally:
             self.in_flight -= 1
 
-    async def prepare(self, request: AskRequest) -> PreparedRound:
-        """Resolve session and settings. Raises ``SessionNotFound`` for an unknown or expired id and
-        ``SessionStoreUnavailable`` when the store cannot be read."""
+    async def prepare(self, request: AskRequest, scope: AsyncExitStack) -> PreparedRound:
+        """Resolve session and settings; a continued session is leased for this round until ``scope`` closes.
+
+        Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
+        for an unknown or expired id and ``SessionStoreUnavailable`` when the store cannot be reached.
+        """
         intent = parse_message(request.message)
         previous: dict[str, Any] = {}
         if request.session_id is not None:
+            await self._lease(request.session_id, scope)
             try:
                 state = await self.graph.aget_state(self._config(request.session_id))
             except STORE_ERRORS as exc:
@@ -108,6 +122,23 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset)
         return PreparedRound(request.session_id or new_session_id(), inputs)
+
+    async def _lease(self, session_id: str, scope: AsyncExitStack) -> None:
+        owner = secrets.token_hex(8)
+        try:
+            held = await self.leases.acquire(session_id, owner, self.settings.round_deadline_s)
+        except STORE_ERRORS as exc:
+            raise self._failure(SessionStoreUnavailable(), exc) from exc
+        if not held:
+            raise RoundInProgress("Another round of this session is still being played (a double click, or a "
+                                  "retry?). Wait for it to finish, then ask again.", {"Retry-After": "2"})
+        scope.push_async_callback(self._unlease, session_id, owner)
+
+    async def _unlease(self, session_id: str, owner: str) -> None:
+        try:
+            await self.leases.release(session_id, owner)
+        except STORE_ERRORS as exc:  # the lease expires by itself after ROUND_DEADLINE_S
+            log.warning("could not release the lease of a session: %s: %s", type(exc).__name__, exc)
 
     async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round]:
         """Play the round: yield each agent step's ``RoundEvent`` as it happens, then the ``Round``.

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.dependencies import HealthDep, ProblemsDep, RoundsDep, admitted
+from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
 from app.errors import QuizError
 from app.problems import ROUND_ERRORS, Problems
 from app.rounds import PreparedRound, RoundService
@@ -27,10 +28,11 @@ router = APIRouter()
     200: {"description": "The round as JSON, or with `Accept: text/event-stream` as server-sent events: "
                          f"{SSE_EVENTS} (or `error`).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
-async def ask(body: AskRequest, rounds: RoundsDep, problems: ProblemsDep, _: Annotated[None, Depends(admitted)],
+async def ask(body: AskRequest, rounds: RoundsDep, problems: ProblemsDep,
+              scope: Annotated[AsyncExitStack, Depends(round_scope)],
               accept: Annotated[str | None, Header()] = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student answers, the Teacher grades."""
-    prepared = await rounds.prepare(body)
+    prepared = await rounds.prepare(body, scope)
     if accept and "text/event-stream" in accept:
         return EventSourceResponse(_events(rounds, problems, prepared), headers={"Cache-Control": "no-cache"})
     return await rounds.play(prepared)

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from psycopg_pool import PoolTimeout
 
+from app.leases import MemoryLeases, PostgresLeases, RoundLeases, SqliteLeases
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
+
+
+@dataclass(frozen=True)
+class SessionStore:
+    """Where sessions live: the LangGraph checkpointer, and the round leases kept beside it."""
+
+    checkpointer: BaseCheckpointSaver
+    leases: RoundLeases
 
 
 class CheckpointerUnavailable(RuntimeError):
@@ -40,8 +50,8 @@ def describe(url: str) -> str:
 
 
 @asynccontextmanager
-async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver]:
-    """Open the saver for ``settings.checkpointer_url`` and close it on exit.
+async def open_session_store(settings: Settings) -> AsyncIterator[SessionStore]:
+    """Open the saver (and its lease table) for ``settings.checkpointer_url`` and close it on exit.
 
     Raises ``ValueError`` for a ``sqlite:`` URL without a path and ``CheckpointerUnavailable`` (naming the host,
     never the password) when the database cannot be reached at start-up.
@@ -49,7 +59,8 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
     url = settings.checkpointer_url
     scheme = describe(url)
     if scheme == "memory":
-        yield BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s)
+        yield SessionStore(BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s),
+                           MemoryLeases())
     elif scheme == "sqlite":
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -58,7 +69,10 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
             raise ValueError(f"CHECKPOINTER_URL={url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(path) as sqlite_saver:
-            yield sqlite_saver
+            await sqlite_saver.setup()
+            sqlite_leases = SqliteLeases(sqlite_saver)
+            await sqlite_leases.setup()
+            yield SessionStore(sqlite_saver, sqlite_leases)
     else:  # postgres:// or postgresql:// (Settings refuses any other scheme)
         import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -77,6 +91,8 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
             await pool.open(wait=True, timeout=settings.postgres_timeout_s)
             saver = AsyncPostgresSaver(pool)
             await saver.setup()  # idempotent migrations
+            leases = PostgresLeases(pool)
+            await leases.setup()
         except (psycopg.Error, PoolTimeout) as exc:
             await pool.close()
             reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
@@ -85,6 +101,6 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
                 f"{parts.hostname}:{parts.port or 5432}: {reason.strip()} — check that the server is up and "
                 "reachable, and that the user and database exist.") from None
         try:
-            yield saver
+            yield SessionStore(saver, leases)
         finally:
             await pool.close()

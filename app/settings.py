@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from telemetry.contract import STEPS
+
 
 class Provider(StrEnum):
     """Which kind of model serves the agents (reported in ``/health``)."""
@@ -118,6 +120,12 @@ class Settings(BaseSettings):
     def llm_call_deadline_s(self) -> float:
         """Longest one LLM call may take, retries and backoff included: past it the round is a 504."""
         return self.llm_timeout_s * (self.llm_max_retries + 1) + self.llm_deadline_margin_s
+
+    @property
+    def round_deadline_s(self) -> float:
+        """Longest a round can take (each agent step up to its attempts of a whole LLM call), seconds: how
+        long a session's lease lasts if the process holding it dies."""
+        return len(STEPS) * self.structured_output_attempts * self.llm_call_deadline_s
 
     @property
     def provider(self) -> Provider:

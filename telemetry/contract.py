@@ -32,6 +32,7 @@ ErrorType = Literal[
     "unauthorized",  # 401: API_KEYS is set and no valid key was sent
     "unknown_route",  # 404 no such path, 405 no such method on it
     "session_not_found",  # 404: unknown or expired session id
+    "round_in_progress",  # 409: a round of the same session is still playing
     "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
     "session_store",  # 503: the checkpointer's database is unreachable
     "rate_limited",  # 503: the LLM answered 429 after the client's retries

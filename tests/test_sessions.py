@@ -3,13 +3,20 @@ SQLite keeps sessions across a restart; Postgres shares them between replicas.""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.sessions import CheckpointerUnavailable
+from app.sessions import CheckpointerUnavailable, open_session_store
+from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
 from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI, Fault
@@ -166,3 +173,92 @@ def test_a_reset_that_fails_leaves_the_old_session_and_a_retry_works(store: str,
     assert new_round(client, session_id=sid)["round"] == 2
     prompt = fake_llm.requests_for("Question")[-1].prompt_text
     assert "Reset question?" in prompt and "Second question?" not in prompt
+
+
+# --- one round at a time per session ---------------------------------------------------------------------
+@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
+async def test_a_session_lease_is_exclusive_expires_and_is_released_by_its_owner_only(
+        store: str, tmp_path: Path, request) -> None:
+    urls = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/sessions.db"}
+    url = urls.get(store) or request.getfixturevalue("postgres").url
+    async with open_session_store(Settings(checkpointer_url=url)) as sessions:
+        leases = sessions.leases
+        assert await leases.acquire("session-a", "round-1", 30)
+        assert not await leases.acquire("session-a", "round-2", 30)  # held
+        assert await leases.acquire("session-b", "round-3", 30)  # other sessions are independent
+        await leases.release("session-a", "round-2")  # not its owner: nothing happens
+        assert not await leases.acquire("session-a", "round-2", 30)
+        await leases.release("session-a", "round-1")
+        assert await leases.acquire("session-a", "round-2", 0.2)
+        await asyncio.sleep(0.5)  # its holder died: the lease expires
+        assert await leases.acquire("session-a", "round-4", 30)
+
+
+def play_at_once(post, bodies: list[dict]) -> list[httpx.Response]:
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(post, bodies))
+
+
+def assert_one_played_the_rest_refused(responses: list, round_no: int) -> None:
+    played = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert len(played) == 1, [r.status_code for r in responses]
+    assert played[0].json()["round"] == round_no
+    for r in refused:
+        assert r.status_code == 409, r.text
+        assert r.json()["type"] == "/problems/round-in-progress" and r.headers["retry-after"] == "2"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_concurrent_rounds_on_one_session_never_lose_or_repeat_a_round(store: str, make_client, fake_llm: FakeOpenAI,
+                                                                       tmp_path: Path) -> None:
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/sessions.db"}[store]
+    client = make_client(checkpointer_url=url)
+    sid = new_round(client)["session_id"]
+    fake_llm.latency_s = 0.2
+    responses = play_at_once(lambda body: client.post("/ask", json=body), [{"session_id": sid}] * 3)
+    assert_one_played_the_rest_refused(responses, 2)
+    fake_llm.latency_s = 0.0
+    assert new_round(client, session_id=sid)["round"] == 3  # nothing lost, nothing numbered twice
+    assert client.app_state["rounds"].in_flight == 0
+
+
+def start_replica(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([str(Path(sys.executable).parent / "question-app")], env={**env, "PORT": str(port)},
+                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_two_processes_sharing_postgres_play_one_round_of_a_session_at_a_time(postgres: PostgresServer,
+                                                                             fake_llm: FakeOpenAI,
+                                                                             tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_", "API_KEYS"))}
+    env.update(OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="k", OTEL_SDK_DISABLED="true",
+               CHECKPOINTER_URL=postgres.url, LOG_LEVEL="warning")
+    replicas = [start_replica(env, tmp_path / f"replica-{i}.log") for i in range(2)]
+    try:
+        (_, a), (_, b) = replicas
+        sid = httpx.post(f"{a}/ask", json={"subject": "math"}, timeout=30).json()["session_id"]
+        fake_llm.latency_s = 0.2
+        for round_no in (2, 3, 4):
+            bodies = [(base, {"session_id": sid}) for base in (a, b, a, b)]
+            responses = play_at_once(lambda job: httpx.post(f"{job[0]}/ask", json=job[1], timeout=30), bodies)
+            assert_one_played_the_rest_refused(responses, round_no)
+        fake_llm.latency_s = 0.0
+        final = httpx.post(f"{b}/ask", json={"session_id": sid}, timeout=30).json()
+        assert (final["round"], final["subject"]) == (5, "math")
+    finally:
+        for process, _ in replicas:
+            process.terminate()
+            process.wait(30)
