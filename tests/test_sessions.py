@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -194,7 +196,7 @@ async def test_a_session_lease_is_exclusive_expires_and_is_released_by_its_owner
         assert await leases.acquire("session-a", "round-4", 30)
 
 
-def play_at_once(post, bodies: list[dict]) -> list[httpx.Response]:
+def play_at_once(post: Callable[[Any], Any], bodies: Sequence[Any]) -> list[Any]:
     with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
         return list(pool.map(post, bodies))
 
