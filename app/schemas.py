@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from graphs.events import EVENTS
 from graphs.state import Difficulty, Language, Verdict
@@ -22,8 +22,12 @@ def _difficulty(value: Any) -> Any:
 
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
-Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80,
-                                           pattern=r"^[^\x00-\x1f\x7f<>{}]+$")]
+# The published pattern is what is validated, on the value as sent: no C0 or C1 control characters, no
+# markup, at least one non-space character. Surrounding spaces are stripped after validation.
+_SUBJECT_CHAR = r"[^\x00-\x1f\x7f-\x9f<>{}]"
+Subject = Annotated[str, StringConstraints(
+    min_length=1, max_length=80, pattern=rf"^{_SUBJECT_CHAR}*[^\s\x00-\x1f\x7f-\x9f<>{{}}]{_SUBJECT_CHAR}*$"),
+    AfterValidator(str.strip)]
 
 
 class AskRequest(BaseModel):

@@ -24,6 +24,24 @@ CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
+def setting_variables() -> set[str]:
+    """Every environment variable that ``Settings`` reads (field names and their aliases, upper-case)."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        names.add(name.upper())
+        alias = field.validation_alias
+        names |= {str(a).upper() for a in getattr(alias, "choices", [alias]) if isinstance(a, str)}
+    return names
+
+
+@pytest.fixture(autouse=True)
+def hermetic_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings merges the environment into ``Settings(**values)``: a developer's
+    ``AZURE_OPENAI_ENDPOINT`` or ``API_KEYS`` must not change what a test plays against."""
+    for name in setting_variables():
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def otlp() -> Iterator[OTLPReceiver]:
     with OTLPReceiver() as receiver:

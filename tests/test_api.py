@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from importlib.metadata import version
 
 import pytest
 from fastapi.testclient import TestClient
@@ -255,8 +256,8 @@ def test_health_answers_without_calling_the_llm(client: TestClient, fake_llm: Fa
     r = client.get("/health")
     assert r.status_code == 200
     assert time.perf_counter() - started < 1.0
-    assert r.json() | {"version": None} == {"status": "ok", "provider": "openai_compatible", "model": "gpt-5.2-chat",
-                                            "embedded": False, "checkpointer": "memory", "version": None}
+    assert r.json() == {"status": "ok", "provider": "openai_compatible", "model": "gpt-5.2-chat",
+                        "embedded": False, "checkpointer": "memory", "version": version("question-app")}
     assert fake_llm.requests == []
 
 

@@ -2,22 +2,26 @@
 get a documented status (never a 500), within a bounded time, with a body that matches the schema.
 
 The service runs under a real uvicorn server on 127.0.0.1 (lifespan and all), against the fake LLM.
-CI runs a fixed (derandomized) set of 150 examples per operation and mode; explore further with
-``FUZZ_RANDOM=1 FUZZ_EXAMPLES=2000 uv run pytest tests/test_fuzz.py``.
+Every run plays a fixed (derandomized) set of 150 examples per operation and mode, and as many again from a
+fresh random seed, which it prints: replay with ``FUZZ_SEED=<seed>``, explore further with
+``FUZZ_EXAMPLES=2000 uv run pytest tests/test_fuzz.py``.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
+import hypothesis
 import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS, is_check_class, load_all_checks
 
 from app.main import create_app
 from tests.conftest import settings_for
@@ -53,36 +57,57 @@ def operations(schema) -> list:
     return [result.ok() for result in schema.get_all_operations()]
 
 
-def fuzz(operation, mode: GenerationMode, tried: list[tuple[str, int]]) -> None:
-    """Run one operation's generated cases; append ``(operation, status)`` of each to ``tried``."""
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+load_all_checks()
+# Every check schemathesis has, negative-data rejection and positive-data acceptance included.
+ALL_CHECKS = [c for c in CHECKS.get_all() if not is_check_class(c)]
 
-    @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), derandomize=os.environ.get("FUZZ_RANDOM") is None)
+
+def fuzz(operation, mode: GenerationMode, tried: list[tuple[str, int]], seed: int | None) -> None:
+    """Run one operation's generated cases; append ``(operation, status)`` of each to ``tried``.
+
+    ``seed``: ``None`` for the fixed (derandomized) examples, else Hypothesis' random seed.
+    """
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              derandomize=seed is None)
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
         started = time.perf_counter()
-        response = case.call_and_validate(timeout=20)
+        response = case.call_and_validate(timeout=20, checks=ALL_CHECKS)
         tried.append((operation.label, response.status_code))
         assert response.status_code != 500, (case.as_curl_command(), response.text)
         assert time.perf_counter() - started < 20
         if mode is GenerationMode.NEGATIVE and operation.label == "POST /ask":
             assert response.status_code in (400, 404, 413, 422), (case.as_curl_command(), response.text)
 
+    if seed is not None:
+        check = hypothesis.seed(seed)(check)
     check()
 
 
+SEED = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+
+
+@pytest.mark.parametrize("examples", ["fixed", "random"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-def test_the_api_survives_fuzzing(api_schema, mode: GenerationMode) -> None:
-    """Every operation, with generated valid (positive) or invalid (negative) requests. (Driven through
-    schemathesis' Python API with Hypothesis: its pytest plugin does not support pytest 9 yet.)"""
+def test_the_api_survives_fuzzing(api_schema, mode: GenerationMode, examples: str) -> None:
+    """Every operation, with generated valid (positive) or invalid (negative) requests, under every
+    schemathesis check: the fixed examples, and a fresh random seed each run (printed; replay a failure with
+    ``FUZZ_SEED=<seed>``). (Driven through schemathesis' Python API with Hypothesis: its pytest plugin does
+    not support pytest 9 yet.)"""
+    seed = None if examples == "fixed" else SEED
+    print(f"\nschemathesis {mode.value}, {examples} examples" + (f": FUZZ_SEED={seed}" if seed else ""))
     tried: list[tuple[str, int]] = []
     for operation in operations(api_schema):
         try:
-            fuzz(operation, mode, tried)
+            fuzz(operation, mode, tried, seed)
         except Unsatisfiable:
             # GET /health takes no input: there is nothing to make invalid.
             assert mode is GenerationMode.NEGATIVE and operation.label == "GET /health"
     CASES.extend(tried)
     expected = {op.label for op in operations(api_schema)}
     assert {label for label, _ in tried} == (expected if mode is GenerationMode.POSITIVE else {"POST /ask"})
-    print(f"\nschemathesis {mode.value}: {len(tried)} requests, statuses {sorted({s for _, s in tried})}")
+    # The body of POST /ask is a large space: every configured example must have run.
+    assert sum(label == "POST /ask" for label, _ in tried) >= EXAMPLES, len(tried)
+    print(f"schemathesis {mode.value}: {len(tried)} requests, statuses {sorted({s for _, s in tried})}")

@@ -15,6 +15,13 @@ from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
 
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def play(client: TestClient):
     started = time.perf_counter()
     r = client.post("/ask", json={"subject": "math"})
@@ -149,10 +156,10 @@ def test_health_stays_fast_while_the_llm_hangs(client: TestClient, fake_llm: Fak
     fake_llm.fail_next(Fault("hang", seconds=10), times=2)
     worker = threading.Thread(target=play, args=(client,))
     worker.start()
-    time.sleep(0.3)
+    wait_until(lambda: fake_llm.requests)  # the round is now stuck at the LLM
     started = time.perf_counter()
     assert client.get("/health").status_code == 200
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 0.5  # a kubelet's probe timeout is 1 s or more: half of it
     worker.join()
 
 

@@ -84,7 +84,9 @@ def test_bad_settings_are_refused_naming_the_variable(monkeypatch: pytest.Monkey
 
 def test_azure_with_an_api_key_uses_deployment_paths(make_client, fake_llm: FakeOpenAI) -> None:
     client = make_client(azure_settings(fake_llm, azure_openai_api_key=CANARY_KEY))
-    body = client.post("/ask", json={"subject": "math"}).json()
+    r = client.post("/ask", json={"subject": "math"})
+    assert r.status_code == 200, r.text
+    body = r.json()
 
     assert body["model"] == "gpt-5.2-chat"
     assert client.get("/health").json()["provider"] == "azure_openai"
@@ -121,7 +123,7 @@ def test_a_refused_entra_token_is_502_and_leaks_nothing(make_client, fake_llm: F
 
 
 def test_openai_compatible_endpoint_sends_the_key_as_bearer(client, fake_llm: FakeOpenAI) -> None:
-    client.post("/ask", json={})
+    assert client.post("/ask", json={}).status_code == 200
     assert {r.path for r in fake_llm.requests} == {"/v1/chat/completions"}
     assert {r.headers["authorization"] for r in fake_llm.requests} == {f"Bearer {CANARY_KEY}"}
     assert {r.body["model"] for r in fake_llm.requests} == {"gpt-5.2-chat"}
