@@ -20,8 +20,12 @@ Exception text from libraries is logged (with the trace id), never put into an e
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import ClassVar
 
 import openai
@@ -127,6 +131,28 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psyco
                                                  psycopg.InterfaceError, PoolTimeout)
 
 
+def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> int | None:
+    """Whole seconds to wait, from an LLM response's ``retry-after-ms`` (Azure OpenAI, OpenAI) or
+    ``Retry-After`` (delay-seconds or HTTP-date, RFC 9110 §10.2.3), rounded up and at least 1 (a date that
+    has passed means "retry now", which a client should not hear as "hammer"); ``None`` when absent or
+    unreadable."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(1, math.ceil(float(ms) / 1000))
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if value.isdigit():
+        return max(1, int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    return max(1, math.ceil((when - (now or datetime.now(UTC))).total_seconds()))
+
+
 def classify(exc: BaseException, default_retry_after_s: int) -> QuizError | None:
     """The domain error for an exception raised while playing a round; ``None`` when it is unexpected (a bug).
 
@@ -140,8 +166,8 @@ def classify(exc: BaseException, default_retry_after_s: int) -> QuizError | None
         return LLMInvalidOutput(f"The model did not return a valid {exc.step} result after {exc.attempts} "
                                 "attempt(s). Try again; if it persists, use a more capable model.")
     if isinstance(exc, openai.RateLimitError):
-        retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
-        seconds = retry_after if retry_after and retry_after.isdigit() else str(default_retry_after_s)
+        waited = retry_after_s(exc.response.headers) if exc.response is not None else None
+        seconds = str(waited if waited is not None else default_retry_after_s)
         return LLMRateLimited(f"The LLM quota is exhausted for now. Retry after {seconds} s.",
                               {"Retry-After": seconds})
     if isinstance(exc, (openai.APITimeoutError, TimeoutError)):

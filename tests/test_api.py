@@ -223,6 +223,8 @@ def test_a_stream_closed_early_releases_its_place_and_stops_the_round(make_clien
         assert r.headers["cache-control"] == "no-cache"
         lines = r.iter_lines()
         assert next(line for line in lines if line.startswith("event: question"))
+        # Streamed as it happens: the question is here before the grading call has even left.
+        assert fake_llm.requests_for("Grade") == []
         assert rounds.in_flight == 1  # the stream holds the round's place while it is open
     deadline = time.monotonic() + 5
     while rounds.in_flight and time.monotonic() < deadline:

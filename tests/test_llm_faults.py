@@ -5,7 +5,10 @@ The app runs with LLM_TIMEOUT_S=2 and LLM_MAX_RETRIES=1 (two attempts per call) 
 
 from __future__ import annotations
 
+import email.utils
+import re
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -45,14 +48,27 @@ def assert_recovers(client: TestClient) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_rate_limit_with_retry_after_is_503_with_that_retry_after(client: TestClient, fake_llm: FakeOpenAI) -> None:
-    fake_llm.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)
+def http_date_in(seconds: float) -> str:
+    return email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize(("headers", "at_least_s", "told"), [
+    ({"Retry-After": "1"}, 1.0, "1"),
+    ({"retry-after-ms": "1500"}, 1.5, "2"),  # Azure OpenAI's header, in milliseconds
+    # An HTTP-date 3 s ahead (one-second resolution); by the retry's 429 it has passed: "1", not "0".
+    ({"Retry-After": "HTTP-DATE+3"}, 2.0, "1"),
+], ids=["seconds", "milliseconds", "http-date"])
+def test_rate_limit_with_retry_after_is_503_with_that_retry_after(client: TestClient, fake_llm: FakeOpenAI,
+                                                                  headers: dict, at_least_s: float, told: str) -> None:
+    headers = {k: http_date_in(3) if v == "HTTP-DATE+3" else v for k, v in headers.items()}
+    fake_llm.fail_next(Fault("status", 429, headers), times=2)
     r, elapsed = play(client)
     body = assert_problem(r, 503, "llm-rate-limited")
-    assert r.headers["retry-after"] == "1"
-    assert "Retry after 1 s" in body["detail"]
-    assert len(fake_llm.requests) == 2  # one retry, honouring Retry-After
-    assert elapsed < 5
+    assert re.fullmatch(told, r.headers["retry-after"]), r.headers["retry-after"]
+    assert f"Retry after {r.headers['retry-after']} s" in body["detail"]
+    first, retry = fake_llm.requests
+    assert retry.received_at - first.received_at >= at_least_s  # one retry, after waiting as told
+    assert elapsed < 8
     assert_recovers(client)
 
 

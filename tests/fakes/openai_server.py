@@ -56,6 +56,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     query: str = ""
+    received_at: float = field(default_factory=time.monotonic)  # when it arrived, monotonic seconds
 
     @property
     def prompt_text(self) -> str:
