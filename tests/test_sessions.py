@@ -22,6 +22,7 @@ from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
 from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.fakes.postgres import PostgresServer
 
 
@@ -118,7 +119,7 @@ def test_unreachable_postgres_is_a_clear_start_up_error(make_client) -> None:
     assert "hunter2-secret" not in message
 
 
-def test_losing_postgres_mid_load_is_503_then_recovers_with_nothing_lost(make_client,
+def test_losing_postgres_mid_load_is_503_then_recovers_with_nothing_lost(make_client, telemetry_env: OTLPReceiver,
                                                                          postgres: PostgresServer) -> None:
     client = make_client(checkpointer_url=postgres.url, postgres_timeout_s=1.0)
     sid = new_round(client, subject="math")["session_id"]
@@ -130,6 +131,10 @@ def test_losing_postgres_mid_load_is_503_then_recovers_with_nothing_lost(make_cl
             assert r.status_code == 503, r.text
             assert r.json()["type"] == "/problems/session-store-unavailable" and r.headers["retry-after"] == "5"
             assert time.perf_counter() - started < 10
+        # The new session's round was played, then could not be saved: its workflow span says so.
+        failed = telemetry_env.wait_for(lambda: [s for s in telemetry_env.trace(r.json()["trace_id"])
+                                                 if s.name == "invoke_workflow quiz"])
+        assert failed[0].attributes["error.type"] == "session_store"
         assert client.get("/health").status_code == 200  # a store outage must not restart the pod
     finally:
         postgres.resume()
