@@ -51,6 +51,17 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, second, third)
 
 
+# HTTP-library wire traces print raw request and response headers at DEBUG (credentials, or a secret an
+# upstream echoes back): never below INFO, whatever LOG_LEVEL says.
+WIRE_LOGGERS = ("httpcore", "httpcore2", "hpack")
+
+
+def quiet_wire_loggers() -> None:
+    """Keep the HTTP libraries' header-printing DEBUG traces out of every log."""
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` default: read from the environment (``Settings()``, which raises
     ``pydantic.ValidationError`` naming the variable for a bad value).
@@ -59,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     starts; call its ``shutdown()`` if the app is built but never started.
     """
     settings = settings or Settings()
+    quiet_wire_loggers()
     tel = telemetry.configure(VERSION)
     problems = Problems(tel.instruments.errors)
     api_keys = settings.api_key_list()

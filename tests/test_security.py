@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from fastapi.testclient import TestClient
@@ -72,6 +73,7 @@ def test_the_canary_key_is_nowhere_observable(make_client, fake_llm: FakeOpenAI,
                                               caplog: pytest.LogCaptureFixture) -> None:
     from tests.fakes.openai_server import Fault
 
+    caplog.set_level(logging.DEBUG)  # every library's debug logging too (the openai SDK, httpx2, OTel)
     client = make_client()
     ok = client.post("/ask", json={})
     fake_llm.fail_next(Fault("status", 401, {"x-echo": CANARY_KEY}))

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from app.sessions import CheckpointerUnavailable, open_session_store
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
+from tests.conftest import CANARY_KEY
 from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
@@ -251,8 +252,8 @@ def test_two_processes_sharing_postgres_play_one_round_of_a_session_at_a_time(po
                                                                              fake_llm: FakeOpenAI,
                                                                              tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_", "API_KEYS"))}
-    env.update(OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="k", OTEL_SDK_DISABLED="true",
-               CHECKPOINTER_URL=postgres.url, LOG_LEVEL="warning")
+    env.update(OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY=CANARY_KEY, OTEL_SDK_DISABLED="true",
+               CHECKPOINTER_URL=postgres.url, LOG_LEVEL="debug")
     replicas = [start_replica(env, tmp_path / f"replica-{i}.log") for i in range(2)]
     try:
         (_, a), (_, b) = replicas
@@ -269,3 +270,6 @@ def test_two_processes_sharing_postgres_play_one_round_of_a_session_at_a_time(po
         for process, _ in replicas:
             process.terminate()
             process.wait(30)
+    for i in range(2):  # the key is in no replica's debug log
+        log = (tmp_path / f"replica-{i}.log").read_text()
+        assert " DEBUG " in log and CANARY_KEY not in log

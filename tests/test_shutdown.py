@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CANARY_KEY
 from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
@@ -30,7 +31,7 @@ def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flush
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
         # Spans would wait a minute in the queue: only the shutdown flush can deliver them.
-        env.update(PORT=str(port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="k",
+        env.update(PORT=str(port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY=CANARY_KEY, LOG_LEVEL="debug",
                    OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="60000",
                    OTEL_RESOURCE_ATTRIBUTES="test.case=sigterm")
         log = (tmp_path / "log").open("w")
@@ -75,6 +76,7 @@ def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flush
         spans = [s for s in otlp.spans() if s.resource.get("test.case") == "sigterm"]
         assert {s.trace_id for s in spans} == trace_ids
         assert len(spans) == 8 * 8  # every span of every round, flushed on the way out
+        assert CANARY_KEY not in (tmp_path / "log").read_text()  # not even in the process's debug log
 
 
 def test_a_collector_that_goes_away_mid_load_gets_the_buffered_spans_when_it_returns(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -113,6 +114,7 @@ def test_metrics_arrive_with_bounded_labels(client: TestClient, telemetry_env: O
 def test_no_secret_and_no_content_in_telemetry_by_default(client: TestClient, telemetry_env: OTLPReceiver,
                                                           fake_llm: FakeOpenAI, caplog: pytest.LogCaptureFixture
                                                           ) -> None:
+    caplog.set_level(logging.DEBUG)
     fake_llm.script("Question", question="Content-canary question?", reference_answer="content-canary-answer")
     body = client.post("/ask", json={"subject": "math"}).json()
     fake_llm.fail_next(Fault("status", 401))
