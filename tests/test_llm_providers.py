@@ -1,15 +1,20 @@
 """The three ways to reach a model, each through the same OpenAI-protocol client, against loopback servers.
 
-Azure is faked at its edges only: the Azure OpenAI REST paths are served by the fake server, and the
-Entra ID token comes from a stand-in for ``DefaultAzureCredential`` (there is no Azure here).
+Azure is faked at its edges only: the Azure OpenAI REST paths are served by the fake server, and Workload
+Identity runs through ``azure-identity``'s real ``DefaultAzureCredential`` → ``WorkloadIdentityCredential``
+chain in a service process, against a local Entra ID token endpoint over TLS (``tests/fakes/entra.py``),
+configured by the variables AKS's webhook sets. In-process tests that need to see the credential object
+itself (its scope, its closing) use a stand-in.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
@@ -18,7 +23,9 @@ import app.llm
 from app.llm import COGNITIVE_SERVICES_SCOPE
 from app.settings import Provider, Settings
 from tests.conftest import CANARY_KEY
+from tests.fakes.entra import FakeEntra
 from tests.fakes.openai_server import FakeOpenAI
+from tests.service import clean_env, start_service, stop
 
 
 class FakeEntraCredential:
@@ -131,3 +138,78 @@ def test_openai_compatible_endpoint_sends_the_key_as_bearer(client, fake_llm: Fa
     for r in fake_llm.requests:
         assert r.body["tool_choice"]["type"] == "function"
         assert r.body["max_completion_tokens"] == 512
+
+
+# --- Workload Identity through azure-identity's real credential chain -------------------------------------
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CLIENT = "0b7d2a8e-5f1c-4e6a-9d3b-1c2e3f4a5b6c"
+
+
+@pytest.fixture
+def workload_identity(tmp_path: Path, fake_llm: FakeOpenAI):
+    """The environment AKS's Workload Identity webhook gives a pod, pointed at a local Entra ID, and the
+    service started with it (its real DefaultAzureCredential → WorkloadIdentityCredential)."""
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text("federated-service-account-jwt-for-tests")
+    with FakeEntra(tmp_path, expires_in=3600) as entra:
+        env = clean_env(AZURE_OPENAI_ENDPOINT=fake_llm.root_url, AZURE_TENANT_ID=TENANT, AZURE_CLIENT_ID=CLIENT,
+                        AZURE_FEDERATED_TOKEN_FILE=str(token_file), AZURE_AUTHORITY_HOST=entra.authority,
+                        SSL_CERT_FILE=str(entra.ca_file), OTEL_SDK_DISABLED="true", LLM_MAX_RETRIES="0",
+                        LOG_LEVEL="debug")
+        yield entra, env
+
+
+def test_workload_identity_exchanges_the_federated_token_for_a_bearer_token(workload_identity, fake_llm: FakeOpenAI,
+                                                                            tmp_path: Path) -> None:
+    entra, env = workload_identity
+    process, base = start_service(env, tmp_path / "service.log")
+    try:
+        assert httpx.get(f"{base}/health").json()["provider"] == "azure_openai"
+        for _ in range(2):
+            assert httpx.post(f"{base}/ask", json={"subject": "math"}, timeout=30).status_code == 200
+    finally:
+        stop(process)
+    # The projected service-account token reached Entra ID as the client assertion, for the right scope.
+    (exchange,) = entra.requests  # one token served all six LLM calls
+    assert exchange["path"] == f"/{TENANT}/oauth2/v2.0/token"
+    assert exchange["grant_type"] == "client_credentials" and exchange["client_id"] == CLIENT
+    assert exchange["client_assertion"] == "federated-service-account-jwt-for-tests"
+    assert exchange["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert exchange["scope"] == COGNITIVE_SERVICES_SCOPE
+    # And Entra's token reached Azure OpenAI as the bearer token, on the deployment's path, with no key.
+    assert len(fake_llm.requests) == 6
+    assert {r.headers["authorization"] for r in fake_llm.requests} == {"Bearer entra-token-1"}
+    assert all("api-key" not in r.headers and "/deployments/gpt-5.2-chat/" in r.path for r in fake_llm.requests)
+    log = (tmp_path / "service.log").read_text()
+    assert "entra-token-1" not in log and "federated-service-account-jwt" not in log
+
+
+def test_an_expired_entra_token_is_replaced(workload_identity, fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    entra, env = workload_identity
+    entra.expires_in = 2  # seconds
+    process, base = start_service(env, tmp_path / "service.log")
+    try:
+        assert httpx.post(f"{base}/ask", json={}, timeout=30).status_code == 200
+        time.sleep(3)  # the token has expired
+        assert httpx.post(f"{base}/ask", json={}, timeout=30).status_code == 200
+    finally:
+        stop(process)
+    assert len(entra.requests) == 2
+    first, second = fake_llm.requests[:3], fake_llm.requests[3:]
+    assert {r.headers["authorization"] for r in first} == {"Bearer entra-token-1"}
+    assert {r.headers["authorization"] for r in second} == {"Bearer entra-token-2"}
+
+
+def test_a_refused_federated_credential_is_502_auth(workload_identity, fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    entra, env = workload_identity
+    entra.refuse = True
+    process, base = start_service(env, tmp_path / "service.log")
+    try:
+        r = httpx.post(f"{base}/ask", json={}, timeout=30)
+        assert r.status_code == 502 and r.json()["type"] == "/problems/llm-auth"
+        assert "AADSTS" not in r.text
+        assert fake_llm.requests == []  # nothing was sent to the model without a token
+        entra.refuse = False  # the role assignment / federated credential is fixed: the next round works
+        assert httpx.post(f"{base}/ask", json={}, timeout=30).status_code == 200
+    finally:
+        stop(process)

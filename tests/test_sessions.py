@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +22,7 @@ from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.fakes.postgres import PostgresServer
+from tests.service import clean_env, start_service, stop
 
 
 def new_round(client: TestClient, **body: object) -> dict:
@@ -231,30 +229,13 @@ def test_concurrent_rounds_on_one_session_never_lose_or_repeat_a_round(store: st
     assert client.app_state["rounds"].in_flight == 0
 
 
-def start_replica(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([str(Path(sys.executable).parent / "question-app")], env={**env, "PORT": str(port)},
-                               stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 def test_two_processes_sharing_postgres_play_one_round_of_a_session_at_a_time(postgres: PostgresServer,
                                                                              fake_llm: FakeOpenAI,
                                                                              tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_", "API_KEYS"))}
-    env.update(OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY=CANARY_KEY, OTEL_SDK_DISABLED="true",
-               CHECKPOINTER_URL=postgres.url, LOG_LEVEL="debug")
-    replicas = [start_replica(env, tmp_path / f"replica-{i}.log") for i in range(2)]
+    env = clean_env(OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY=CANARY_KEY, OTEL_SDK_DISABLED="true",
+                    CHECKPOINTER_URL=postgres.url, LOG_LEVEL="debug")
+    replicas = [start_service(env, tmp_path / f"replica-{i}.log") for i in range(2)]
     try:
         (_, a), (_, b) = replicas
         sid = httpx.post(f"{a}/ask", json={"subject": "math"}, timeout=30).json()["session_id"]
@@ -268,8 +249,7 @@ def test_two_processes_sharing_postgres_play_one_round_of_a_session_at_a_time(po
         assert (final["round"], final["subject"]) == (5, "math")
     finally:
         for process, _ in replicas:
-            process.terminate()
-            process.wait(30)
+            stop(process)
     for i in range(2):  # the key is in no replica's debug log
         log = (tmp_path / f"replica-{i}.log").read_text()
         assert " DEBUG " in log and CANARY_KEY not in log
