@@ -17,9 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any model, telemetry or auth configuration, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AZURE_", "OPENAI_", "OTEL_", "API_KEYS", "CHECKPOINTER"))}
+    """This environment without any setting of the service's (every ``Settings`` variable), Azure or OTel
+    configuration — a developer's shell must not change what a test plays against — plus ``extra``."""
+    from tests.conftest import setting_variables
+
+    ours = setting_variables()
+    env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith(("AZURE_", "OTEL_"))}
     return {**env, **extra}
 
 

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import HEX32
 from tests.fakes import free_port
 from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.service import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -40,8 +41,7 @@ def readme_command(kind: str) -> str:
 def service(otlp: OTLPReceiver, tmp_path: Path):
     port = free_port()
     # A user's plain shell: nothing configured, and not inside the test run's virtual environment.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_", "CHECKPOINTER", "VIRTUAL_ENV", "UV_"))}
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
     venv_bin = str(ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env.update(PORT=str(port), OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from tests.conftest import CANARY_KEY
 from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.service import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flush
         otlp: OTLPReceiver, tmp_path: Path) -> None:
     with FakeOpenAI(latency_s=0.4) as llm:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
+        env = clean_env()
         # Spans would wait a minute in the queue: only the shutdown flush can deliver them.
         env.update(PORT=str(port), OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY=CANARY_KEY, LOG_LEVEL="debug",
                    OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="60000",
