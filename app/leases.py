@@ -15,7 +15,8 @@ The lease lives where the sessions live, so it holds across processes and replic
 | ``sqlite://`` | table ``quiz_round_leases`` in the same file | one ``INSERT … ON CONFLICT … WHERE`` statement |
 | ``postgresql://`` | table ``quiz_round_leases`` in the same database | the same, on the database's clock |
 
-A lease expires after ``ttl_s`` seconds, so a process that dies mid-round cannot lock its session forever.
+A lease expires after ``ttl_s`` seconds, so a process that dies mid-round cannot lock its session forever;
+each start drops the expired rows, so the tables hold little more than the rounds in progress.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ class SqliteLeases:
         self._saver = saver
 
     async def setup(self) -> None:
-        """Create the lease table if it does not exist."""
+        """Create the lease table if it does not exist; drop leases that expired (their holders died)."""
         async with self._saver.lock:
             await self._saver.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {TABLE} (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                 "expires_at REAL NOT NULL)")
+            await self._saver.conn.execute(f"DELETE FROM {TABLE} WHERE expires_at < ?", (time.time(),))
             await self._saver.conn.commit()
 
     async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
@@ -107,11 +109,13 @@ class PostgresLeases:
         self._pool = pool
 
     async def setup(self) -> None:
-        """Create the lease table if it does not exist (idempotent, like the saver's migrations)."""
+        """Create the lease table if it does not exist (idempotent, like the saver's migrations); drop
+        leases that expired (their holders died), so the table holds only rounds in progress."""
         async with self._pool.connection() as conn:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {TABLE} (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                 "expires_at TIMESTAMPTZ NOT NULL)")
+            await conn.execute(f"DELETE FROM {TABLE} WHERE expires_at < now()")
 
     async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
         """See ``RoundLeases.acquire``. One autocommitted statement: concurrent callers serialise on the row."""

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.leases import TABLE, SqliteLeases
 from app.sessions import CheckpointerUnavailable, open_session_store
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
@@ -198,6 +199,25 @@ async def test_a_session_lease_is_exclusive_expires_and_is_released_by_its_owner
         assert await leases.acquire("session-a", "round-2", 0.2)
         await asyncio.sleep(0.5)  # its holder died: the lease expires
         assert await leases.acquire("session-a", "round-4", 30)
+        assert await leases.acquire("session-c", "crashed", 0.1)
+    await asyncio.sleep(0.3)
+    if store != "memory":  # a process that starts later finds no expired lease left in the table
+        async with open_session_store(Settings(checkpointer_url=url)) as sessions:
+            assert await lease_rows(sessions.leases, "session-c") == 0  # expired: dropped at start
+            assert await lease_rows(sessions.leases, "session-a") == 1  # still held: kept
+
+
+async def lease_rows(leases: Any, session_id: str) -> int:
+    """Rows of ``session_id`` in the lease table (SQLite or Postgres)."""
+    if isinstance(leases, SqliteLeases):
+        query = f"SELECT count(*) FROM {TABLE} WHERE session_id = ?"
+        async with leases._saver.lock, leases._saver.conn.execute(query, (session_id,)) as cursor:
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+    async with leases._pool.connection() as conn:
+        cursor = await conn.execute(f"SELECT count(*) AS n FROM {TABLE} WHERE session_id = %s", (session_id,))
+        found = await cursor.fetchone()
+        return int(found["n"]) if found else 0
 
 
 def play_at_once(post: Callable[[Any], Any], bodies: Sequence[Any]) -> list[Any]:
