@@ -98,10 +98,13 @@ class Problems:
 
         @app.exception_handler(StarletteHTTPException)
         async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-            slug, error_type, detail = _HTTP_PROBLEMS.get(
-                exc.status_code, ("http-error", "validation" if exc.status_code < 500 else "internal", str(exc.detail)))
-            problem = self.report(exc.status_code, slug, HTTPStatus(exc.status_code).phrase,
-                                  detail.format(path=request.url.path, method=request.method), error_type,
+            if exc.status_code in _HTTP_PROBLEMS:
+                slug, error_type, template = _HTTP_PROBLEMS[exc.status_code]
+                detail = template.format(path=request.url.path, method=request.method)
+            else:  # the framework's own text, as it is (it may hold braces: never a template)
+                slug, error_type = "http-error", "validation" if exc.status_code < 500 else "internal"
+                detail = str(exc.detail)
+            problem = self.report(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, detail, error_type,
                                   request.url.path)
             return respond(problem, getattr(exc, "headers", None))
 
