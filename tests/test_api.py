@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import HEX32
+from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
 VERDICTS = {"correct", "partially_correct", "incorrect"}
@@ -226,10 +227,7 @@ def test_a_stream_closed_early_releases_its_place_and_stops_the_round(make_clien
         # Streamed as it happens: the question is here before the grading call has even left.
         assert fake_llm.requests_for("Grade") == []
         assert rounds.in_flight == 1  # the stream holds the round's place while it is open
-    deadline = time.monotonic() + 5
-    while rounds.in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert rounds.in_flight == 0  # the client went away: the place is released
+    wait_until(lambda: rounds.in_flight == 0, 5, "the client went away: the place is released")
     assert fake_llm.requests_for("Grade") == []  # and the round stopped with it
     fake_llm.latency_s = 0.0
     assert client.post("/ask", json={}).status_code == 200

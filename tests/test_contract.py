@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import QuizError
 from telemetry import contract
+from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.promnames import prometheus_name
@@ -206,7 +207,7 @@ def test_every_failure_is_counted_once_under_its_documented_error_type(
     fake_llm.requests.clear()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         holder = pool.submit(client.post, "/ask", json={})
-        telemetry_env.wait_for(lambda: fake_llm.requests)
+        wait_until(lambda: fake_llm.requests, what="the holder's round at the LLM")
         statuses.append(client.post("/ask", json={}).status_code)
         assert holder.result().status_code == 200
     statuses.append(guarded.post("/ask", json={}).status_code)  # unauthorized

@@ -14,15 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import CANARY_KEY, HEX32
-from tests.fakes import free_port
+from tests.fakes import free_port, wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def play(client: TestClient):

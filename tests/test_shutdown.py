@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import CANARY_KEY
-from tests.fakes import free_port
+from tests.fakes import free_port, wait_until
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.service import clean_env
@@ -23,6 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return True
+    return False
 
 
 def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flushes(
@@ -49,20 +57,10 @@ def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flush
                     time.sleep(0.1)
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 in_flight = [pool.submit(httpx.post, f"{base}/ask", json={}, timeout=30) for _ in range(8)]
-                deadline = time.monotonic() + 10
-                while len(llm.requests) < 8:  # all eight are mid-round, waiting at the LLM
-                    assert time.monotonic() < deadline
-                    time.sleep(0.01)
+                wait_until(lambda: len(llm.requests) >= 8, what="all eight mid-round, waiting at the LLM")
                 started = time.monotonic()
                 process.send_signal(signal.SIGTERM)
-                deadline = time.monotonic() + 1.0  # new connections are refused within a second
-                while True:
-                    try:
-                        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    except OSError:
-                        break
-                    assert time.monotonic() < deadline, "the server still accepts connections after SIGTERM"
-                    time.sleep(0.01)
+                wait_until(lambda: refuses_connections(port), 1.0, "new connections refused after SIGTERM")
                 responses = [f.result() for f in in_flight]
             # uvicorn re-raises the signal once it has shut down gracefully, so the parent sees SIGTERM.
             assert process.wait(15) in (0, -signal.SIGTERM)
