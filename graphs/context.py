@@ -7,14 +7,20 @@ never the app or its telemetry set-up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
 from opentelemetry import trace
 from opentelemetry.metrics import Histogram
+from pydantic import BaseModel
 
-from graphs.state import Grade, Question, StudentAnswer
-from graphs.structured import StructuredCall
+from graphs.state import Grade, Question, StudentAnswer, TokenUsage
+from graphs.structured import StructuredCall, call_structured
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -53,3 +59,9 @@ class QuizContext:
     step_duration: Histogram | None = None
     structured_output_attempts: int = 2
     call_deadline_s: float | None = None
+
+    async def call(self, call: StructuredCall[SchemaT], messages: list[BaseMessage],
+                   acceptable: Callable[[SchemaT], bool] = lambda _: True) -> tuple[SchemaT, TokenUsage]:
+        """``graphs.structured.call_structured`` with this run's attempts and call deadline."""
+        return await call_structured(call, messages, attempts=self.structured_output_attempts,
+                                     deadline_s=self.call_deadline_s, acceptable=acceptable)

@@ -20,7 +20,6 @@ from graphs import prompts
 from graphs.context import QuizContext
 from graphs.events import AnswerGiven, AnswerGraded, QuestionAsked
 from graphs.state import InputState, Question, QuizState
-from graphs.structured import call_structured
 from graphs.tracing import agent_step
 from telemetry import contract as C
 
@@ -51,9 +50,7 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
             HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"], subject=state["subject"],
                                                     history=history))]
         # A question that contains its own answer is unusable: asked again, never shown to the Student.
-        question, usage = await call_structured(ctx.agents.ask, messages, attempts=ctx.structured_output_attempts,
-                                                deadline_s=ctx.call_deadline_s,
-                                                acceptable=lambda q: not answer_leaks(q))
+        question, usage = await ctx.call(ctx.agents.ask, messages, acceptable=lambda q: not answer_leaks(q))
     runtime.stream_writer(QuestionAsked(round=round_no, question=question.question))
     return {"question": question.model_dump(), "usage": {"ask": usage}}
 
@@ -67,8 +64,7 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
             SystemMessage(prompts.STUDENT_SYSTEM.format(persona=prompts.STUDENT_PERSONAS[state["difficulty"]],
                                                         language=language)),
             HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"]["question"]))]
-        answer, usage = await call_structured(ctx.agents.answer, messages, attempts=ctx.structured_output_attempts,
-                                              deadline_s=ctx.call_deadline_s)
+        answer, usage = await ctx.call(ctx.agents.answer, messages)
     runtime.stream_writer(AnswerGiven(student_answer=answer.answer))
     return {"answer": answer.model_dump(), "usage": {"answer": usage}}
 
@@ -84,8 +80,7 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
             HumanMessage(prompts.TEACHER_GRADE.format(question=question["question"],
                                                       reference_answer=question["reference_answer"],
                                                       answer=state["answer"]["answer"]))]
-        grade, usage = await call_structured(ctx.agents.grade, messages, attempts=ctx.structured_output_attempts,
-                                             deadline_s=ctx.call_deadline_s)
+        grade, usage = await ctx.call(ctx.agents.grade, messages)
         span.set_attribute(C.ATTR_VERDICT, grade.verdict)
     runtime.stream_writer(AnswerGraded(verdict=grade.verdict, feedback=grade.feedback))
     # The round's outcome, and a reset's, are committed together here, by the last step.
