@@ -137,7 +137,7 @@ class RoundService:
     async def _unlease(self, session_id: str, owner: str) -> None:
         try:
             await self.leases.release(session_id, owner)
-        except STORE_ERRORS as exc:  # the lease expires by itself after ROUND_DEADLINE_S
+        except STORE_ERRORS as exc:  # it expires by itself after Settings.round_deadline_s
             log.warning("could not release the lease of a session: %s: %s", type(exc).__name__, exc)
 
     async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round]:
