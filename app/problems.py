@@ -2,7 +2,8 @@
 
 ``Problems.report()`` is the one place every problem passes through — raised in a route, refused by the
 body limit, rejected by validation, or ending a stream — so ``quiz.errors`` counts each exactly once,
-labelled with its ``error.type`` (``telemetry.contract.ErrorType``).
+labelled with its ``error.type`` (``telemetry.contract.ErrorType``) and, when the request matched a route,
+its ``http.route`` (a route template: bounded).
 
 | problem | status | ``error.type`` |
 | --- | --- | --- |
@@ -23,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.metrics import Counter
-from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.semconv.attributes import error_attributes, http_attributes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import QuizError
@@ -61,32 +62,36 @@ class Problems:
         self._errors = errors
 
     def report(self, status: int, slug: str, title: str, detail: str, error_type: ErrorType,
-               instance: str | None = None, **extra: Any) -> Problem:
-        """Count one problem of ``error_type`` and return its body (``trace_id`` from the current span)."""
+               instance: str | None = None, route: str | None = None, **extra: Any) -> Problem:
+        """Count one problem of ``error_type`` (on ``route``, the matched route template, if any) and return its
+        body (``trace_id`` from the current span)."""
         if self._errors is not None:
-            self._errors.add(1, {error_attributes.ERROR_TYPE: error_type})
+            labels: dict[str, str] = {error_attributes.ERROR_TYPE: error_type}
+            if route:
+                labels[http_attributes.HTTP_ROUTE] = route
+            self._errors.add(1, labels)
         return Problem(type=f"/problems/{slug}", title=title, status=status, detail=detail, instance=instance,
                        trace_id=current_trace_id(), **extra)
 
-    def internal(self, instance: str | None = None) -> Problem:
+    def internal(self, instance: str | None = None, route: str | None = None) -> Problem:
         """``report()`` for an unexpected exception (a bug; log it with the trace id before)."""
         return self.report(500, "internal", "Internal error", "Something went wrong on our side; the trace id "
-                           "identifies it in the logs.", "internal", instance)
+                           "identifies it in the logs.", "internal", instance, route)
 
-    def of(self, error: QuizError, instance: str | None = None) -> Problem:
+    def of(self, error: QuizError, instance: str | None = None, route: str | None = None) -> Problem:
         """``report()`` for a domain error."""
-        return self.report(error.status, error.slug, error.title, error.detail, error.error_type, instance)
+        return self.report(error.status, error.slug, error.title, error.detail, error.error_type, instance, route)
 
-    def response(self, error: QuizError, instance: str | None = None) -> JSONResponse:
+    def response(self, error: QuizError, instance: str | None = None, route: str | None = None) -> JSONResponse:
         """The ``application/problem+json`` response for a domain error, with its headers."""
-        return respond(self.of(error, instance), error.headers)
+        return respond(self.of(error, instance, route), error.headers)
 
     def install(self, app: FastAPI) -> None:
         """Register the exception handlers that turn every failure of ``app`` into a problem response."""
 
         @app.exception_handler(QuizError)
         async def _quiz_error(request: Request, exc: QuizError) -> JSONResponse:
-            return self.response(exc, request.url.path)
+            return self.response(exc, request.url.path, route_of(request))
 
         @app.exception_handler(RequestValidationError)
         async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,7 +99,7 @@ class Problems:
                       for e in exc.errors()]
             fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
             return respond(self.report(422, "validation", "Invalid request", f"Fix these fields: {fields}.",
-                                       "validation", request.url.path, errors=errors))
+                                       "validation", request.url.path, route_of(request), errors=errors))
 
         @app.exception_handler(StarletteHTTPException)
         async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -105,13 +110,19 @@ class Problems:
                 slug, error_type = "http-error", "validation" if exc.status_code < 500 else "internal"
                 detail = str(exc.detail)
             problem = self.report(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, detail, error_type,
-                                  request.url.path)
+                                  request.url.path, route_of(request))
             return respond(problem, getattr(exc, "headers", None))
 
         @app.exception_handler(Exception)
         async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
             log.exception("unhandled error on %s (trace_id=%s)", request.url.path, current_trace_id())
-            return respond(self.internal(request.url.path))
+            return respond(self.internal(request.url.path, route_of(request)))
+
+
+def route_of(request: Request) -> str | None:
+    """The template of the route ``request`` matched (``/ask``), or ``None`` before or without a match."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None)
 
 
 def respond(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:

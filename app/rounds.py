@@ -185,6 +185,10 @@ class RoundService:
             span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, result.output_tokens)
             self.telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
                                                       C.ATTR_VERDICT: result.verdict})
+            self.telemetry.evaluations.record(  # the Teacher's grade, parented to this round's span
+                C.EVALUATION_CORRECTNESS, result.verdict, C.VERDICT_SCORES[result.verdict], result.feedback,
+                {GenAI.GEN_AI_CONVERSATION_ID: prepared.session_id, C.ATTR_ROUND: result.round,
+                 C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty})
             played = self._round(prepared.session_id, result)
         yield played
 

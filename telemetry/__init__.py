@@ -1,11 +1,12 @@
 """Built-in OpenTelemetry: one ``configure()`` that builds the providers and turns on instrumentation.
 
-Spans and metrics leave over OTLP/gRPC (``OTEL_EXPORTER_OTLP_ENDPOINT``, default
+Spans, metrics and events (log records) leave over OTLP/gRPC (``OTEL_EXPORTER_OTLP_ENDPOINT``, default
 ``http://localhost:4317``). Everything else is the SDK's standard environment
 (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/): ``OTEL_SERVICE_NAME``
 (default here ``question-app``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_SAMPLER``,
-``OTEL_BSP_*`` (span queue, bounded: spans are dropped, never buffered without limit, when the Collector is
-down), ``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_EXPORTER_OTLP_TIMEOUT``.
+``OTEL_BSP_*`` / ``OTEL_BLRP_*`` (span and log queues, bounded: dropped, never buffered without limit, when the
+Collector is down), ``OTEL_METRIC_EXPORT_INTERVAL`` (ms; the SDK's default 60000, the deployment sets 15000:
+see docs/telemetry.md "Timing"), ``OTEL_EXPORTER_OTLP_TIMEOUT``.
 
 Instrumentation (libraries, not ours):
 - ``opentelemetry-instrumentation-fastapi``: the ``POST /ask`` SERVER span, ``http.server.*`` metrics.
@@ -13,10 +14,13 @@ Instrumentation (libraries, not ours):
   attributes, and the ``gen_ai.client.operation.duration`` / ``gen_ai.client.token.usage`` metrics.
 - ``opentelemetry-instrumentation-system-metrics``: process CPU and memory.
 
-``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http/dup,gen_ai_latest_experimental``: ``http/dup`` keeps the
-old HTTP attributes the Collector's ``azuremonitor`` exporter maps to App Insights ``requests`` *and* emits
-``http.server.request.duration`` in seconds for Prometheus; ``gen_ai_latest_experimental`` selects the current
-GenAI conventions (``gen_ai.provider.name``) and the content-capture modes of
+``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http,gen_ai_latest_experimental``. ``http``: the stable HTTP
+conventions only — ``http.request.method``, ``http.response.status_code``, ``url.*`` on the server span, which
+are the names the Collector's ``azuremonitor`` exporter (contrib >= 0.139, semconv 1.34) maps to App Insights
+``requests`` (name, ``resultCode``, ``success``, ``url``), and ``http.server.request.duration`` in seconds for
+Prometheus. The old names (``http.method``, ``http.status_code`` …, which ``http/dup`` would add) are not mapped
+by that exporter, only copied into ``customDimensions``: bytes for nothing. ``gen_ai_latest_experimental``
+selects the current GenAI conventions (``gen_ai.provider.name``) and the content-capture modes of
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (default ``NO_CONTENT``: no prompt or completion text).
 """
 
@@ -30,26 +34,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry._logs import Logger
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import DropAggregation, View
+from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
+from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
 from opentelemetry.trace import Tracer
 
-from telemetry.contract import QuizInstruments
+from telemetry.contract import REQUEST_DURATION_BUCKETS, QuizInstruments
+from telemetry.evaluations import Evaluations
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "question-app"
-DEFAULT_SEMCONV_OPT_IN = "http/dup,gen_ai_latest_experimental"
+DEFAULT_SEMCONV_OPT_IN = "http,gen_ai_latest_experimental"
 PROCESS_METRICS = {  # opentelemetry-instrumentation-system-metrics config: this process only, not the node
     "process.cpu.time": ["user", "system"],
     "process.cpu.utilization": ["user", "system"],
@@ -60,14 +72,39 @@ PROCESS_METRICS = {  # opentelemetry-instrumentation-system-metrics config: this
 }
 
 
-# Bounded metric labels. `http/dup` also emits the old-convention HTTP metrics, whose attributes include
-# `http.host`, `http.server_name` and `http.target` (the raw path): a client could mint new series at will.
-# The stable-convention metrics carry `http.route` instead, so the old ones are dropped.
+# Buckets that cover a round (the ASGI instrumentation's end at 10 s), and bounded metric labels. Should an
+# operator opt into `http/dup`, the old-convention HTTP metrics come back with `http.host`, `http.server_name`
+# and `http.target` (the raw path) as attributes, with which a client could mint new series at will: dropped.
 METRIC_VIEWS = [
+    View(instrument_name=HTTP_SERVER_REQUEST_DURATION,
+         aggregation=ExplicitBucketHistogramAggregation(REQUEST_DURATION_BUCKETS)),
     *(View(instrument_name=name, aggregation=DropAggregation()) for name in (
         "http.server.duration", "http.server.request.size", "http.server.response.size")),
     View(instrument_name="http.server.active_requests", attribute_keys={"http.request.method", "url.scheme"}),
 ]
+
+
+class GenAISpanContext(SpanProcessor):
+    """Gives a GenAI span started beneath one of ours the conversation and provider of the span it runs in.
+
+    The instrumentation's ``chat`` spans know neither the session (``gen_ai.conversation.id``, which session
+    views in App Insights and Langfuse group by) nor that ``openai`` is Azure OpenAI here: both are copied from
+    the enclosing ``invoke_agent`` span when the chat span starts, so one LLM call says the same
+    ``gen_ai.provider.name`` on its workflow, agent and chat spans.
+    """
+
+    KEYS = (GenAI.GEN_AI_CONVERSATION_ID, GenAI.GEN_AI_PROVIDER_NAME)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Copy ``KEYS`` from the parent span onto ``span`` if both are GenAI spans (``gen_ai.operation.name``)."""
+        if GenAI.GEN_AI_OPERATION_NAME not in (span.attributes or {}):
+            return
+        parent = getattr(trace.get_current_span(parent_context), "attributes", None)
+        if not parent or GenAI.GEN_AI_OPERATION_NAME not in parent:
+            return
+        for key in self.KEYS:
+            if key in parent:
+                span.set_attribute(key, parent[key])
 
 
 def current_trace_id() -> str | None:
@@ -96,8 +133,10 @@ class Telemetry:
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    logger_provider: LoggerProvider
     tracer: Tracer
     instruments: QuizInstruments
+    evaluations: Evaluations
     _instrumentors: list[Any] = field(default_factory=list)
     _exporters: list[Any] = field(default_factory=list)
 
@@ -112,7 +151,7 @@ class Telemetry:
                                            exclude_spans=["receive", "send"])
 
     def shutdown(self, timeout_s: float = 3.0) -> float:
-        """Flush pending spans and metrics (in parallel), then stop the exporters. Returns seconds taken.
+        """Flush pending spans, events and metrics (in parallel), then stop the exporters. Returns seconds taken.
 
         Bounded by ``timeout_s``: the SDK's own shutdown waits up to 30 s, and each export retries until
         ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s) while a Collector is unreachable. When the budget runs out the
@@ -126,10 +165,14 @@ class Telemetry:
         watchdog.daemon = True
         watchdog.start()
         try:
-            spans = threading.Thread(target=self.tracer_provider.shutdown, name="otel-span-shutdown", daemon=True)
-            spans.start()
+            flushes = [threading.Thread(target=stop, name=f"otel-{name}-shutdown", daemon=True)
+                       for name, stop in (("span", self.tracer_provider.shutdown),
+                                          ("log", self.logger_provider.shutdown))]
+            for flush in flushes:
+                flush.start()
             self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
-            spans.join(max(0.0, timeout_s + 1.0 - (time.monotonic() - started)))
+            for flush in flushes:
+                flush.join(max(0.0, timeout_s + 1.0 - (time.monotonic() - started)))
         finally:
             watchdog.cancel()
         return time.monotonic() - started
@@ -141,7 +184,7 @@ class Telemetry:
 
 
 def configure(service_version: str) -> Telemetry:
-    """Build the tracer and meter providers with OTLP/gRPC exporters and turn on instrumentation.
+    """Build the tracer, meter and logger providers with OTLP/gRPC exporters and turn on instrumentation.
 
     Returns a ``Telemetry`` whose ``shutdown()`` must be called on the way out (the app's lifespan does).
     With ``OTEL_SDK_DISABLED=true`` the providers are no-ops and nothing is exported.
@@ -151,18 +194,22 @@ def configure(service_version: str) -> Telemetry:
     exporting = not sdk_disabled()
 
     tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(GenAISpanContext())
+    logger_provider = LoggerProvider(resource=resource)
     readers: list[MetricReader] = []
     exporters: list[Any] = []
     if exporting:
-        exporters = [OTLPSpanExporter(), OTLPMetricExporter()]
+        exporters = [OTLPSpanExporter(), OTLPMetricExporter(), OTLPLogExporter()]
         tracer_provider.add_span_processor(BatchSpanProcessor(exporters[0]))
         readers.append(PeriodicExportingMetricReader(exporters[1]))
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporters[2]))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=METRIC_VIEWS)
 
     instrumentors: list[Any] = []
     openai = OpenAIInstrumentor()
     if not openai.is_instrumented_by_opentelemetry:
-        openai.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        openai.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
+                          logger_provider=logger_provider)
         instrumentors.append(openai)
     system = SystemMetricsInstrumentor(config=PROCESS_METRICS)
     if not system.is_instrumented_by_opentelemetry:
@@ -170,11 +217,14 @@ def configure(service_version: str) -> Telemetry:
         instrumentors.append(system)
 
     meter = meter_provider.get_meter("question-app", service_version)
+    events: Logger = logger_provider.get_logger("question-app", service_version)
     telemetry = Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
+        logger_provider=logger_provider,
         tracer=tracer_provider.get_tracer("question-app", service_version),
         instruments=QuizInstruments.create(meter),
+        evaluations=Evaluations(events),
         _instrumentors=instrumentors,
         _exporters=exporters,
     )

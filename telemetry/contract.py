@@ -42,6 +42,10 @@ ErrorType = Literal[
     "invalid_output",  # 502: structured output invalid on every attempt
     "internal",  # 500: a bug
 ]
+# The error types answered with a 5xx status (or ending a stream that had answered 200): failed rounds that
+# are the service's or its dependencies' fault, as opposed to the caller's (4xx).
+SERVER_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
+    "overloaded", "session_store", "rate_limited", "timeout", "auth", "upstream", "invalid_output", "internal")
 # ``error.type`` of a failed agent step (``quiz.agent.step.duration``, the agent span) is the exception's
 # class name, as the semantic conventions recommend when there is no better code (bounded: the set of
 # exception classes the step can raise).
@@ -72,6 +76,13 @@ EVENT_INVALID_OUTPUT: Final = "structured_output.invalid"
 EVENT_ATTR_ATTEMPT: Final = "attempt"  # int, 1-based
 EVENT_ATTR_SCHEMA: Final = "schema"  # the pydantic model's name: Question | StudentAnswer | Grade
 
+# The Teacher's grade as a GenAI evaluation (``gen_ai.evaluation.result`` event, a log record with this
+# event name): ``gen_ai.evaluation.name`` is ``EVALUATION_CORRECTNESS``, ``gen_ai.evaluation.score.label`` the
+# verdict, ``gen_ai.evaluation.score.value`` its score below.
+EVENT_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
+EVALUATION_CORRECTNESS: Final = "correctness"
+VERDICT_SCORES: Final[dict[Verdict, float]] = {"correct": 1.0, "partially_correct": 0.5, "incorrect": 0.0}
+
 # --- attributes (ours; gen_ai.* and error.type come from the semantic conventions) ---------------------
 ATTR_SUBJECT: Final = "quiz.subject"  # bounded: SUBJECTS or OTHER_SUBJECT
 ATTR_DIFFICULTY: Final = "quiz.difficulty"
@@ -88,6 +99,12 @@ METRIC_ERRORS: Final = "quiz.errors"
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
 STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                                 40.96, 81.92)
+
+
+# Seconds, for ``http.server.request.duration`` (an SDK View; the ASGI instrumentation's own buckets end at
+# 10 s): a round is three LLM calls of seconds each, with retries, so its tail reaches minutes.
+REQUEST_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0,
+                                   30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
 
 
 def subject_label(subject: str) -> str:

@@ -31,6 +31,7 @@ def code(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
+EVENTS = {code(r[0])[0]: r for r in table("events")}
 SPANS = {code(r[0])[0].replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")}
 METRICS = {code(r[0])[0]: r for r in table("metrics")}
 ALSO = set(code(DOC.split("Also emitted by the instrumentations", 1)[1].split("\n\n", 1)[0]))
@@ -106,6 +107,21 @@ def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLP
         assert "error.type" in documented_attributes(name)[2]
 
 
+def test_every_documented_event_is_emitted_under_its_parent_with_its_attributes(played: OTLPReceiver) -> None:
+    good = played.good_trace  # type: ignore[attr-defined]
+    spans = {s.span_id: s.name for s in played.trace(good)}
+    for name, (_, parent, _, attributes) in EVENTS.items():
+        (event,) = played.wait_for(lambda n=name: [e for e in played.events(n) if e.trace_id == good])
+        assert spans[event.span_id] == code(parent)[0], name
+        always = {a.split("=")[0] for a in code(attributes.split("; with content capture")[0])
+                  if re.match(r"[a-z_]+\.[a-z_.]+", a)}
+        assert always <= set(event.attributes), (name, always - set(event.attributes))
+        optional = {a for a in code(attributes.split("; with content capture")[-1]) if re.match(r"[a-z_]+\.", a)}
+        assert set(event.attributes) <= always | optional, name
+    assert not played.events("gen_ai.evaluation.result") or all(
+        e.trace_id != played.failed_trace for e in played.events("gen_ai.evaluation.result"))  # type: ignore[attr-defined]
+
+
 def test_every_documented_metric_arrives_with_its_instrument_unit_and_labels(played: OTLPReceiver) -> None:
     points = played.metric_points()
     for name, (_, instrument, unit, attributes, _) in METRICS.items():
@@ -138,12 +154,11 @@ def test_error_types_on_metrics_are_the_documented_ones(played: OTLPReceiver) ->
     errors = played.wait_for(lambda: {p.attributes["error.type"] for p in played.metric_points()
                                       if p.name == "quiz.errors"} >= {"upstream", "session_not_found"} and
                              [p for p in played.metric_points() if p.name == "quiz.errors"])
-    documented = set(code(METRICS["quiz.errors"][3])) - {"error.type"}
-    assert {p.attributes["error.type"] for p in errors} <= documented
+    assert {p.attributes["error.type"] for p in errors} <= documented_error_types()
 
 
 def documented_error_types() -> set[str]:
-    return set(code(METRICS["quiz.errors"][3])) - {"error.type"}
+    return {c for c in code(METRICS["quiz.errors"][3]) if "." not in c}
 
 
 def test_error_types_are_one_set_in_code_and_docs() -> None:
@@ -169,14 +184,18 @@ def test_the_subject_list_is_defined_once() -> None:
 
 
 def error_counts(otlp: OTLPReceiver, case: str) -> dict[str, float]:
-    """The latest cumulative ``quiz.errors`` value per ``error.type`` of the app tagged ``test.case=case``."""
-    latest: dict[str, tuple[int, float]] = {}
+    """The latest cumulative ``quiz.errors`` value per ``error.type`` (summed over routes) of the app tagged
+    ``test.case=case``."""
+    latest: dict[tuple[str, str], tuple[int, float]] = {}
     for p in otlp.metric_points():
         if p.name == "quiz.errors" and p.resource.get("test.case") == case:
-            key = p.attributes["error.type"]
+            key = (p.attributes["error.type"], p.attributes.get("http.route", ""))
             if p.time_ns >= latest.get(key, (0, 0.0))[0]:
                 latest[key] = (p.time_ns, p.value)
-    return {key: value for key, (_, value) in latest.items()}
+    totals: dict[str, float] = {}
+    for (error_type, _), (_, value) in latest.items():
+        totals[error_type] = totals.get(error_type, 0.0) + value
+    return totals
 
 
 def test_every_failure_is_counted_once_under_its_documented_error_type(

@@ -147,7 +147,8 @@ def test_resource_attributes_give_the_documented_role_name_and_job() -> None:
     for ref in ("K8S_POD_NAME", "K8S_NAMESPACE_NAME", "K8S_NODE_NAME"):
         names = list(variables)
         assert names.index(ref) < names.index("OTEL_RESOURCE_ATTRIBUTES")  # $(VAR) needs VAR defined first
-    assert set(variables["OTEL_SEMCONV_STABILITY_OPT_IN"]["value"].split(",")) == {"http/dup",
+    # The stable HTTP names only: the azuremonitor exporter maps nothing else (docs/telemetry.md).
+    assert set(variables["OTEL_SEMCONV_STABILITY_OPT_IN"]["value"].split(",")) == {"http",
                                                                                    "gen_ai_latest_experimental"}
     assert variables["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"]["value"] == "NO_CONTENT"
 
@@ -257,9 +258,20 @@ def test_pipelines_route_traces_and_metrics_where_the_contract_says() -> None:
             assert "cumulativetodelta" in pipeline["processors"], "App Insights needs delta metrics"
         if "prometheus" in pipeline["exporters"]:
             assert "cumulativetodelta" not in pipeline["processors"], "Prometheus needs cumulative metrics"
-    assert by_signal == {"traces": {"azuremonitor"}, "metrics": {"prometheus", "azuremonitor"}}
+    # logs: the gen_ai.evaluation.result events, to App Insights' `traces` table.
+    assert by_signal == {"traces": {"azuremonitor"}, "metrics": {"prometheus", "azuremonitor"},
+                         "logs": {"azuremonitor"}}
     prometheus = collector()["spec"]["config"]["exporters"]["prometheus"]
     assert prometheus["endpoint"].endswith(":8889") and prometheus["resource_to_telemetry_conversion"]["enabled"]
+
+
+def test_delta_state_is_forgotten_for_series_that_went_away() -> None:
+    """cumulativetodelta keeps a state per series; without max_staleness it grows with every restarted pod."""
+    staleness = collector()["spec"]["config"]["processors"]["cumulativetodelta"]["max_staleness"]
+    minutes = int(staleness.removesuffix("m"))
+    export_s = int(dict((e["name"], e.get("value")) for e in container()["env"])["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000
+    assert 10 <= minutes <= 60 and minutes * 60 >= 20 * export_s  # far longer than an export gap, not forever
+    assert f"max_staleness: {staleness}" in (ROOT / "docs" / "telemetry.md").read_text()
 
 
 def test_the_connection_string_comes_from_the_documented_secret() -> None:

@@ -49,15 +49,18 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
     steps = [a.attributes["quiz.step"] for a in sorted(agents, key=lambda s: s.start_ns)]
     assert steps == ["ask", "answer", "grade"]
 
-    # App Insights maps the server span with the old HTTP keys, Prometheus wants the new ones: both (http/dup).
-    assert server.attributes["http.method"] == "POST" and server.attributes["http.request.method"] == "POST"
-    assert server.attributes["http.status_code"] == 200 and server.attributes["http.route"] == "/ask"
+    # The stable HTTP names, which the azuremonitor exporter maps to `requests`; not the old ones, which it
+    # would only copy into customDimensions (OTEL_SEMCONV_STABILITY_OPT_IN=http, not http/dup).
+    assert server.attributes["http.request.method"] == "POST" and server.attributes["http.route"] == "/ask"
+    assert server.attributes["http.response.status_code"] == 200
+    assert not {"http.method", "http.status_code", "http.target", "http.url"} & set(server.attributes)
 
     # GenAI semantic conventions.
     for chat in chats:
         assert chat.attributes["gen_ai.operation.name"] == "chat"
         assert chat.attributes["gen_ai.request.model"] == "gpt-5.2-chat"
-        assert chat.attributes["gen_ai.provider.name"] == "openai"
+        # One conversation end to end: the spans that carry tokens name the session too.
+        assert chat.attributes["gen_ai.conversation.id"] == body["session_id"]
         assert chat.attributes["gen_ai.usage.input_tokens"] > 0
         assert chat.attributes["gen_ai.usage.output_tokens"] > 0
     for agent in agents:
@@ -70,6 +73,19 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
     assert workflow.attributes["quiz.difficulty"] == "hard"
     assert workflow.attributes["quiz.verdict"] == "partially_correct"
     assert workflow.attributes["gen_ai.usage.input_tokens"] == body["usage"]["input_tokens"]
+    # One provider per call: the workflow, its agents and their chat spans agree.
+    assert {s.attributes["gen_ai.provider.name"] for s in [workflow, *agents, *chats]} == {"openai"}
+
+    # The Teacher's grade is an evaluation, parented to the round (GenAI gen_ai.evaluation.result event).
+    (grade,) = telemetry_env.wait_for(lambda: [e for e in telemetry_env.events("gen_ai.evaluation.result")
+                                               if e.trace_id == body["trace_id"]])
+    assert grade.span_id == workflow.span_id
+    assert grade.attributes["gen_ai.evaluation.name"] == "correctness"
+    assert grade.attributes["gen_ai.evaluation.score.label"] == "partially_correct"
+    assert grade.attributes["gen_ai.evaluation.score.value"] == 0.5
+    assert grade.attributes["gen_ai.conversation.id"] == body["session_id"]
+    assert "gen_ai.evaluation.explanation" not in grade.attributes  # content: off unless captured
+    assert grade.resource["service.name"] == "question-app"
 
     # Resource: the standard variables are honoured.
     assert server.resource["service.name"] == "question-app"
@@ -151,10 +167,42 @@ def test_a_failed_round_is_marked_on_its_spans_and_counted(client: TestClient, t
     spans = by_name(telemetry_env.wait_for(lambda: (s := telemetry_env.trace(trace_id)) and len(s) >= 4 and s))
     (workflow,) = spans["invoke_workflow quiz"]
     assert workflow.status_code == 2 and workflow.attributes["error.type"] == "rate_limited"
-    assert spans["POST /ask"][0].attributes["http.status_code"] == 503
+    assert spans["POST /ask"][0].attributes["http.response.status_code"] == 503
     assert all(c.status_code == 2 for c in spans["chat gpt-5.2-chat"])
     errors = telemetry_env.wait_for(lambda: [p for p in telemetry_env.metric_points() if p.name == "quiz.errors"])
-    assert {p.attributes["error.type"] for p in errors} == {"rate_limited"}
+    assert {(p.attributes["error.type"], p.attributes["http.route"]) for p in errors} == {("rate_limited", "/ask")}
+    # An exception event on the failed spans is what App Insights turns into `exceptions` rows.
+    assert any(e.name == "exception" for c in spans["chat gpt-5.2-chat"] + spans["invoke_agent teacher"]
+               for e in c.events)
+    assert not telemetry_env.events("gen_ai.evaluation.result")  # nothing was graded
+
+
+def test_a_failed_streamed_round_is_a_failed_request_on_its_server_span(
+        client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI) -> None:
+    """The stream answered 200 before the round failed: the server span and quiz.errors still say it failed."""
+    fake_llm.fail_next(Fault("status", 500), times=2)
+    with client.stream("POST", "/ask", json={"subject": "math"}, headers={"Accept": "text/event-stream"}) as r:
+        text = "".join(r.iter_text())
+    assert r.status_code == 200 and "event: error" in text
+    trace_id = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])["trace_id"]
+    spans = by_name(telemetry_env.wait_for(lambda: (s := telemetry_env.trace(trace_id)) and len(s) >= 4 and s))
+    (server,) = spans["POST /ask"]
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.status_code == 2 and server.attributes["error.type"] == "upstream"
+    errors = telemetry_env.wait_for(lambda: [p for p in telemetry_env.metric_points() if p.name == "quiz.errors"])
+    assert {(p.attributes["error.type"], p.attributes["http.route"]) for p in errors} == {("upstream", "/ask")}
+
+
+def test_the_grades_explanation_is_content_and_follows_the_capture_switch(
+        make_client, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    fake_llm.script("Grade", verdict="incorrect", feedback="Close, but 7 × 8 is 56.")
+    body = make_client().post("/ask", json={}).json()
+    (grade,) = telemetry_env.wait_for(lambda: [e for e in telemetry_env.events("gen_ai.evaluation.result")
+                                               if e.trace_id == body["trace_id"]])
+    assert grade.attributes["gen_ai.evaluation.explanation"] == body["feedback"] == "Close, but 7 × 8 is 56."
+    assert (grade.attributes["gen_ai.evaluation.score.label"], grade.attributes["gen_ai.evaluation.score.value"]) \
+        == ("incorrect", 0.0)
 
 
 def test_incoming_trace_context_is_continued(client: TestClient, telemetry_env: OTLPReceiver) -> None:
@@ -180,10 +228,11 @@ def test_a_collector_that_is_down_or_slow_never_slows_ask(make_client, telemetry
     assert max(durations) < 1.0, durations
 
 
-def test_shutdown_flushes_pending_spans_and_metrics(make_client, telemetry_env: OTLPReceiver,
+def test_shutdown_flushes_pending_spans_events_and_metrics(make_client, telemetry_env: OTLPReceiver,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Nothing would be exported for a minute: only the shutdown flush can deliver these.
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "60000")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
     client = make_client()
     trace_id = client.post("/ask", json={}).json()["trace_id"]
@@ -191,6 +240,7 @@ def test_shutdown_flushes_pending_spans_and_metrics(make_client, telemetry_env: 
     assert telemetry_env.trace(trace_id) == []
     client.__exit__(None, None, None)  # lifespan shutdown, as on SIGTERM
     assert len(telemetry_env.trace(trace_id)) == 8
+    assert [e.trace_id for e in telemetry_env.events("gen_ai.evaluation.result")] == [trace_id]
     assert "quiz.rounds" in telemetry_env.metric_names()
 
 

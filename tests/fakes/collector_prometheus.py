@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -49,8 +50,11 @@ def series_labels(point: MetricPoint) -> dict[str, str]:
 class CollectorExposition:
     """Serve ``/metrics`` on 127.0.0.1 from ``receiver``'s latest points, as the Collector would."""
 
-    def __init__(self, receiver: OTLPReceiver) -> None:
+    def __init__(self, receiver: OTLPReceiver,
+                 transform: Callable[[list[MetricPoint]], list[MetricPoint]] | None = None) -> None:
+        """``transform``: rewrite the received points first (e.g. to play a newer instrumentation's names)."""
         self.receiver = receiver
+        self.transform = transform or (lambda points: points)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
         self._server: WSGIServer = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
@@ -69,11 +73,14 @@ class CollectorExposition:
         self._server.server_close()
 
     def names(self) -> set[str]:
-        return {prometheus_name(p.name, p.unit, instrument(p)) for p in self.receiver.metric_points()}
+        return {prometheus_name(p.name, p.unit, instrument(p)) for p in self.points()}
+
+    def points(self) -> list[MetricPoint]:
+        return self.transform(self.receiver.metric_points())
 
     def collect(self):  # prometheus_client custom-collector protocol
         latest: dict[tuple, MetricPoint] = {}
-        for p in self.receiver.metric_points():
+        for p in self.points():
             key = (p.name, tuple(sorted(series_labels(p).items())))
             if key not in latest or p.time_ns >= latest[key].time_ns:
                 latest[key] = p

@@ -1,7 +1,8 @@
 """A real OTLP/gRPC receiver on 127.0.0.1: the Collector's side of the wire, for tests.
 
-It implements the two OTLP services the app exports to (``TraceService/Export`` and
-``MetricsService/Export`` from opentelemetry-proto, https://opentelemetry.io/docs/specs/otlp/) with
+It implements the three OTLP services the app exports to (``TraceService/Export``,
+``MetricsService/Export`` and ``LogsService/Export`` from opentelemetry-proto,
+https://opentelemetry.io/docs/specs/otlp/) with
 ``grpcio``, keeps every request it accepted, and flattens spans and metric names for assertions.
 It can also refuse (``UNAVAILABLE``) or stall exports, to play a Collector that is down or slow.
 """
@@ -12,10 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -37,6 +39,13 @@ def _attrs(kvs: Any) -> dict[str, Any]:
 
 
 @dataclass
+class SpanEvent:
+    name: str
+    attributes: dict[str, Any]
+    time_ns: int
+
+
+@dataclass
 class Span:
     """One received span, flattened: ids as lowercase hex, kind as its name, attributes as a dict."""
 
@@ -51,6 +60,23 @@ class Span:
     status_code: int
     start_ns: int
     end_ns: int
+    events: list[SpanEvent] = field(default_factory=list)
+    status_message: str = ""
+
+
+@dataclass
+class LogRecord:
+    """One received log record (an event when ``event_name`` is set), flattened like ``Span``."""
+
+    event_name: str
+    body: Any
+    severity_number: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    trace_id: str
+    span_id: str
+    time_ns: int
 
 
 @dataclass
@@ -74,6 +100,7 @@ class OTLPReceiver:
     def __init__(self) -> None:
         self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
         self.refuse = False  # answer UNAVAILABLE, as a Collector that is restarting
         self.delay_s = 0.0  # stall each export, as a slow Collector
         self._lock = threading.Lock()
@@ -94,7 +121,15 @@ class OTLPReceiver:
                     receiver.metric_requests.append(request)
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request, context):  # noqa: N802
+                receiver._gate(context)
+                with receiver._lock:
+                    receiver.log_requests.append(request)
+                return logs_service_pb2.ExportLogsServiceResponse()
+
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self._server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
@@ -119,6 +154,7 @@ class OTLPReceiver:
         with self._lock:
             self.trace_requests.clear()
             self.metric_requests.clear()
+            self.log_requests.clear()
 
     # -- views -------------------------------------------------------------------------------
     def spans(self) -> list[Span]:
@@ -133,8 +169,22 @@ class OTLPReceiver:
                         out.append(Span(s.name, SPAN_KINDS[s.kind], s.trace_id.hex(), s.span_id.hex(),
                                         s.parent_span_id.hex(), _attrs(s.attributes), resource,
                                         ss.scope.name, s.status.code, s.start_time_unix_nano,
-                                        s.end_time_unix_nano))
+                                        s.end_time_unix_nano,
+                                        [SpanEvent(e.name, _attrs(e.attributes), e.time_unix_nano) for e in s.events],
+                                        s.status.message))
         return out
+
+    def logs(self) -> list[LogRecord]:
+        with self._lock:
+            requests = list(self.log_requests)
+        return [LogRecord(r.event_name, _value(r.body) if r.HasField("body") else None, r.severity_number,
+                          _attrs(r.attributes), _attrs(rl.resource.attributes), sl.scope.name, r.trace_id.hex(),
+                          r.span_id.hex(), r.time_unix_nano)
+                for request in requests for rl in request.resource_logs for sl in rl.scope_logs
+                for r in sl.log_records]
+
+    def events(self, name: str) -> list[LogRecord]:
+        return [r for r in self.logs() if r.event_name == name]
 
     def trace(self, trace_id: str) -> list[Span]:
         return [s for s in self.spans() if s.trace_id == trace_id]

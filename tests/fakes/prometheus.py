@@ -72,3 +72,11 @@ class PrometheusServer:
         r = httpx.get(f"{self.url}/api/v1/label/{label}/values", params={"match[]": match}, timeout=10)
         return r.json()["data"]
 
+
+    def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict]:
+        """``/api/v1/query_range``: what a Grafana panel draws (``values``: ``[[unix time, "value"], …]``)."""
+        r = httpx.get(f"{self.url}/api/v1/query_range",
+                      params={"query": expr, "start": start, "end": end, "step": step_s}, timeout=10)
+        body = r.json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
