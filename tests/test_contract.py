@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from app.errors import QuizError
 from telemetry import contract
 from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes.otlp_receiver import LogRecord, OTLPReceiver
 from tests.promnames import prometheus_name
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "telemetry.md").read_text()
@@ -110,8 +111,11 @@ def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLP
 def test_every_documented_event_is_emitted_under_its_parent_with_its_attributes(played: OTLPReceiver) -> None:
     good = played.good_trace  # type: ignore[attr-defined]
     spans = {s.span_id: s.name for s in played.trace(good)}
+    def of_good_round(name: str) -> list[LogRecord]:
+        return [e for e in played.events(name) if e.trace_id == good]
+
     for name, (_, parent, _, attributes) in EVENTS.items():
-        (event,) = played.wait_for(lambda n=name: [e for e in played.events(n) if e.trace_id == good])
+        (event,) = played.wait_for(partial(of_good_round, name))
         assert spans[event.span_id] == code(parent)[0], name
         always = {a.split("=")[0] for a in code(attributes.split("; with content capture")[0])
                   if re.match(r"[a-z_]+\.[a-z_.]+", a)}
