@@ -115,19 +115,24 @@ TELEMETRY_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BLRP_SCHEDULE_DELAY": "
 
 
 @contextmanager
-def observed(otlp: OTLPReceiver, llm: FakeOpenAI, scrape_interval: str = "1s", **env: str):
+def observed(otlp: OTLPReceiver, llm: FakeOpenAI, scrape_interval: str = "1s", case: str | None = None, **env: str):
     """The service (a TestClient) exporting to ``otlp``, exposed as the Collector would, scraped by a real
-    Prometheus: yields ``(client, prometheus, exposition)``."""
+    Prometheus: yields ``(client, prometheus, exposition)``. With ``case``, the app's resource says
+    ``test.case=<case>`` and only its metrics are exposed (the module's ``scraped`` app exports meanwhile)."""
     from app.main import create_app
     from tests.conftest import settings_for
 
     mp = pytest.MonkeyPatch()
-    for name, value in {**TELEMETRY_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, **env}.items():
+    variables = {**TELEMETRY_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, **env}
+    if case:
+        variables["OTEL_RESOURCE_ATTRIBUTES"] += f",test.case={case}"
+    for name, value in variables.items():
         mp.setenv(name, value)
     otlp.clear()
     llm.clear()
     try:
-        with CollectorExposition(otlp) as exposition, \
+        with CollectorExposition(otlp, (lambda points: [p for p in points if p.resource.get("test.case") == case])
+                                 if case else None) as exposition, \
                 PrometheusServer([exposition.target], scrape_interval=scrape_interval) as prometheus, \
                 TestClient(create_app(settings_for(llm, llm_timeout_s=30.0))) as client:
             prometheus.wait_for_scrape()
@@ -469,7 +474,7 @@ def test_the_latency_panel_sees_rounds_longer_than_the_asgi_default_buckets(otlp
                                                                            llm_server: FakeOpenAI) -> None:
     """The ASGI instrumentation's buckets end at 10 s, where p99 of real rounds would sit flat."""
     (p99,) = [t for t in panel("Latency p50 / p95 / p99")["targets"] if "0.99" in t["expr"]]
-    with observed(otlp, llm_server) as (client, prometheus, _):
+    with observed(otlp, llm_server, case="slow-rounds") as (client, prometheus, _):
         def requests_scraped() -> float:
             result = prometheus.query('sum(http_server_request_duration_seconds_count{http_route="/ask"})')
             return float(result[0]["value"][1]) if result else 0.0
@@ -504,7 +509,7 @@ def test_rate_panels_neither_gap_nor_step_at_the_production_timing(otlp: OTLPRec
     """The manifests' export interval, scrape interval and rate window, all divided by 30: under steady
     traffic every point of a rate panel has a value above zero."""
     export_s, scrape_s, window_s = (value / 30 for value in production_timing())
-    with observed(otlp, llm_server, scrape_interval=f"{scrape_s:g}s",
+    with observed(otlp, llm_server, scrape_interval=f"{scrape_s:g}s", case="production-timing",
                   OTEL_METRIC_EXPORT_INTERVAL=str(int(export_s * 1000))) as (client, prometheus, _):
         started = time.time()
         while time.time() < started + 6 * window_s + 4:
