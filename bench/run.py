@@ -30,9 +30,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.fakes import free_port  # noqa: E402
-from tests.fakes.otlp_receiver import OTLPReceiver  # noqa: E402
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver  # noqa: E402
 
-SPANS_PER_ROUND = 8  # POST /ask, invoke_workflow, 3 × invoke_agent, 3 × chat
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

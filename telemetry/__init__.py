@@ -10,6 +10,8 @@ see docs/telemetry.md "Timing"), ``OTEL_EXPORTER_OTLP_TIMEOUT``.
 
 Instrumentation (libraries, not ours):
 - ``opentelemetry-instrumentation-fastapi``: the ``POST /ask`` SERVER span, ``http.server.*`` metrics.
+- ``opentelemetry-instrumentation-langchain``: the LangGraph run — a graph span and an ``execute_task`` span
+  per node — with its LLM spans and metrics left out (``GenAISpans``, ``METRIC_VIEWS``).
 - ``opentelemetry-instrumentation-openai-v2``: a ``chat {model}`` CLIENT span per LLM call with ``gen_ai.*``
   attributes, and the ``gen_ai.client.operation.duration`` / ``gen_ai.client.token.usage`` metrics.
 - ``opentelemetry-instrumentation-system-metrics``: process CPU and memory.
@@ -33,6 +35,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.callbacks.base import BaseCallbackManager
+from langgraph.pregel import Pregel
+from langgraph.types import Command
 from opentelemetry import trace
 from opentelemetry._logs import Logger
 from opentelemetry.context import Context
@@ -40,27 +45,31 @@ from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
 from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import SpanKind, Tracer
 
 from telemetry.contract import REQUEST_DURATION_BUCKETS, QuizInstruments
-from telemetry.evaluations import Evaluations
+from telemetry.evaluations import Evaluations, content_capture_on
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "question-app"
+TRACER_NAME = "question-app"  # the instrumentation scope of our own spans, metrics and events
+LANGCHAIN_SCOPE = "opentelemetry.instrumentation.langchain"
 DEFAULT_SEMCONV_OPT_IN = "http,gen_ai_latest_experimental"
 PROCESS_METRICS = {  # opentelemetry-instrumentation-system-metrics config: this process only, not the node
     "process.cpu.time": ["user", "system"],
@@ -81,30 +90,107 @@ METRIC_VIEWS = [
     *(View(instrument_name=name, aggregation=DropAggregation()) for name in (
         "http.server.duration", "http.server.request.size", "http.server.response.size")),
     View(instrument_name="http.server.active_requests", attribute_keys={"http.request.method", "url.scheme"}),
+    # opentelemetry-instrumentation-langchain records gen_ai.client.* for every LLM call too, with the unit
+    # "token" instead of "{token}" and without the required gen_ai.operation.name: openai-v2's are kept.
+    View(meter_name=LANGCHAIN_SCOPE, aggregation=DropAggregation()),
 ]
 
 
-class GenAISpanContext(SpanProcessor):
-    """Gives a GenAI span started beneath one of ours the conversation and provider of the span it runs in.
+class GenAISpans(SpanProcessor):
+    """The GenAI spans of a round as one story, in front of the exporting processor ``inner``.
 
-    The instrumentation's ``chat`` spans know neither the session (``gen_ai.conversation.id``, which session
-    views in App Insights and Langfuse group by) nor that ``openai`` is Azure OpenAI here: both are copied from
-    the enclosing ``invoke_agent`` span when the chat span starts, so one LLM call says the same
-    ``gen_ai.provider.name`` on its workflow, agent and chat spans.
+    - A ``chat`` span of ``opentelemetry-instrumentation-openai-v2`` knows neither the session
+      (``gen_ai.conversation.id``, which session views in App Insights and Langfuse group by) nor that
+      ``openai`` is Azure OpenAI here: when a GenAI span starts beneath one of ours (``invoke_agent``), both are
+      copied from it, so one LLM call says the same ``gen_ai.provider.name`` on its workflow, agent and chat
+      spans.
+    - ``opentelemetry-instrumentation-langchain`` traces the LangGraph run (the graph, ``execute_task`` per
+      node) and each LLM call again: its LLM spans are not exported (openai-v2's ``chat`` spans are closer to
+      the conventions: span name, units, required attributes — measured, docs/telemetry.md), and its spans
+      name the framework (``langgraph``) as ``gen_ai.provider.name``; they are exported with the round's provider.
     """
 
-    KEYS = (GenAI.GEN_AI_CONVERSATION_ID, GenAI.GEN_AI_PROVIDER_NAME)
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+        self._providers: dict[int, str] = {}  # trace id → provider of a round in progress (our workflow span)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Copy ``KEYS`` from the parent span onto ``span`` if both are GenAI spans (``gen_ai.operation.name``)."""
-        if GenAI.GEN_AI_OPERATION_NAME not in (span.attributes or {}):
-            return
-        parent = getattr(trace.get_current_span(parent_context), "attributes", None)
-        if not parent or GenAI.GEN_AI_OPERATION_NAME not in parent:
-            return
-        for key in self.KEYS:
-            if key in parent:
-                span.set_attribute(key, parent[key])
+        """Copy the conversation and provider from our enclosing span; remember the provider of a round."""
+        attributes = span.attributes or {}
+        if GenAI.GEN_AI_OPERATION_NAME in attributes:
+            parent = trace.get_current_span(parent_context)
+            inherited = getattr(parent, "attributes", None) or {}
+            if _scope(parent) == TRACER_NAME and GenAI.GEN_AI_OPERATION_NAME in inherited:
+                for key in (GenAI.GEN_AI_CONVERSATION_ID, GenAI.GEN_AI_PROVIDER_NAME):
+                    if key in inherited:
+                        span.set_attribute(key, inherited[key])
+            elif _scope(span) == TRACER_NAME and GenAI.GEN_AI_PROVIDER_NAME in attributes:
+                self._providers[span.context.trace_id] = str(attributes[GenAI.GEN_AI_PROVIDER_NAME])
+        self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Drop LangChain's LLM spans, give LangChain's graph spans the round's provider, export the rest."""
+        trace_id = span.context.trace_id if span.context else 0
+        if _scope(span) == LANGCHAIN_SCOPE:
+            if span.kind is SpanKind.CLIENT:
+                return
+            provider = self._providers.get(trace_id)
+            attributes = span.attributes or {}
+            if provider and attributes.get(GenAI.GEN_AI_PROVIDER_NAME) not in (None, provider):
+                span = ReadableSpan(
+                    span.name, span.context, span.parent, span.resource,
+                    {**attributes, GenAI.GEN_AI_PROVIDER_NAME: provider}, span.events, span.links, span.kind,
+                    status=span.status, start_time=span.start_time, end_time=span.end_time,
+                    instrumentation_scope=span.instrumentation_scope)
+        elif _scope(span) == TRACER_NAME and span.parent and (span.attributes or {}).get(
+                GenAI.GEN_AI_OPERATION_NAME) == GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value:
+            self._providers.pop(trace_id, None)
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        """Shut the exporting processor down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the exporting processor."""
+        return self.inner.force_flush(timeout_millis)
+
+
+def _scope(span: object) -> str | None:
+    scope = getattr(span, "instrumentation_scope", None)
+    return scope.name if scope is not None else None
+
+
+class LangChainRuns(LangchainInstrumentor):
+    """``opentelemetry-instrumentation-langchain``, undone completely on ``uninstrument()``.
+
+    0.62.4 unwraps class methods by dotted names (``"BaseCallbackManager.__init__"``) that
+    ``opentelemetry.instrumentation.utils.unwrap()`` does not resolve, so its wrappers — bound to the first
+    tracer provider — stay, and a later app in the same process (tests, a reloaded worker) would trace its
+    LangGraph runs twice, once into a provider that was shut down.
+    """
+
+    WRAPPED = ((BaseCallbackManager, "__init__"), (Pregel, "stream"), (Pregel, "astream"), (Command, "__init__"))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        super()._uninstrument(**kwargs)
+        for owner, name in self.WRAPPED:
+            if hasattr(getattr(owner, name), "__wrapped__"):
+                unwrap(owner, name)
+
+
+# Instrumentors are process-wide singletons: the app that instrumented each one last (its tracer provider).
+_OWNERS: dict[type, TracerProvider] = {}
+
+
+def take_over(instrumentor: Any, owner: TracerProvider, **providers: Any) -> Any:
+    """Instrument with ``providers``, first undoing another app's instrumentation in this process (tests,
+    a factory called twice): the newest app's providers win, and only the owner undoes it on shutdown."""
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(**providers)
+    _OWNERS[type(instrumentor)] = owner
+    return instrumentor
 
 
 def current_trace_id() -> str | None:
@@ -159,7 +245,9 @@ class Telemetry:
         """
         started = time.monotonic()
         for instrumentor in self._instrumentors:
-            instrumentor.uninstrument()
+            if _OWNERS.get(type(instrumentor)) is self.tracer_provider:  # not taken over by a newer app
+                instrumentor.uninstrument()
+                del _OWNERS[type(instrumentor)]
         self._instrumentors.clear()
         watchdog = threading.Timer(timeout_s, self._abort_exports)
         watchdog.daemon = True
@@ -194,35 +282,34 @@ def configure(service_version: str) -> Telemetry:
     exporting = not sdk_disabled()
 
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(GenAISpanContext())
     logger_provider = LoggerProvider(resource=resource)
     readers: list[MetricReader] = []
     exporters: list[Any] = []
     if exporting:
         exporters = [OTLPSpanExporter(), OTLPMetricExporter(), OTLPLogExporter()]
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporters[0]))
+        tracer_provider.add_span_processor(GenAISpans(BatchSpanProcessor(exporters[0])))
         readers.append(PeriodicExportingMetricReader(exporters[1]))
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporters[2]))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=METRIC_VIEWS)
 
-    instrumentors: list[Any] = []
-    openai = OpenAIInstrumentor()
-    if not openai.is_instrumented_by_opentelemetry:
-        openai.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
-                          logger_provider=logger_provider)
-        instrumentors.append(openai)
-    system = SystemMetricsInstrumentor(config=PROCESS_METRICS)
-    if not system.is_instrumented_by_opentelemetry:
-        system.instrument(meter_provider=meter_provider)
-        instrumentors.append(system)
+    # The LangGraph run (graph and node spans). Its content switch follows ours; it sends no trace headers to
+    # the LLM (that would change every request to Azure OpenAI, and the chat span already links the call).
+    os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if content_capture_on() else "false"
+    instrumentors = [
+        take_over(LangChainRuns(disable_trace_context_propagation=True), tracer_provider,
+                  tracer_provider=tracer_provider, meter_provider=meter_provider),
+        take_over(OpenAIInstrumentor(), tracer_provider, tracer_provider=tracer_provider,
+                  meter_provider=meter_provider, logger_provider=logger_provider),
+        take_over(SystemMetricsInstrumentor(config=PROCESS_METRICS), tracer_provider, meter_provider=meter_provider),
+    ]
 
-    meter = meter_provider.get_meter("question-app", service_version)
-    events: Logger = logger_provider.get_logger("question-app", service_version)
+    meter = meter_provider.get_meter(TRACER_NAME, service_version)
+    events: Logger = logger_provider.get_logger(TRACER_NAME, service_version)
     telemetry = Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         logger_provider=logger_provider,
-        tracer=tracer_provider.get_tracer("question-app", service_version),
+        tracer=tracer_provider.get_tracer(TRACER_NAME, service_version),
         instruments=QuizInstruments.create(meter),
         evaluations=Evaluations(events),
         _instrumentors=instrumentors,

@@ -14,7 +14,7 @@ from app.errors import QuizError
 from telemetry import contract
 from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import LogRecord, OTLPReceiver
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, OTLPReceiver
 from tests.promnames import prometheus_name
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "telemetry.md").read_text()
@@ -33,7 +33,9 @@ def code(cell: str) -> list[str]:
 
 
 EVENTS = {code(r[0])[0]: r for r in table("events")}
-SPANS = {code(r[0])[0].replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")}
+NODES = ("teacher_ask", "student_answer", "teacher_grade")  # the graph's nodes (graphs/graph.py)
+SPANS = {name.replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")
+         for name in ([code(r[0])[0].replace("{node}", n) for n in NODES] if "{node}" in r[0] else [code(r[0])[0]])}
 METRICS = {code(r[0])[0]: r for r in table("metrics")}
 ALSO = set(code(DOC.split("Also emitted by the instrumentations", 1)[1].split("\n\n", 1)[0]))
 DROPPED = {"http.server.duration", "http.server.request.size", "http.server.response.size"}
@@ -46,7 +48,7 @@ def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI
     failed = client.post("/ask", json={"subject": "math"})
     assert failed.status_code == 502
     assert client.post("/ask", json={"session_id": "Z" * 22}).status_code == 404
-    telemetry_env.wait_for(lambda: len(telemetry_env.trace(good["trace_id"])) == 8)
+    telemetry_env.wait_for(lambda: len(telemetry_env.trace(good["trace_id"])) == SPANS_PER_ROUND)
     telemetry_env.wait_for(lambda: set(METRICS) <= telemetry_env.metric_names())
     telemetry_env.good_trace = good["trace_id"]  # type: ignore[attr-defined]
     telemetry_env.failed_trace = failed.json()["trace_id"]  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ from app.errors import QuizError
 from tests.fakes import wait_until
 from tests.fakes.collector_prometheus import CollectorExposition
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import LogRecord, MetricPoint, OTLPReceiver, Span
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, MetricPoint, OTLPReceiver, Span
 from tests.fakes.prometheus import PrometheusServer
 from tests.shared import schema
 
@@ -177,7 +177,7 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         time.sleep(3)
         second = burst(client)
         time.sleep(3)
-        otlp.wait_for(lambda: all(len(otlp.trace(t)) == 8 for t in first + second))
+        otlp.wait_for(lambda: all(len(otlp.trace(t)) == SPANS_PER_ROUND for t in first + second))
         otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 8)
         if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
             from tests.render_dashboard import render

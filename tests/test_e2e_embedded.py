@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import HEX32
 from tests.fakes import free_port
-from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver
 from tests.service import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPRece
     assert (two["subject"], two["difficulty"]) == ("math", "easy")
 
     # The same OpenAI-protocol client and instrumentation as production: real LLM spans reach the receiver.
-    spans = otlp.wait_for(lambda: (s := otlp.trace(one["trace_id"])) and len(s) >= 8 and s, timeout_s=20)
+    spans = otlp.wait_for(lambda: (s := otlp.trace(one["trace_id"])) and len(s) >= SPANS_PER_ROUND and s, timeout_s=20)
     chats = [s for s in spans if s.name == "chat smollm2-135m-instruct"]
     assert len(chats) == 3 and all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in chats)
 

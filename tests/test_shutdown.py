@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import CANARY_KEY
 from tests.fakes import free_port, wait_until
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver
 from tests.service import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_sigterm_under_load_finishes_in_flight_rounds_refuses_new_ones_and_flush
         trace_ids = {r.json()["trace_id"] for r in responses}
         spans = [s for s in otlp.spans() if s.resource.get("test.case") == "sigterm"]
         assert {s.trace_id for s in spans} == trace_ids
-        assert len(spans) == 8 * 8  # every span of every round, flushed on the way out
+        assert len(spans) == 8 * SPANS_PER_ROUND  # every span of every round, flushed on the way out
         assert CANARY_KEY not in (tmp_path / "log").read_text()  # not even in the process's debug log
 
 
@@ -92,5 +92,5 @@ def test_a_collector_that_goes_away_mid_load_gets_the_buffered_spans_when_it_ret
         trace_ids.append(r.json()["trace_id"])
     time.sleep(1.5)
     telemetry_env.refuse = False  # and comes back
-    telemetry_env.wait_for(lambda: all(len(telemetry_env.trace(t)) == 8 for t in trace_ids), timeout_s=25)
+    telemetry_env.wait_for(lambda: all(len(telemetry_env.trace(t)) == SPANS_PER_ROUND for t in trace_ids), timeout_s=25)
     assert max(durations) < 1.0  # /ask never waited for the Collector

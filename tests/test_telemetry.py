@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import CANARY_KEY
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import OTLPReceiver, Span
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver, Span
 
 
-def round_trace(otlp: OTLPReceiver, trace_id: str, expected_spans: int = 8) -> list[Span]:
+def round_trace(otlp: OTLPReceiver, trace_id: str, expected_spans: int = SPANS_PER_ROUND) -> list[Span]:
     return otlp.wait_for(lambda: (s := otlp.trace(trace_id)) and len(s) >= expected_spans and s)
 
 
@@ -32,22 +32,38 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
 
     spans = round_trace(telemetry_env, body["trace_id"])
     names = by_name(spans)
-    assert sorted(names) == ["POST /ask", "chat gpt-5.2-chat", "invoke_agent student", "invoke_agent teacher",
-                             "invoke_workflow quiz"]
+    assert sorted(names) == ["POST /ask", "chat gpt-5.2-chat", "execute_task student_answer",
+                             "execute_task teacher_ask", "execute_task teacher_grade", "invoke_agent quiz",
+                             "invoke_agent student", "invoke_agent teacher", "invoke_workflow quiz", "quiz.workflow"]
     (server,) = names["POST /ask"]
     (workflow,) = names["invoke_workflow quiz"]
+    (graph,) = names["invoke_agent quiz"]  # the LangChain instrumentation's, around the LangGraph run
+    (run,) = names["quiz.workflow"]
+    nodes = {n: v[0] for n, v in names.items() if n.startswith("execute_task ")}
+    assert len(nodes) == 3 and all(len(names[n]) == 1 for n in nodes)
     agents = names["invoke_agent teacher"] + names["invoke_agent student"]
     chats = names["chat gpt-5.2-chat"]
     assert (server.kind, workflow.kind, len(agents), len(chats)) == ("SERVER", "INTERNAL", 3, 3)
     assert {a.kind for a in agents} == {"INTERNAL"} and {c.kind for c in chats} == {"CLIENT"}
+    # One LLM span per call (openai-v2's), none from the LangChain instrumentation.
+    assert [s for s in spans if s.kind == "CLIENT"] == chats
+    assert {c.scope for c in chats} != {"opentelemetry.instrumentation.langchain"}
 
-    # Parentage: server → workflow → each agent step → its LLM call.
+    # Parentage: server → workflow → the graph run → a node per step → its agent step → its LLM call.
     assert server.parent_span_id == ""
     assert workflow.parent_span_id == server.span_id
-    assert {a.parent_span_id for a in agents} == {workflow.span_id}
+    assert (graph.parent_span_id, run.parent_span_id) == (workflow.span_id, graph.span_id)
+    assert {n.parent_span_id for n in nodes.values()} == {run.span_id}
+    step_node = {"ask": "teacher_ask", "answer": "student_answer", "grade": "teacher_grade"}
+    for agent in agents:
+        assert agent.parent_span_id == nodes[f"execute_task {step_node[agent.attributes['quiz.step']]}"].span_id
     assert sorted(c.parent_span_id for c in chats) == sorted(a.span_id for a in agents)
     steps = [a.attributes["quiz.step"] for a in sorted(agents, key=lambda s: s.start_ns)]
     assert steps == ["ask", "answer", "grade"]
+    # No content from the LangChain instrumentation either (the graph state holds the reference answer).
+    content = ("traceloop.entity.input", "traceloop.entity.output", "gen_ai.task.input", "gen_ai.task.output",
+               "gen_ai.input", "gen_ai.output", "gen_ai.system_instructions")
+    assert not [k for s in spans for k in s.attributes if k.startswith(content)]
 
     # The stable HTTP names, which the azuremonitor exporter maps to `requests`; not the old ones, which it
     # would only copy into customDimensions (OTEL_SEMCONV_STABILITY_OPT_IN=http, not http/dup).
@@ -73,8 +89,9 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
     assert workflow.attributes["quiz.difficulty"] == "hard"
     assert workflow.attributes["quiz.verdict"] == "partially_correct"
     assert workflow.attributes["gen_ai.usage.input_tokens"] == body["usage"]["input_tokens"]
-    # One provider per call: the workflow, its agents and their chat spans agree.
-    assert {s.attributes["gen_ai.provider.name"] for s in [workflow, *agents, *chats]} == {"openai"}
+    # One provider per call: the workflow, the graph run, its agents and their chat spans agree.
+    assert {s.attributes["gen_ai.provider.name"] for s in spans if "gen_ai.operation.name" in s.attributes} \
+        == {"openai"}
 
     # The Teacher's grade is an evaluation, parented to the round (GenAI gen_ai.evaluation.result event).
     (grade,) = telemetry_env.wait_for(lambda: [e for e in telemetry_env.events("gen_ai.evaluation.result")
@@ -238,9 +255,10 @@ def test_shutdown_flushes_pending_spans_events_and_metrics(make_client, telemetr
     trace_id = client.post("/ask", json={}).json()["trace_id"]
     time.sleep(0.5)
     assert telemetry_env.trace(trace_id) == []
+    assert trace_id not in [e.trace_id for e in telemetry_env.events("gen_ai.evaluation.result")]
     client.__exit__(None, None, None)  # lifespan shutdown, as on SIGTERM
-    assert len(telemetry_env.trace(trace_id)) == 8
-    assert [e.trace_id for e in telemetry_env.events("gen_ai.evaluation.result")] == [trace_id]
+    assert len(telemetry_env.trace(trace_id)) == SPANS_PER_ROUND
+    assert trace_id in [e.trace_id for e in telemetry_env.events("gen_ai.evaluation.result")]
     assert "quiz.rounds" in telemetry_env.metric_names()
 
 
@@ -271,3 +289,21 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable(make_client, tele
     # The budget, plus 1.5 s for the rest of the lifespan's shutdown on a busy 2-core machine; without the
     # bound it would take OTEL_EXPORTER_OTLP_TIMEOUT (10 s) or more.
     assert time.perf_counter() - started < budget + 1.5
+
+
+def test_the_newest_app_in_a_process_owns_the_instrumentation(make_client, telemetry_env: OTLPReceiver,
+                                                               fake_llm: FakeOpenAI) -> None:
+    """Instrumentors are process-wide: an app built before (and never started or shut down) must not keep
+    the LLM and LangGraph spans of the next one, and a closed app must not take them away from it."""
+    from app.main import create_app
+    from tests.conftest import settings_for
+
+    create_app(settings_for(fake_llm))  # built, never started: instrumented first
+    first = make_client()
+    second = make_client()
+    first.__exit__(None, None, None)  # the older app shuts down while the newer one serves
+    body = second.post("/ask", json={}).json()
+    spans = round_trace(telemetry_env, body["trace_id"])
+    assert len(spans) == SPANS_PER_ROUND
+    ids = {s.span_id for s in spans}
+    assert all(s.parent_span_id in ids for s in spans if s.name != "POST /ask")  # one tree, nothing lost

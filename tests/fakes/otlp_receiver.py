@@ -22,6 +22,10 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+# The spans of one played round: POST /ask, invoke_workflow quiz, the LangChain instrumentation's graph span,
+# its workflow span and an execute_task span per node (3), an invoke_agent span per step (3), a chat span per
+# LLM call (3).
+SPANS_PER_ROUND = 13
 SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
 
