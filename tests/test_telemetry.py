@@ -298,7 +298,7 @@ def test_the_newest_app_in_a_process_owns_the_instrumentation(make_client, telem
     from app.main import create_app
     from tests.conftest import settings_for
 
-    create_app(settings_for(fake_llm))  # built, never started: instrumented first
+    idle = create_app(settings_for(fake_llm))  # built, never started: instrumented first
     first = make_client()
     second = make_client()
     first.__exit__(None, None, None)  # the older app shuts down while the newer one serves
@@ -307,3 +307,6 @@ def test_the_newest_app_in_a_process_owns_the_instrumentation(make_client, telem
     assert len(spans) == SPANS_PER_ROUND
     ids = {s.span_id for s in spans}
     assert all(s.parent_span_id in ids for s in spans if s.name != "POST /ask")  # one tree, nothing lost
+    idle.state.telemetry.shutdown(0.5)  # (owns nothing any more: the serving app's spans are unaffected)
+    body = second.post("/ask", json={}).json()
+    assert len(round_trace(telemetry_env, body["trace_id"])) == SPANS_PER_ROUND
