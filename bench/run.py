@@ -253,11 +253,13 @@ def main() -> None:
             received = len(otlp.spans())
             trace_bytes = sum(r.ByteSize() for r in otlp.trace_requests)
             metric_bytes = sum(r.ByteSize() for r in otlp.metric_requests)
+            event_bytes = sum(r.ByteSize() for r in otlp.log_requests)
             rows.append(("spans received / expected after load and shutdown flush",
                          f"{received} / {expected} (lost {expected - received})",
                          f"{played} rounds; shutdown took {stop_s:.1f} s"))
             rows.append(("OTLP bytes per round (content capture off)",
-                         f"{trace_bytes / played / 1024:.1f} KiB spans", f"+ {metric_bytes / 1024:.0f} KiB metrics "
+                         f"{trace_bytes / played / 1024:.1f} KiB spans + {event_bytes / played / 1024:.2f} KiB events",
+                         f"+ {metric_bytes / 1024:.0f} KiB metrics "
                          "in all (periodic, independent of rounds)"))
         finally:
             if service.process.poll() is None:

@@ -5,8 +5,9 @@ Spans, metrics and events (log records) leave over OTLP/gRPC (``OTEL_EXPORTER_OT
 (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/): ``OTEL_SERVICE_NAME``
 (default here ``question-app``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_SAMPLER``,
 ``OTEL_BSP_*`` / ``OTEL_BLRP_*`` (span and log queues, bounded: dropped, never buffered without limit, when the
-Collector is down), ``OTEL_METRIC_EXPORT_INTERVAL`` (ms; the SDK's default 60000, the deployment sets 15000:
-see docs/telemetry.md "Timing"), ``OTEL_EXPORTER_OTLP_TIMEOUT``.
+Collector is down), ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (e.g. ``langchain``: no graph and node spans),
+``OTEL_METRIC_EXPORT_INTERVAL`` (ms; the SDK's default 60000, the deployment sets 15000: see docs/telemetry.md
+"Timing"), ``OTEL_EXPORTER_OTLP_TIMEOUT``.
 
 Instrumentation (libraries, not ours):
 - ``opentelemetry-instrumentation-fastapi``: the ``POST /ask`` SERVER span, ``http.server.*`` metrics.
@@ -18,7 +19,7 @@ Instrumentation (libraries, not ours):
 
 ``OTEL_SEMCONV_STABILITY_OPT_IN`` defaults to ``http,gen_ai_latest_experimental``. ``http``: the stable HTTP
 conventions only — ``http.request.method``, ``http.response.status_code``, ``url.*`` on the server span, which
-are the names the Collector's ``azuremonitor`` exporter (contrib >= 0.139, semconv 1.34) maps to App Insights
+are the names the Collector's ``azuremonitor`` exporter (semconv 1.34 since contrib PR #43703) maps to App Insights
 ``requests`` (name, ``resultCode``, ``success``, ``url``), and ``http.server.request.duration`` in seconds for
 Prometheus. The old names (``http.method``, ``http.status_code`` …, which ``http/dup`` would add) are not mapped
 by that exporter, only copied into ``customDimensions``: bytes for nothing. ``gen_ai_latest_experimental``
@@ -44,6 +45,7 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -295,13 +297,17 @@ def configure(service_version: str) -> Telemetry:
     # The LangGraph run (graph and node spans). Its content switch follows ours; it sends no trace headers to
     # the LLM (that would change every request to Azure OpenAI, and the chat span already links the call).
     os.environ["TRACELOOP_TRACE_CONTENT"] = "true" if content_capture_on() else "false"
-    instrumentors = [
-        take_over(LangChainRuns(disable_trace_context_propagation=True), tracer_provider,
-                  tracer_provider=tracer_provider, meter_provider=meter_provider),
-        take_over(OpenAIInstrumentor(), tracer_provider, tracer_provider=tracer_provider,
-                  meter_provider=meter_provider, logger_provider=logger_provider),
-        take_over(SystemMetricsInstrumentor(config=PROCESS_METRICS), tracer_provider, meter_provider=meter_provider),
+    # OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (the standard variable; entry-point names) turns any of them off.
+    disabled = {name.strip() for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")}
+    wanted: list[tuple[str, Any, dict[str, Any]]] = [
+        ("langchain", LangChainRuns(disable_trace_context_propagation=True),
+         {"tracer_provider": tracer_provider, "meter_provider": meter_provider}),
+        ("openai", OpenAIInstrumentor(),
+         {"tracer_provider": tracer_provider, "meter_provider": meter_provider, "logger_provider": logger_provider}),
+        ("system_metrics", SystemMetricsInstrumentor(config=PROCESS_METRICS), {"meter_provider": meter_provider}),
     ]
+    instrumentors = [take_over(instrumentor, tracer_provider, **providers)
+                     for name, instrumentor, providers in wanted if name not in disabled]
 
     meter = meter_provider.get_meter(TRACER_NAME, service_version)
     events: Logger = logger_provider.get_logger(TRACER_NAME, service_version)
