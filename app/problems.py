@@ -46,6 +46,14 @@ ROUND_ERRORS: dict[int | str, dict[str, Any]] = {
         503: "LLM rate limited, session store unavailable, or too many rounds in progress (see Retry-After)",
         504: "LLM timeout"}.items()}
 
+# The error responses of the session routes.
+SESSION_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
+        401: "API_KEYS is set and no valid key was sent", 404: "Unknown or expired session id",
+        409: "A round of this session is in progress (DELETE waits for it; see Retry-After)",
+        422: "The session id is not one this service makes",
+        503: "The session store is unavailable (see Retry-After)"}.items()}
+
 # Problems the framework raises (routing, body parsing): status → (slug, error.type, what to do).
 _HTTP_PROBLEMS: dict[int, tuple[str, ErrorType, str]] = {
     400: ("bad-request", "validation", "The body could not be parsed: send UTF-8 JSON with "

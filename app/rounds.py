@@ -33,7 +33,7 @@ from app.errors import (
 from app.leases import RoundLeases
 from app.llm import LLM
 from app.messages import is_korean, parse_message
-from app.schemas import AskRequest, Round, Usage
+from app.schemas import AskRequest, Round, Session, SessionRound, Usage
 from app.settings import Settings
 from graphs.context import QuizAgents, QuizContext
 from graphs.events import RoundEvent
@@ -106,15 +106,7 @@ class RoundService:
         previous: dict[str, Any] = {}
         if request.session_id is not None:
             await self._lease(request.session_id, scope)
-            try:
-                state = await self.graph.aget_state(self._config(request.session_id))
-            except STORE_ERRORS as exc:
-                raise self._failure(SessionStoreUnavailable(), exc) from exc
-            if not state.values:
-                raise SessionNotFound(
-                    f"Session {request.session_id!r} does not exist or has expired. Omit session_id to start "
-                    "a new session.")
-            previous = state.values
+            previous = await self._values(request.session_id, "Omit session_id to start a new session.")
         language = (request.language or intent.language or previous.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
         inputs = InputState(
@@ -122,6 +114,36 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset)
         return PreparedRound(request.session_id or new_session_id(), inputs)
+
+    async def session(self, session_id: str) -> Session:
+        """The session's settings and its kept rounds (oldest first). Raises ``SessionNotFound`` (404) and
+        ``SessionStoreUnavailable`` (503)."""
+        values = await self._values(session_id)
+        return Session(session_id=session_id, subject=values["subject"], difficulty=values["difficulty"],
+                       language=values["language"], rounds_played=values.get("round", 0),
+                       rounds=[SessionRound.model_validate(r) for r in values.get("rounds", [])])
+
+    async def forget(self, session_id: str) -> None:
+        """Delete the session with every checkpoint of it, once no round of it is playing (its lease).
+
+        Raises ``RoundInProgress`` (409), ``SessionNotFound`` (404), ``SessionStoreUnavailable`` (503).
+        """
+        async with AsyncExitStack() as scope:
+            await self._lease(session_id, scope)
+            await self._values(session_id)
+            try:
+                await self.checkpointer.adelete_thread(session_id)
+            except STORE_ERRORS as exc:
+                raise self._failure(SessionStoreUnavailable(), exc) from exc
+
+    async def _values(self, session_id: str, hint: str = "Start a new session with POST /ask.") -> dict[str, Any]:
+        try:
+            state = await self.graph.aget_state(self._config(session_id))
+        except STORE_ERRORS as exc:
+            raise self._failure(SessionStoreUnavailable(), exc) from exc
+        if not state.values:
+            raise SessionNotFound(f"Session {session_id!r} does not exist or has expired. {hint}")
+        return state.values
 
     async def _lease(self, session_id: str, scope: AsyncExitStack) -> None:
         owner = secrets.token_hex(8)
@@ -214,7 +236,8 @@ class RoundService:
                            provider=self.llm.gen_ai_provider, model=self.llm.model, tracer=self.telemetry.tracer,
                            step_duration=self.telemetry.instruments.step_duration,
                            structured_output_attempts=self.settings.structured_output_attempts,
-                           call_deadline_s=self.settings.llm_call_deadline_s)
+                           call_deadline_s=self.settings.llm_call_deadline_s,
+                           rounds_kept=self.settings.session_rounds_kept)
 
     def _round(self, session_id: str, result: RoundResult) -> Round:
         return Round(session_id=session_id, round=result.round, subject=result.subject,

@@ -1,5 +1,5 @@
-"""The HTTP routes: ``POST /ask`` (JSON or server-sent events) and ``GET /health``. Thin: the work is in
-``RoundService``, failures become problems in ``app.problems``."""
+"""The HTTP routes: ``POST /ask`` (JSON or server-sent events), ``GET``/``DELETE /sessions/{id}`` and
+``GET /health``. Thin: the work is in ``RoundService``, failures become problems in ``app.problems``."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
 from app.errors import QuizError
-from app.problems import ROUND_ERRORS, Problems, route_of
+from app.problems import ROUND_ERRORS, SESSION_ERRORS, Problems, route_of
 from app.rounds import PreparedRound, RoundService
-from app.schemas import SSE_EVENTS, AskRequest, Health, Round
+from app.schemas import SESSION_ID_PATTERN, SSE_EVENTS, AskRequest, Health, Round, Session
 from graphs.events import RoundEvent
 from telemetry import current_trace_id
 
@@ -67,6 +67,23 @@ async def _events(rounds: RoundService, problems: Problems, prepared: PreparedRo
     server.set_attribute(error_attributes.ERROR_TYPE, error_type)
     server.set_status(Status(StatusCode.ERROR, problem.title))
     yield format_sse_event(event="error", data_str=problem.model_dump_json(exclude_unset=True))
+
+
+SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The `session_id` of a round.")]
+
+
+@router.get("/sessions/{session_id}", response_model=Session,
+            responses={k: v for k, v in SESSION_ERRORS.items() if k != 409})
+async def get_session(session_id: SessionIdPath, rounds: RoundsDep) -> Session:
+    """Look back at a session: its settings and its last rounds (oldest first), reference answers included."""
+    return await rounds.session(session_id)
+
+
+@router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=SESSION_ERRORS)
+async def delete_session(session_id: SessionIdPath, rounds: RoundsDep) -> Response:
+    """Forget a session: every checkpoint of it is deleted; its id is unknown (404) from then on."""
+    await rounds.forget(session_id)
+    return Response(status_code=204)
 
 
 probes = APIRouter()

@@ -21,7 +21,8 @@ def _difficulty(value: Any) -> Any:
     return value
 
 
-SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
 # The published pattern is what is validated, on the value as sent: no C0 or C1 control characters, no
 # markup, at least one non-space character. Surrounding spaces are stripped after validation.
 _SUBJECT_CHAR = r"[^\x00-\x1f\x7f-\x9f<>{}]"
@@ -75,6 +76,34 @@ class Round(BaseModel):
     usage: Usage
     trace_id: str | None = Field(None, description="W3C trace id (32 hex) of this request = App Insights "
                                  "operation_Id. Null when tracing is disabled.")
+
+
+class SessionRound(BaseModel):
+    """One finished round of a session, as it kept it."""
+
+    round: int = Field(ge=1)
+    question: str
+    answered_by: Literal["model"] = Field(description="Who played the Student: `model` (the Student agent).")
+    answer: str
+    verdict: Verdict
+    feedback: str
+    reference_answer: str
+    trace_id: str | None = Field(None, description="W3C trace id of the request that played it (App Insights "
+                                 "operation_Id).")
+    input_tokens: int
+    output_tokens: int
+    finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
+
+
+class Session(BaseModel):
+    """A session to look back at: its settings and its last rounds, oldest first."""
+
+    session_id: str
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
+    rounds: list[SessionRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
 
 
 class Problem(BaseModel):

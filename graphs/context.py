@@ -49,6 +49,7 @@ class QuizContext:
     ``step_duration``: histogram (seconds) recorded per step with agent, step and ``error.type``.
     ``structured_output_attempts``: calls per step before invalid output is a ``StructuredOutputError``.
     ``call_deadline_s``: longest one LLM call may take, retries included (``TimeoutError`` past it).
+    ``rounds_kept``: finished rounds the session keeps for looking back (the checkpoint stays small).
     """
 
     agents: QuizAgents
@@ -59,6 +60,7 @@ class QuizContext:
     step_duration: Histogram | None = None
     structured_output_attempts: int = 2
     call_deadline_s: float | None = None
+    rounds_kept: int = 20
 
     async def call(self, call: StructuredCall[SchemaT], messages: list[BaseMessage],
                    acceptable: Callable[[SchemaT], bool] = lambda _: True) -> tuple[SchemaT, TokenUsage]:

@@ -7,6 +7,7 @@ state update. Consumers never name a node: they read the events and ``RoundResul
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -15,11 +16,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
+from opentelemetry import trace
 
 from graphs import prompts
 from graphs.context import QuizContext
 from graphs.events import AnswerGiven, AnswerGraded, QuestionAsked
-from graphs.state import InputState, Question, QuizState
+from graphs.state import InputState, Question, QuizState, StoredRound
 from graphs.tracing import agent_step
 from telemetry import contract as C
 
@@ -85,8 +87,23 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
     runtime.stream_writer(AnswerGraded(verdict=grade.verdict, feedback=grade.feedback))
     # The round's outcome, and a reset's, are committed together here, by the last step.
     asked = [question["question"]]
+    earlier = state.get("usage", {})  # this round's ask and answer (a previous round's grade is there too)
+    steps = [earlier[step] for step in ("ask", "answer") if step in earlier] + [usage]
+    played = StoredRound(round=round_no, question=question["question"], answered_by=C.ANSWERED_BY_MODEL,
+                         answer=state["answer"]["answer"], verdict=grade.verdict, feedback=grade.feedback,
+                         reference_answer=question["reference_answer"], trace_id=_trace_id(),
+                         input_tokens=sum(u["input_tokens"] for u in steps),
+                         output_tokens=sum(u["output_tokens"] for u in steps),
+                         finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    kept = [] if state.get("reset") else state.get("rounds", [])
     return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": round_no, "reset": False,
-            "history": Overwrite(asked) if state.get("reset") else asked}
+            "history": Overwrite(asked) if state.get("reset") else asked,
+            "rounds": [*kept, played][-ctx.rounds_kept:]}
+
+
+def _trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
 
 
 QuizGraph = CompiledStateGraph[QuizState, QuizContext, InputState, QuizState]

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from telemetry.contract import Difficulty, Language, Step, Verdict
 
 __all__ = ["Difficulty", "Grade", "InputState", "Language", "Question", "QuizState", "RoundResult", "Step",
-           "StudentAnswer", "TokenUsage", "Verdict"]
+           "StoredRound", "StudentAnswer", "TokenUsage", "Verdict"]
 
 
 class Question(BaseModel):
@@ -85,6 +85,27 @@ class StoredGrade(TypedDict):
     feedback: str
 
 
+class StoredRound(TypedDict):
+    """One finished round as the session keeps it for looking back (``GET /sessions/{id}``).
+
+    ``answered_by``: who played the Student (``model``: the Student agent). ``trace_id``: the W3C trace id of
+    the request that played it (App Insights ``operation_Id``), ``None`` without telemetry. ``finished_at``:
+    ISO 8601, UTC. Tokens: the round's, summed over its steps and their attempts.
+    """
+
+    round: int
+    question: str
+    answered_by: str
+    answer: str
+    verdict: Verdict
+    feedback: str
+    reference_answer: str
+    trace_id: str | None
+    input_tokens: int
+    output_tokens: int
+    finished_at: str
+
+
 class InputState(TypedDict):
     """The settings of the round to play. A continued session passes its own again (or new ones).
 
@@ -101,8 +122,8 @@ class InputState(TypedDict):
 class QuizState(InputState):
     """One session's state. Settings persist between rounds unless a request changes them.
 
-    ``round``, ``history`` and a ``reset`` change only in the last step (grading), so a round that fails
-    part-way leaves the session's count and history as they were.
+    ``round``, ``history``, ``rounds`` and a ``reset`` change only in the last step (grading), so a round that
+    fails part-way leaves the session's count and history as they were.
     """
 
     round: NotRequired[int]  # rounds finished; a failed round does not count
@@ -113,6 +134,8 @@ class QuizState(InputState):
     answer: NotRequired[StoredAnswer]
     grade: NotRequired[StoredGrade]
     usage: NotRequired[Annotated[dict[Step, TokenUsage], operator.or_]]  # by step
+    # The last ``QuizContext.rounds_kept`` finished rounds, oldest first (written whole by the last step).
+    rounds: NotRequired[list[StoredRound]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,9 @@ SERVER_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
 # class name, as the semantic conventions recommend when there is no better code (bounded: the set of
 # exception classes the step can raise).
 
+# Who played the Student in a round (``answered_by`` of a session's rounds).
+ANSWERED_BY_MODEL: Final = "model"
+
 SUBJECTS: Final = ("math", "science", "history", "english", "general", "programming", "geography")
 OTHER_SUBJECT: Final = "other"  # the label of any free-text subject
 

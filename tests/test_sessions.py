@@ -19,7 +19,7 @@ from app.sessions import CheckpointerUnavailable, open_session_store
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
 from tests.conftest import CANARY_KEY
-from tests.fakes import free_port
+from tests.fakes import free_port, wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.fakes.postgres import PostgresServer
@@ -273,3 +273,60 @@ def test_two_processes_sharing_postgres_play_one_round_of_a_session_at_a_time(po
     for i in range(2):  # the key is in no replica's debug log
         log = (tmp_path / f"replica-{i}.log").read_text()
         assert " DEBUG " in log and CANARY_KEY not in log
+
+
+# --- looking back at a session, forgetting it ---------------------------------------------------------------
+@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
+def test_a_session_shows_its_last_rounds_and_can_be_forgotten(store: str, make_client, fake_llm: FakeOpenAI,
+                                                               telemetry_env: OTLPReceiver, tmp_path: Path,
+                                                               request) -> None:
+    urls = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/sessions.db"}
+    url = urls.get(store) or request.getfixturevalue("postgres").url
+    client = make_client(checkpointer_url=url, session_rounds_kept=2)
+    played: list[dict] = []
+    for n, verdict in enumerate(["correct", "incorrect", "partially_correct"], start=1):
+        fake_llm.script("Question", question=f"Question {n}?", reference_answer=f"answer {n}")
+        fake_llm.script("Grade", verdict=verdict, feedback=f"feedback {n}")
+        body = {"subject": "history", "difficulty": "hard"} if n == 1 else {"session_id": played[0]["session_id"]}
+        played.append(new_round(client, **body))
+    sid = played[0]["session_id"]
+
+    session = client.get(f"/sessions/{sid}").json()
+    assert (session["session_id"], session["subject"], session["difficulty"], session["rounds_played"]) \
+        == (sid, "history", "hard", 3)
+    # Only the last two (SESSION_ROUNDS_KEPT), oldest first, each as the round's response said it.
+    assert [r["round"] for r in session["rounds"]] == [2, 3]
+    for kept, answer in zip(session["rounds"], played[1:], strict=True):
+        assert (kept["question"], kept["answer"], kept["verdict"], kept["feedback"], kept["reference_answer"]) \
+            == (answer["question"], answer["student_answer"], answer["verdict"], answer["feedback"],
+                answer["reference_answer"])
+        assert kept["trace_id"] == answer["trace_id"] and kept["answered_by"] == "model"
+        assert (kept["input_tokens"], kept["output_tokens"]) == (answer["usage"]["input_tokens"],
+                                                                 answer["usage"]["output_tokens"])
+        assert kept["finished_at"].endswith("+00:00")
+
+    # A reset starts the list again; the next round continues it.
+    new_round(client, session_id=sid, message="reset")
+    assert [r["round"] for r in client.get(f"/sessions/{sid}").json()["rounds"]] == [1]
+
+    assert client.delete(f"/sessions/{sid}").status_code == 204
+    for gone in (client.get(f"/sessions/{sid}"), client.delete(f"/sessions/{sid}"),
+                 client.post("/ask", json={"session_id": sid})):
+        assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
+        assert gone.json()["type"] == "/problems/session-not-found"
+    assert client.get("/sessions/not-a-session-id!").status_code in (404, 422)
+    assert client.get("/sessions/short").status_code == 422
+
+
+def test_a_session_is_not_forgotten_while_one_of_its_rounds_plays(make_client, fake_llm: FakeOpenAI) -> None:
+    client = make_client()
+    sid = new_round(client)["session_id"]
+    fake_llm.latency_s = 0.5
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        playing = pool.submit(client.post, "/ask", json={"session_id": sid})
+        wait_until(lambda: fake_llm.requests, what="the round at the LLM")
+        refused = client.delete(f"/sessions/{sid}")
+        assert playing.result().status_code == 200
+    assert refused.status_code == 409 and refused.headers["retry-after"]
+    assert client.get(f"/sessions/{sid}").json()["rounds_played"] == 2
+    assert client.delete(f"/sessions/{sid}").status_code == 204
