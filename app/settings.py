@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(3600.0, gt=0, description="Idle in-memory sessions expire after this.")
     max_sessions: int = Field(10_000, ge=1, description="Cap on in-memory sessions; least recently used go first.")
     session_rounds_kept: int = Field(
-        20, ge=1, le=200, description="Finished rounds a session keeps for GET /sessions/{id} (the checkpoint "
+        10, ge=1, le=200, description="Finished rounds a session keeps for GET /sessions/{id} (the checkpoint "
                                       "stays small: older rounds are dropped).")
 
     # --- telemetry (the rest is the SDK's standard OTEL_* variables) ----------------------------------

@@ -60,7 +60,7 @@ class QuizContext:
     step_duration: Histogram | None = None
     structured_output_attempts: int = 2
     call_deadline_s: float | None = None
-    rounds_kept: int = 20
+    rounds_kept: int = 10
 
     async def call(self, call: StructuredCall[SchemaT], messages: list[BaseMessage],
                    acceptable: Callable[[SchemaT], bool] = lambda _: True) -> tuple[SchemaT, TokenUsage]:

@@ -58,16 +58,22 @@ def test_idle_sessions_expire(make_client) -> None:
     assert r.status_code == 404 and r.json()["type"] == "/problems/session-not-found"
 
 
-def test_memory_per_session_does_not_grow_with_rounds(client: TestClient) -> None:
+def test_memory_per_session_does_not_grow_with_rounds(make_client) -> None:
+    client = make_client(session_rounds_kept=3)
     saver: BoundedMemorySaver = client.app_state["rounds"].checkpointer
     sid = new_round(client)["session_id"]
     sizes = []
-    for _ in range(6):
+    for _ in range(24):
         new_round(client, session_id=sid)
-        sizes.append((sum(len(c) for c in saver.storage[sid].values()), len(saver._blob_keys[sid])))
-    assert {checkpoints for checkpoints, _ in sizes} == {1}  # only the latest checkpoint is kept
-    assert len({blobs for _, blobs in sizes}) == 1  # and a constant number of channel values
+        blob_bytes = sum(len(saver.blobs[key][1]) for key in saver._blob_keys[sid])
+        sizes.append((sum(len(c) for c in saver.storage[sid].values()), len(saver._blob_keys[sid]), blob_bytes))
+    assert {checkpoints for checkpoints, _, _ in sizes} == {1}  # only the latest checkpoint is kept
+    assert len({blobs for _, blobs, _ in sizes}) == 1  # and a constant number of channel values
     assert len(saver.blobs) == len(saver._blob_keys[sid])
+    # Past SESSION_ROUNDS_KEPT rounds (and the Teacher's 20-question memory) the bytes stop growing: only
+    # round numbers, ids and times change length.
+    steady = [size for _, _, size in sizes[20:]]
+    assert max(steady) - min(steady) < 0.05 * min(steady), sizes
 
 
 def test_the_session_count_stays_at_the_cap(make_client) -> None:
@@ -322,6 +328,7 @@ def test_a_session_is_not_forgotten_while_one_of_its_rounds_plays(make_client, f
     client = make_client()
     sid = new_round(client)["session_id"]
     fake_llm.latency_s = 0.5
+    fake_llm.requests.clear()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         playing = pool.submit(client.post, "/ask", json={"session_id": sid})
         wait_until(lambda: fake_llm.requests, what="the round at the LLM")
