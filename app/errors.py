@@ -58,6 +58,12 @@ class SessionNotFound(QuizError):
     status, slug, title, error_type = 404, "session-not-found", "Unknown session", "session_not_found"
 
 
+class RoundNotFound(QuizError):
+    """404: the session does not keep that round (never played, or older than ``SESSION_ROUNDS_KEPT``)."""
+
+    status, slug, title, error_type = 404, "round-not-found", "Unknown round", "round_not_found"
+
+
 class Unauthorized(QuizError):
     """401: ``API_KEYS`` is set and the request carries no valid key."""
 

@@ -51,8 +51,14 @@ SESSION_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
         401: "API_KEYS is set and no valid key was sent", 404: "Unknown or expired session id",
         409: "A round of this session is in progress (DELETE waits for it; see Retry-After)",
-        422: "The session id is not one this service makes",
+        422: "The session id (or the body) is not valid",
         503: "The session store is unavailable (see Retry-After)"}.items()}
+
+# The error responses of the feedback route (it takes a body; a round in progress does not matter).
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{k: v for k, v in SESSION_ERRORS.items() if k != 409},
+    400: ROUND_ERRORS[400], 413: ROUND_ERRORS[413],
+    404: {**SESSION_ERRORS[404], "description": "Unknown session, or a round it does not keep"}}
 
 # Problems the framework raises (routing, body parsing): status → (slug, error.type, what to do).
 _HTTP_PROBLEMS: dict[int, tuple[str, ErrorType, str]] = {

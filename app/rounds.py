@@ -26,6 +26,7 @@ from app.errors import (
     Overloaded,
     QuizError,
     RoundInProgress,
+    RoundNotFound,
     SessionNotFound,
     SessionStoreUnavailable,
     classify,
@@ -33,7 +34,7 @@ from app.errors import (
 from app.leases import RoundLeases
 from app.llm import LLM
 from app.messages import is_korean, parse_message
-from app.schemas import AskRequest, Round, Session, SessionRound, Usage
+from app.schemas import AskRequest, Feedback, Round, Session, SessionRound, Usage
 from app.settings import Settings
 from graphs.context import QuizAgents, QuizContext
 from graphs.events import RoundEvent
@@ -135,6 +136,23 @@ class RoundService:
                 await self.checkpointer.adelete_thread(session_id)
             except STORE_ERRORS as exc:
                 raise self._failure(SessionStoreUnavailable(), exc) from exc
+
+    async def feedback(self, session_id: str, round_no: int, feedback: Feedback) -> None:
+        """Record a person's ``feedback`` on a kept round: a ``gen_ai.evaluation.result`` (``user_feedback``)
+        attached to that round's grading span, and ``quiz.feedback``. Raises ``SessionNotFound``,
+        ``RoundNotFound`` (404) and ``SessionStoreUnavailable`` (503)."""
+        values = await self._values(session_id)
+        kept = [r for r in values.get("rounds", []) if r["round"] == round_no]
+        if not kept:
+            raise RoundNotFound(f"Session {session_id!r} keeps no round {round_no}: rounds can be rated once "
+                                "graded, and the last SESSION_ROUNDS_KEPT are kept. See GET /sessions/{id}.")
+        (played,) = kept
+        self.telemetry.evaluations.record(
+            C.EVALUATION_USER_FEEDBACK, feedback.rating, C.RATING_SCORES[feedback.rating], feedback.comment,
+            {GenAI.GEN_AI_CONVERSATION_ID: session_id, C.ATTR_ROUND: round_no, C.ATTR_VERDICT: played["verdict"]},
+            trace_id=played.get("trace_id"), span_id=played.get("span_id"))
+        self.telemetry.instruments.feedback.add(1, {C.ATTR_RATING: feedback.rating,
+                                                    C.ATTR_VERDICT: played["verdict"]})
 
     async def _values(self, session_id: str, hint: str = "Start a new session with POST /ask.") -> dict[str, Any]:
         try:

@@ -16,9 +16,9 @@ from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
 from app.errors import QuizError
-from app.problems import ROUND_ERRORS, SESSION_ERRORS, Problems, route_of
+from app.problems import FEEDBACK_ERRORS, ROUND_ERRORS, SESSION_ERRORS, Problems, route_of
 from app.rounds import PreparedRound, RoundService
-from app.schemas import SESSION_ID_PATTERN, SSE_EVENTS, AskRequest, Health, Round, Session
+from app.schemas import SESSION_ID_PATTERN, SSE_EVENTS, AskRequest, Feedback, Health, Round, Session
 from graphs.events import RoundEvent
 from telemetry import current_trace_id
 
@@ -83,6 +83,16 @@ async def get_session(session_id: SessionIdPath, rounds: RoundsDep) -> Session:
 async def delete_session(session_id: SessionIdPath, rounds: RoundsDep) -> Response:
     """Forget a session: every checkpoint of it is deleted; its id is unknown (404) from then on."""
     await rounds.forget(session_id)
+    return Response(status_code=204)
+
+
+@router.post("/sessions/{session_id}/rounds/{round_no}/feedback", status_code=204, response_class=Response,
+             responses=FEEDBACK_ERRORS)
+async def rate_round(session_id: SessionIdPath, round_no: Annotated[int, Path(ge=1, le=1_000_000)],
+                     feedback: Feedback, rounds: RoundsDep) -> Response:
+    """Thumbs up or down (and a comment) on a graded round: recorded as a GenAI evaluation result attached to
+    that round's trace, and counted."""
+    await rounds.feedback(session_id, round_no, feedback)
     return Response(status_code=204)
 
 

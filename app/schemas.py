@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from graphs.events import EVENTS
 from graphs.state import Difficulty, Language, Verdict
-from telemetry.contract import SUBJECTS
+from telemetry.contract import SUBJECTS, Rating
 
 # Korean difficulty words accepted as aliases (the upstream chat UI used them).
 DIFFICULTY_ALIASES = {"쉬움": "easy", "보통": "medium", "어려움": "hard"}
@@ -93,6 +93,16 @@ class SessionRound(BaseModel):
     input_tokens: int
     output_tokens: int
     finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
+
+
+class Feedback(BaseModel):
+    """A person's verdict on a graded round: thumbs up or down, and an optional comment."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"rating": "down", "comment":
+                                                                               "The reference answer is wrong."}]})
+    rating: Rating = Field(description="`up` or `down`.")
+    comment: str | None = Field(None, max_length=1000, description="Free text (content: recorded only with "
+                                "content capture on).")
 
 
 class Session(BaseModel):

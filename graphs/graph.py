@@ -87,11 +87,12 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
     runtime.stream_writer(AnswerGraded(verdict=grade.verdict, feedback=grade.feedback))
     # The round's outcome, and a reset's, are committed together here, by the last step.
     asked = [question["question"]]
+    trace_id, span_id = _ids(span)  # feedback on the round attaches to its grading step
     earlier = state.get("usage", {})  # this round's ask and answer (a previous round's grade is there too)
     steps = [earlier[step] for step in ("ask", "answer") if step in earlier] + [usage]
     played = StoredRound(round=round_no, question=question["question"], answered_by=C.ANSWERED_BY_MODEL,
                          answer=state["answer"]["answer"], verdict=grade.verdict, feedback=grade.feedback,
-                         reference_answer=question["reference_answer"], trace_id=_trace_id(),
+                         reference_answer=question["reference_answer"], trace_id=trace_id, span_id=span_id,
                          input_tokens=sum(u["input_tokens"] for u in steps),
                          output_tokens=sum(u["output_tokens"] for u in steps),
                          finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -101,9 +102,12 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
             "rounds": [*kept, played][-ctx.rounds_kept:]}
 
 
-def _trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+def _ids(span: trace.Span) -> tuple[str | None, str | None]:
+    """Trace and span id (hex) of ``span``, ``None`` when it is not recorded (telemetry off)."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None, None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
 QuizGraph = CompiledStateGraph[QuizState, QuizContext, InputState, QuizState]

@@ -90,7 +90,8 @@ class StoredRound(TypedDict):
 
     ``answered_by``: who played the Student (``model``: the Student agent). ``trace_id``: the W3C trace id of
     the request that played it (App Insights ``operation_Id``), ``None`` without telemetry. ``finished_at``:
-    ISO 8601, UTC. Tokens: the round's, summed over its steps and their attempts.
+    ISO 8601, UTC. Tokens: the round's, summed over its steps and their attempts. ``span_id``: the grading
+    step's span (16 hex), where feedback on the round is attached.
     """
 
     round: int
@@ -101,6 +102,7 @@ class StoredRound(TypedDict):
     feedback: str
     reference_answer: str
     trace_id: str | None
+    span_id: NotRequired[str | None]
     input_tokens: int
     output_tokens: int
     finished_at: str

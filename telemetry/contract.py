@@ -24,6 +24,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 Difficulty = Literal["easy", "medium", "hard"]
 Language = Literal["ko", "en"]
 Verdict = Literal["correct", "partially_correct", "incorrect"]
+Rating = Literal["up", "down"]  # ``quiz.rating``: a person's thumbs on a graded round
 AgentName = Literal["teacher", "student"]  # ``gen_ai.agent.name``
 Step = Literal["ask", "answer", "grade"]  # ``quiz.step``: one per agent step of the graph
 # ``error.type`` of a request answered with a problem body (``quiz.errors``, the workflow span):
@@ -32,6 +33,7 @@ ErrorType = Literal[
     "unauthorized",  # 401: API_KEYS is set and no valid key was sent
     "unknown_route",  # 404 no such path, 405 no such method on it
     "session_not_found",  # 404: unknown or expired session id
+    "round_not_found",  # 404: feedback for a round the session does not keep
     "round_in_progress",  # 409: a round of the same session is still playing
     "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
     "session_store",  # 503: the checkpointer's database is unreachable
@@ -85,6 +87,10 @@ EVENT_ATTR_SCHEMA: Final = "schema"  # the pydantic model's name: Question | Stu
 EVENT_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
 EVALUATION_CORRECTNESS: Final = "correctness"
 VERDICT_SCORES: Final[dict[Verdict, float]] = {"correct": 1.0, "partially_correct": 0.5, "incorrect": 0.0}
+# A person's feedback on a graded round, as an evaluation of it: ``gen_ai.evaluation.name`` is
+# ``EVALUATION_USER_FEEDBACK``, the label the rating, the explanation the comment (content).
+EVALUATION_USER_FEEDBACK: Final = "user_feedback"
+RATING_SCORES: Final[dict[Rating, float]] = {"up": 1.0, "down": 0.0}
 
 # --- attributes (ours; gen_ai.* and error.type come from the semantic conventions) ---------------------
 ATTR_SUBJECT: Final = "quiz.subject"  # bounded: SUBJECTS or OTHER_SUBJECT
@@ -93,11 +99,13 @@ ATTR_LANGUAGE: Final = "quiz.language"
 ATTR_ROUND: Final = "quiz.round"  # int: the number of the round being played, 1-based
 ATTR_VERDICT: Final = "quiz.verdict"
 ATTR_STEP: Final = "quiz.step"
+ATTR_RATING: Final = "quiz.rating"
 
 # --- metrics ------------------------------------------------------------------------------------------
 METRIC_ROUNDS: Final = "quiz.rounds"
 METRIC_STEP_DURATION: Final = "quiz.agent.step.duration"
 METRIC_ERRORS: Final = "quiz.errors"
+METRIC_FEEDBACK: Final = "quiz.feedback"
 
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
 STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -126,11 +134,14 @@ class QuizInstruments:
       attributes ``gen_ai.agent.name`` (``AGENTS``), ``quiz.step`` (``STEPS``), ``error.type``.
     - ``errors``: Counter ``quiz.errors`` {error} [``quiz_errors_total``], attribute ``error.type``
       (``ERROR_TYPES``) — every request answered with a problem body, streamed or not.
+    - ``feedback``: Counter ``quiz.feedback`` {feedback} [``quiz_feedback_total``], attributes ``quiz.rating``
+      (``up``, ``down``) and the round's ``quiz.verdict`` — people's thumbs on graded rounds.
     """
 
     rounds: Counter
     step_duration: Histogram
     errors: Counter
+    feedback: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> QuizInstruments:
@@ -142,4 +153,6 @@ class QuizInstruments:
                 explicit_bucket_boundaries_advisory=STEP_DURATION_BUCKETS),
             errors=meter.create_counter(METRIC_ERRORS, unit="{error}",
                                         description="Requests answered with a problem body, by cause."),
+            feedback=meter.create_counter(METRIC_FEEDBACK, unit="{feedback}",
+                                          description="People's feedback on graded rounds, by rating and verdict."),
         )

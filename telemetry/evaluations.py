@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.genai.types import ContentCapturingMode
 from opentelemetry.util.genai.utils import get_content_capturing_mode
 
@@ -34,8 +36,10 @@ class Evaluations:
     logger: Logger
 
     def record(self, name: str, label: str, score: float | None = None, explanation: str | None = None,
-               attributes: Mapping[str, str | int | float | bool] | None = None) -> None:
-        """Emit one result in the current context (parent: the current span).
+               attributes: Mapping[str, str | int | float | bool] | None = None,
+               trace_id: str | None = None, span_id: str | None = None) -> None:
+        """Emit one result, parented to the current span — or, given ``trace_id`` (32 hex) and ``span_id``
+        (16 hex), to that span of an earlier trace (feedback that comes later than what it judges).
 
         ``name`` → ``gen_ai.evaluation.name`` (the metric judged, e.g. ``C.EVALUATION_CORRECTNESS``),
         ``label`` → ``gen_ai.evaluation.score.label`` (e.g. ``correct``), ``score`` →
@@ -50,5 +54,10 @@ class Evaluations:
         if explanation and content_capture_on():
             values[GenAI.GEN_AI_EVALUATION_EXPLANATION] = explanation
         values.update(attributes or {})
+        context = None
+        if trace_id and span_id:
+            judged = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
+                                 trace_flags=TraceFlags(TraceFlags.SAMPLED))
+            context = trace.set_span_in_context(NonRecordingSpan(judged))
         self.logger.emit(event_name=C.EVENT_EVALUATION_RESULT, severity_number=SeverityNumber.INFO,
-                         attributes=values)
+                         attributes=values, context=context)

@@ -32,7 +32,7 @@ def code(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
-EVENTS = {code(r[0])[0]: r for r in table("events")}
+EVENTS = {(code(r[0])[0], re.findall(r"`gen_ai.evaluation.name`=`(\w+)`", r[3])[0]): r for r in table("events")}
 NODES = ("teacher_ask", "student_answer", "teacher_grade")  # the graph's nodes (graphs/graph.py)
 SPANS = {name.replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")
          for name in ([code(r[0])[0].replace("{node}", n) for n in NODES] if "{node}" in r[0] else [code(r[0])[0]])}
@@ -49,6 +49,8 @@ def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI
     assert failed.status_code == 502
     assert client.post("/ask", json={"session_id": "Z" * 22}).status_code == 404
     telemetry_env.wait_for(lambda: len(telemetry_env.trace(good["trace_id"])) == SPANS_PER_ROUND)
+    rated = client.post(f"/sessions/{good['session_id']}/rounds/1/feedback", json={"rating": "up"})
+    assert rated.status_code == 204
     telemetry_env.wait_for(lambda: set(METRICS) <= telemetry_env.metric_names())
     telemetry_env.good_trace = good["trace_id"]  # type: ignore[attr-defined]
     telemetry_env.failed_trace = failed.json()["trace_id"]  # type: ignore[attr-defined]
@@ -113,11 +115,12 @@ def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLP
 def test_every_documented_event_is_emitted_under_its_parent_with_its_attributes(played: OTLPReceiver) -> None:
     good = played.good_trace  # type: ignore[attr-defined]
     spans = {s.span_id: s.name for s in played.trace(good)}
-    def of_good_round(name: str) -> list[LogRecord]:
-        return [e for e in played.events(name) if e.trace_id == good]
+    def of_good_round(name: str, evaluation: str) -> list[LogRecord]:
+        return [e for e in played.events(name)
+                if e.trace_id == good and e.attributes.get("gen_ai.evaluation.name") == evaluation]
 
-    for name, (_, parent, _, attributes) in EVENTS.items():
-        (event,) = played.wait_for(partial(of_good_round, name))
+    for (name, evaluation), (_, parent, _, attributes) in EVENTS.items():
+        (event,) = played.wait_for(partial(of_good_round, name, evaluation))
         assert spans[event.span_id] == code(parent)[0], name
         always = {a.split("=")[0] for a in code(attributes.split("; with content capture")[0])
                   if re.match(r"[a-z_]+\.[a-z_.]+", a)}

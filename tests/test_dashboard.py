@@ -160,6 +160,9 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
             r = client.post("/ask", json={"subject": subject, "difficulty": difficulty})
             assert r.status_code == 200
             trace_ids.append(r.json()["trace_id"])
+            rating = "up" if verdict == "correct" else "down"
+            assert client.post(f"/sessions/{r.json()['session_id']}/rounds/1/feedback",
+                               json={"rating": rating}).status_code == 204
         llm_server.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)
         assert client.post("/ask", json={"subject": "math"}).status_code == 503
         llm_server.fail_next(Fault("status", 500), times=2)
@@ -178,7 +181,7 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         second = burst(client)
         time.sleep(3)
         otlp.wait_for(lambda: all(len(otlp.trace(t)) == SPANS_PER_ROUND for t in first + second))
-        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 8)
+        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 16)  # grades and feedback
         if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
             from tests.render_dashboard import render
 
@@ -399,8 +402,10 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     assert all(r["customMeasurements"] == {} for t in ("requests", "dependencies") for r in rows[t])
     assert not any("gen_ai.response.finish_reasons" in r["customDimensions"] for r in rows["dependencies"])
     requests = {r["resultCode"]: r for r in rows["requests"]}
-    assert {r["name"] for r in rows["requests"]} == {"POST /ask"}
+    assert {r["name"] for r in rows["requests"]} == {"POST /ask",  # <method> <route template>, not the path
+                                                     "POST /sessions/{session_id}/rounds/{round_no}/feedback"}
     assert requests["404"]["success"] is False and requests["502"]["success"] is False
+    assert requests["204"]["success"] is True
     failed_streams = [r for r in rows["requests"] if r["resultCode"] == "200"
                       and r["customDimensions"]["otel.status_code"] == "ERROR"]
     assert len(failed_streams) == 2 and all(r["success"] for r in failed_streams)
@@ -408,7 +413,7 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     exception_events = [e for s in spans for e in s.events if e.name == "exception"]
     assert len(rows["exceptions"]) == len(exception_events) > 0
     assert len(rows["exceptions"]) < len([s for s in spans if s.status_code == 2]) * 2
-    grades = [r for r in rows["traces"] if "gen_ai.evaluation.name" in r["customDimensions"]]
+    grades = [r for r in rows["traces"] if r["customDimensions"].get("gen_ai.evaluation.name") == "correctness"]
     assert len(grades) == 8 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
         == {"1", "0.5", "0"}
 

@@ -325,3 +325,46 @@ def test_the_standard_variable_turns_the_graph_spans_off(make_client, telemetry_
     (workflow,) = spans["invoke_workflow quiz"]
     assert {a.parent_span_id for a in spans["invoke_agent teacher"] + spans["invoke_agent student"]} \
         == {workflow.span_id}
+
+
+def test_feedback_on_a_round_is_an_evaluation_attached_to_that_rounds_trace(
+        make_client, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_client()
+    fake_llm.script("Grade", verdict="incorrect")
+    body = client.post("/ask", json={}).json()
+    sid = body["session_id"]
+    rated = client.post(f"/sessions/{sid}/rounds/1/feedback",
+                        json={"rating": "down", "comment": "content-canary: my answer was right"})
+    assert rated.status_code == 204, rated.text
+
+    def feedback() -> list:
+        return [e for e in telemetry_env.events("gen_ai.evaluation.result")
+                if e.attributes["gen_ai.evaluation.name"] == "user_feedback"]
+
+    (event,) = telemetry_env.wait_for(feedback)
+    spans = round_trace(telemetry_env, body["trace_id"])
+    (grading,) = [s for s in spans if s.attributes.get("quiz.step") == "grade"]
+    assert (event.trace_id, event.span_id) == (body["trace_id"], grading.span_id)  # the round's own trace
+    assert event.attributes["gen_ai.evaluation.score.label"] == "down"
+    assert event.attributes["gen_ai.evaluation.score.value"] == 0.0
+    assert (event.attributes["quiz.verdict"], event.attributes["quiz.round"]) == ("incorrect", 1)
+    assert event.attributes["gen_ai.conversation.id"] == sid
+    assert "content-canary" not in json.dumps(event.attributes)  # a comment is content: off by default
+    counted = telemetry_env.wait_for(lambda: [p for p in telemetry_env.metric_points() if p.name == "quiz.feedback"])
+    assert {(p.attributes["quiz.rating"], p.attributes["quiz.verdict"], p.value) for p in counted} \
+        == {("down", "incorrect", 1)}
+
+    unknown_round = client.post(f"/sessions/{sid}/rounds/2/feedback", json={"rating": "up"})
+    assert (unknown_round.status_code, unknown_round.json()["type"]) == (404, "/problems/round-not-found")
+    unknown_session = client.post(f"/sessions/{'Q' * 22}/rounds/1/feedback", json={"rating": "up"})
+    assert (unknown_session.status_code, unknown_session.json()["type"]) == (404, "/problems/session-not-found")
+    for bad in ({"rating": "meh"}, {}, {"rating": "up", "comment": "x" * 1001}, {"rating": "up", "extra": 1}):
+        assert client.post(f"/sessions/{sid}/rounds/1/feedback", json=bad).status_code == 422, bad
+
+    # With content capture on, the comment is the evaluation's explanation.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    assert client.post(f"/sessions/{sid}/rounds/1/feedback",
+                       json={"rating": "up", "comment": "On second thought, fair."}).status_code == 204
+    explained = telemetry_env.wait_for(lambda: [e for e in feedback() if "gen_ai.evaluation.explanation"
+                                                in e.attributes])
+    assert explained[0].attributes["gen_ai.evaluation.explanation"] == "On second thought, fair."
