@@ -8,6 +8,8 @@ typed state (``AppState``), and closes them all on shutdown, telemetry last (flu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from opentelemetry.instrumentation.propagators import TraceResponsePropagator, s
 
 import telemetry
 from app.dependencies import AppState, require_api_key
+from app.expiry import expire_idle_sessions
 from app.limits import BodySizeLimit
 from app.llm import build_llm
 from app.problems import Problems
@@ -62,6 +65,13 @@ def quiet_wire_loggers() -> None:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
 
 
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` default: read from the environment (``Settings()``, which raises
     ``pydantic.ValidationError`` naming the variable for a bad value).
@@ -84,7 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(llm.aclose)
             store = await stack.enter_async_context(open_session_store(settings))
             rounds = RoundService(build_graph(store.checkpointer), store.checkpointer, store.leases, llm, tel,
-                                  settings)
+                                  settings, store.activity)
+            expiry = asyncio.create_task(expire_idle_sessions(
+                store.checkpointer, store.leases, store.activity, settings.session_ttl_s,
+                settings.round_deadline_s, settings.session_sweep_interval_s), name="session-expiry")
+            stack.push_async_callback(stop, expiry)  # before the store closes
             health = Health(provider=settings.provider.value, model=llm.model,
                             embedded=settings.provider is Provider.EMBEDDED,
                             checkpointer=describe(settings.checkpointer_url), version=VERSION)

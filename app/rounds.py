@@ -31,6 +31,7 @@ from app.errors import (
     SessionStoreUnavailable,
     classify,
 )
+from app.expiry import NoActivity, SessionActivity
 from app.leases import RoundLeases
 from app.llm import LLM
 from app.messages import is_korean, parse_message
@@ -76,6 +77,7 @@ class RoundService:
     llm: LLM
     telemetry: Telemetry
     settings: Settings
+    activity: SessionActivity = field(default_factory=NoActivity)  # when sessions last played (expiry)
     agents: QuizAgents = field(init=False)
     in_flight: int = field(init=False, default=0)
 
@@ -134,6 +136,7 @@ class RoundService:
             await self._values(session_id)
             try:
                 await self.checkpointer.adelete_thread(session_id)
+                await self.activity.forget(session_id)
             except STORE_ERRORS as exc:
                 raise self._failure(SessionStoreUnavailable(), exc) from exc
 
@@ -230,6 +233,10 @@ class RoundService:
                 {GenAI.GEN_AI_CONVERSATION_ID: prepared.session_id, C.ATTR_ROUND: result.round,
                  C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty})
             played = self._round(prepared.session_id, result)
+        try:  # the round is saved; a session without a fresh row is given one at the next start
+            await self.activity.touch(prepared.session_id)
+        except STORE_ERRORS as exc:
+            log.warning("could not record the session's activity: %s: %s", type(exc).__name__, exc)
         yield played
 
     async def play(self, prepared: PreparedRound) -> Round:

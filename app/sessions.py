@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from psycopg_pool import PoolTimeout
 
+from app.expiry import NoActivity, PostgresActivity, SessionActivity, SqliteActivity
 from app.leases import MemoryLeases, PostgresLeases, RoundLeases, SqliteLeases
 from app.settings import Settings
 from graphs.checkpoint import BoundedMemorySaver
@@ -25,10 +26,11 @@ from graphs.checkpoint import BoundedMemorySaver
 
 @dataclass(frozen=True)
 class SessionStore:
-    """Where sessions live: the LangGraph checkpointer, and the round leases kept beside it."""
+    """Where sessions live: the LangGraph checkpointer, and the round leases and activity kept beside it."""
 
     checkpointer: BaseCheckpointSaver
     leases: RoundLeases
+    activity: SessionActivity
 
 
 class CheckpointerUnavailable(RuntimeError):
@@ -60,7 +62,7 @@ async def open_session_store(settings: Settings) -> AsyncIterator[SessionStore]:
     scheme = describe(url)
     if scheme == "memory":
         yield SessionStore(BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s),
-                           MemoryLeases())
+                           MemoryLeases(), NoActivity())
     elif scheme == "sqlite":
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -72,7 +74,9 @@ async def open_session_store(settings: Settings) -> AsyncIterator[SessionStore]:
             await sqlite_saver.setup()
             sqlite_leases = SqliteLeases(sqlite_saver)
             await sqlite_leases.setup()
-            yield SessionStore(sqlite_saver, sqlite_leases)
+            sqlite_activity = SqliteActivity(sqlite_saver)
+            await sqlite_activity.setup()
+            yield SessionStore(sqlite_saver, sqlite_leases, sqlite_activity)
     else:  # postgres:// or postgresql:// (Settings refuses any other scheme)
         import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -93,6 +97,8 @@ async def open_session_store(settings: Settings) -> AsyncIterator[SessionStore]:
             await saver.setup()  # idempotent migrations
             leases = PostgresLeases(pool)
             await leases.setup()
+            activity = PostgresActivity(pool)
+            await activity.setup()
         except (psycopg.Error, PoolTimeout) as exc:
             await pool.close()
             reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
@@ -101,6 +107,6 @@ async def open_session_store(settings: Settings) -> AsyncIterator[SessionStore]:
                 f"{parts.hostname}:{parts.port or 5432}: {reason.strip()} — check that the server is up and "
                 "reachable, and that the user and database exist.") from None
         try:
-            yield SessionStore(saver, leases)
+            yield SessionStore(saver, leases, activity)
         finally:
             await pool.close()

@@ -75,7 +75,10 @@ class Settings(BaseSettings):
         description="memory:// (bounded, default) | sqlite:///path/to/file.db | postgresql://user@host/db")]
     postgres_pool_size: int = Field(10, ge=1, le=200, description="Connections to Postgres per process.")
     postgres_timeout_s: float = Field(5.0, gt=0, le=120, description="Wait for a Postgres connection, seconds.")
-    session_ttl_s: float = Field(3600.0, gt=0, description="Idle in-memory sessions expire after this.")
+    session_ttl_s: float = Field(3600.0, gt=0, description="Idle sessions expire this long after their last round, "
+                                                           "on every store.")
+    session_sweep_interval_s: float = Field(
+        60.0, gt=0, le=86_400, description="How often SQLite/Postgres stores are swept for idle sessions.")
     max_sessions: int = Field(10_000, ge=1, description="Cap on in-memory sessions; least recently used go first.")
     session_rounds_kept: int = Field(
         10, ge=1, le=200, description="Finished rounds a session keeps for GET /sessions/{id} (the checkpoint "

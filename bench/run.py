@@ -174,6 +174,50 @@ async def first_event_times(base: str, samples: int) -> list[float]:
     return out
 
 
+def store_soak(otlp_endpoint: str, seconds: float, latency_ms: float) -> tuple[str, str, str]:
+    """New sessions on a SQLite store for ``seconds`` (16 clients, ``latency_ms`` per LLM call) with
+    SESSION_TTL_S=2: the sessions and bytes it holds stay near rate × TTL while rounds are played, and fall
+    to none once they are idle (app/expiry.py)."""
+    import sqlite3
+    import tempfile
+    import threading
+
+    folder = Path(tempfile.mkdtemp(prefix="qa-soak-"))
+    db = folder / "sessions.db"
+    fast = FakeLLM(latency_ms)
+    service = Service(fast, otlp_endpoint, CHECKPOINTER_URL=f"sqlite:///{db}", SESSION_TTL_S="2",
+                      SESSION_SWEEP_INTERVAL_S="0.5")
+    samples: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            with sqlite3.connect(db, timeout=5) as conn:
+                sessions = conn.execute("SELECT count(DISTINCT thread_id) FROM checkpoints").fetchone()[0]
+            samples.append((sessions, sum(f.stat().st_size for f in folder.glob("sessions.db*"))))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        sampler.start()
+        result = asyncio.run(load(service.base, 16, seconds, 1_000_000))
+        time.sleep(2 + 1.5)  # TTL, then a sweep or three
+        with sqlite3.connect(db, timeout=5) as conn:
+            left = conn.execute("SELECT count(DISTINCT thread_id) FROM checkpoints").fetchone()[0]
+    finally:
+        stop.set()
+        sampler.join()
+        service.stop()
+        fast.stop()
+    half = len(samples) // 2
+    early, late = samples[:half] or [(0, 0)], samples[half:] or [(0, 0)]
+    return ("SQLite store under new sessions, SESSION_TTL_S=2 (soak)",
+            f"sessions held: max {max(n for n, _ in early)} in the first half, {max(n for n, _ in late)} in the "
+            f"second, {left} once idle; file + WAL max {max(b for _, b in early) / 1024:.0f} KiB, then "
+            f"{max(b for _, b in late) / 1024:.0f} KiB",
+            f"{result['rounds']} sessions of one round in {result['elapsed']:.0f} s "
+            f"({result['rps']:.0f}/s × 2 s TTL ≈ {result['rps'] * 2:.0f} held)")
+
+
 def scaling(latency_ms: float, otlp_endpoint: str, seconds: float) -> list[tuple[str, str, str]]:
     """1 vs 2 uvicorn workers at 64 clients (new sessions only: with memory:// a session lives in
     one worker, so more than one worker needs CHECKPOINTER_URL=postgresql://… for continued sessions)."""
@@ -289,6 +333,9 @@ def main() -> None:
             rows.append(("RSS after new sessions (MAX_SESSIONS=10000)", ", ".join(rss), "one round per session"))
         finally:
             service.stop()
+
+        # --- B2: the session store stays bounded (expiry) ------------------------------------------------
+        rows.append(store_soak(otlp.endpoint, 20 if quick else 60, args.latency_ms))
 
         # --- C: shutdown with the Collector unreachable, rounds in flight ---------------------------------
         dead = f"http://127.0.0.1:{free_port()}"

@@ -48,12 +48,13 @@ def http_date_in(seconds: float) -> str:
 @pytest.mark.parametrize(("headers", "at_least_s", "told"), [
     ({"Retry-After": "1"}, 1.0, "1"),
     ({"retry-after-ms": "1500"}, 1.5, "2"),  # Azure OpenAI's header, in milliseconds
-    # An HTTP-date 3 s ahead (one-second resolution); by the retry's 429 it has passed: "1", not "0".
-    ({"Retry-After": "HTTP-DATE+3"}, 2.0, "1"),
+    # An HTTP-date 4 s ahead: one-second resolution makes it 3–4 s, and a busy machine may take a moment
+    # before the first call, so the retry must come ≥ 2 s later. By the retry's 429 it has passed: "1", not "0".
+    ({"Retry-After": "HTTP-DATE+4"}, 2.0, "1"),
 ], ids=["seconds", "milliseconds", "http-date"])
 def test_rate_limit_with_retry_after_is_503_with_that_retry_after(client: TestClient, fake_llm: FakeOpenAI,
                                                                   headers: dict, at_least_s: float, told: str) -> None:
-    headers = {k: http_date_in(3) if v == "HTTP-DATE+3" else v for k, v in headers.items()}
+    headers = {k: http_date_in(4) if v == "HTTP-DATE+4" else v for k, v in headers.items()}
     fake_llm.fail_next(Fault("status", 429, headers), times=2)
     r, elapsed = play(client)
     body = assert_problem(r, 503, "llm-rate-limited")

@@ -337,3 +337,72 @@ def test_a_session_is_not_forgotten_while_one_of_its_rounds_plays(make_client, f
     assert refused.status_code == 409 and refused.headers["retry-after"]
     assert client.get(f"/sessions/{sid}").json()["rounds_played"] == 2
     assert client.delete(f"/sessions/{sid}").status_code == 204
+
+
+# --- idle sessions expire on every store ----------------------------------------------------------------
+def checkpoint_rows(url: str, session_id: str) -> int:
+    """Rows of ``session_id`` in the saver's checkpoint table, read from the database itself."""
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            return db.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (session_id,)).fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (session_id,)).fetchone()
+        return row[0] if row else 0
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_idle_sessions_expire_on_sqlite_and_postgres_too(store: str, make_client, tmp_path: Path, request) -> None:
+    url = f"sqlite:///{tmp_path}/sessions.db" if store == "sqlite" else request.getfixturevalue("postgres").url
+    client = make_client(checkpointer_url=url, session_ttl_s=2.0, session_sweep_interval_s=0.2)
+    idle = new_round(client)["session_id"]
+    assert checkpoint_rows(url, idle) > 0
+    time.sleep(1.2)
+    active = new_round(client)["session_id"]
+    wait_until(lambda: client.get(f"/sessions/{idle}").status_code == 404, timeout_s=5, what="the idle session gone")
+    assert checkpoint_rows(url, idle) == 0  # every checkpoint of it, not only hidden
+    assert client.get(f"/sessions/{active}").status_code == 200  # played 1.2 s later: not idle yet
+    assert new_round(client, session_id=active)["round"] == 2
+    assert client.post("/ask", json={"session_id": idle}).status_code == 404
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_a_sweep_spares_a_session_whose_round_plays_and_two_sweepers_delete_each_once(
+        store: str, tmp_path: Path, request) -> None:
+    from app.expiry import sweep
+
+    url = f"sqlite:///{tmp_path}/sessions.db" if store == "sqlite" else request.getfixturevalue("postgres").url
+    async with open_session_store(Settings(checkpointer_url=url)) as sessions:
+        ids = [f"sweep-{store}-{n:03d}-{time.time_ns()}" for n in range(30)]
+        for session_id in ids:
+            await sessions.activity.touch(session_id)
+        await asyncio.sleep(0.05)
+        assert await sessions.leases.acquire(ids[0], "a-round", 30)  # its round is playing
+        args = (sessions.checkpointer, sessions.leases, sessions.activity, 0.01, 30, 1000)
+        before = set(await sessions.activity.idle(0.01, 1000))  # (a shared database may hold other tests' too)
+        first, second = await asyncio.gather(sweep(*args), sweep(*args))
+        after = set(await sessions.activity.idle(0.01, 1000))
+        assert first + second == len(before - after)  # each deleted once, across both sweepers
+        assert ids[0] in after and not set(ids[1:]) & after
+        await sessions.leases.release(ids[0], "a-round")
+        assert await sweep(*args) >= 1 and ids[0] not in await sessions.activity.idle(0.01, 1000)
+
+
+async def test_sessions_stored_before_expiry_existed_expire_too(tmp_path: Path) -> None:
+    """A store from an older version has checkpoints and no activity rows: opening it gives them one."""
+    url = f"sqlite:///{tmp_path}/sessions.db"
+    settings = Settings(checkpointer_url=url)
+    async with open_session_store(settings) as sessions:
+        from graphs.graph import build_graph
+
+        graph = build_graph(sessions.checkpointer)
+        await graph.aupdate_state({"configurable": {"thread_id": "from-an-older-version"}},
+                                  {"subject": "math", "difficulty": "easy", "language": "en"})
+        await sessions.activity.forget("from-an-older-version")
+        assert await sessions.activity.idle(0, 10) == []
+    async with open_session_store(settings) as sessions:
+        await asyncio.sleep(0.05)
+        assert await sessions.activity.idle(0.01, 10) == ["from-an-older-version"]
