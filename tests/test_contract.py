@@ -14,7 +14,7 @@ from app.errors import QuizError
 from telemetry import contract
 from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, OTLPReceiver
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, OTLPReceiver, Span
 from tests.promnames import prometheus_name
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "telemetry.md").read_text()
@@ -101,8 +101,11 @@ def test_documented_span_attributes_are_present(played: OTLPReceiver) -> None:
 
 def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLPReceiver) -> None:
     failed = played.failed_trace  # type: ignore[attr-defined]
-    spans = played.wait_for(lambda: [s for s in played.trace(failed) if "error.type" in s.attributes])
-    by_name = {s.name: s for s in spans}
+    def marked() -> dict[str, Span]:
+        return {s.name: s for s in played.trace(failed) if "error.type" in s.attributes}
+
+    by_name = played.wait_for(lambda: {"invoke_workflow quiz", "invoke_agent teacher"} <= set(found := marked())
+                              and found)
     assert by_name["invoke_workflow quiz"].attributes["error.type"] == "upstream"
     workflow_types = set(code(DOC.split("`error.type` on the workflow span ∈", 1)[1].split(";", 1)[0]))
     assert "upstream" in workflow_types and workflow_types <= set(contract.ERROR_TYPES)
