@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from app.errors import STORE_ERRORS
-from app.leases import RoundLeases
+from app.leases import RoundLeases, sqlite_write
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -81,22 +81,17 @@ class SqliteActivity:
 
     async def setup(self) -> None:
         """Create the table; give every stored session without a row one (it expires from now)."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (session_id TEXT PRIMARY KEY, last_played REAL NOT NULL)")
-            await self._saver.conn.execute(
-                f"INSERT INTO {TABLE} (session_id, last_played) SELECT DISTINCT thread_id, ? FROM checkpoints "
-                "WHERE true ON CONFLICT (session_id) DO NOTHING", (time.time(),))
-            await self._saver.conn.commit()
+        await sqlite_write(
+            self._saver,
+            (f"CREATE TABLE IF NOT EXISTS {TABLE} (session_id TEXT PRIMARY KEY, last_played REAL NOT NULL)", ()),
+            (f"INSERT INTO {TABLE} (session_id, last_played) SELECT DISTINCT thread_id, ? FROM checkpoints "
+             "WHERE true ON CONFLICT (session_id) DO NOTHING", (time.time(),)))
 
     async def touch(self, session_id: str) -> None:
         """See ``SessionActivity.touch``."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(
-                f"INSERT INTO {TABLE} (session_id, last_played) VALUES (?, ?) "
-                "ON CONFLICT (session_id) DO UPDATE SET last_played = excluded.last_played",
-                (session_id, time.time()))
-            await self._saver.conn.commit()
+        await sqlite_write(self._saver, (f"INSERT INTO {TABLE} (session_id, last_played) VALUES (?, ?) "
+                                         "ON CONFLICT (session_id) DO UPDATE SET last_played = excluded.last_played",
+                                         (session_id, time.time())))
 
     async def idle(self, idle_s: float, limit: int) -> list[str]:
         """See ``SessionActivity.idle``."""
@@ -114,9 +109,7 @@ class SqliteActivity:
 
     async def forget(self, session_id: str) -> None:
         """See ``SessionActivity.forget``."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(f"DELETE FROM {TABLE} WHERE session_id = ?", (session_id,))
-            await self._saver.conn.commit()
+        await sqlite_write(self._saver, (f"DELETE FROM {TABLE} WHERE session_id = ?", (session_id,)))
 
 
 class PostgresActivity:
@@ -162,6 +155,13 @@ class PostgresActivity:
             await conn.execute(f"DELETE FROM {TABLE} WHERE session_id = %s", (session_id,))
 
 
+async def delete_session(checkpointer: BaseCheckpointSaver, activity: SessionActivity, session_id: str) -> None:
+    """Delete every checkpoint of ``session_id``, then its activity row (call it under the session's lease).
+    In this order, a deletion cut short leaves a row, and the next sweep finishes it."""
+    await checkpointer.adelete_thread(session_id)
+    await activity.forget(session_id)
+
+
 async def sweep(checkpointer: BaseCheckpointSaver, leases: RoundLeases, activity: SessionActivity,
                 idle_s: float, lease_s: float, limit: int = 200) -> int:
     """Delete up to ``limit`` sessions idle for more than ``idle_s`` seconds; returns how many went.
@@ -177,8 +177,7 @@ async def sweep(checkpointer: BaseCheckpointSaver, leases: RoundLeases, activity
         try:
             if not await activity.still_idle(session_id, idle_s):  # played meanwhile: keep it
                 continue
-            await checkpointer.adelete_thread(session_id)
-            await activity.forget(session_id)
+            await delete_session(checkpointer, activity, session_id)
             removed += 1
         finally:
             await leases.release(session_id, owner)

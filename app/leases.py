@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 TABLE = "quiz_round_leases"
 
 
+async def sqlite_write(saver: AsyncSqliteSaver, *statements: tuple[str, tuple[object, ...]]) -> int:
+    """Run ``statements`` (SQL, parameters) on the saver's own connection under its lock and commit them
+    together; returns the row count of the last. The session tables beside the checkpoints share it."""
+    async with saver.lock:
+        rowcount = 0
+        for sql, parameters in statements:
+            cursor = await saver.conn.execute(sql, parameters)
+            rowcount = cursor.rowcount
+        await saver.conn.commit()
+        return rowcount
+
+
 class RoundLeases(Protocol):
     """Exclusive, expiring leases on session ids. Store errors propagate (``app.errors.STORE_ERRORS``)."""
 
@@ -76,30 +88,25 @@ class SqliteLeases:
 
     async def setup(self) -> None:
         """Create the lease table if it does not exist; drop leases that expired (their holders died)."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-                "expires_at REAL NOT NULL)")
-            await self._saver.conn.execute(f"DELETE FROM {TABLE} WHERE expires_at < ?", (time.time(),))
-            await self._saver.conn.commit()
+        await sqlite_write(
+            self._saver,
+            (f"CREATE TABLE IF NOT EXISTS {TABLE} (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+             "expires_at REAL NOT NULL)", ()),
+            (f"DELETE FROM {TABLE} WHERE expires_at < ?", (time.time(),)))
 
     async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
         """See ``RoundLeases.acquire``."""
         now = time.time()
-        async with self._saver.lock:
-            cursor = await self._saver.conn.execute(
-                f"INSERT INTO {TABLE} (session_id, owner, expires_at) VALUES (?, ?, ?) "
-                f"ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-                f"WHERE {TABLE}.expires_at < ?", (session_id, owner, now + ttl_s, now))
-            await self._saver.conn.commit()
-            return cursor.rowcount == 1
+        inserted = await sqlite_write(self._saver, (
+            f"INSERT INTO {TABLE} (session_id, owner, expires_at) VALUES (?, ?, ?) "
+            f"ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+            f"WHERE {TABLE}.expires_at < ?", (session_id, owner, now + ttl_s, now)))
+        return inserted == 1
 
     async def release(self, session_id: str, owner: str) -> None:
         """See ``RoundLeases.release``."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(f"DELETE FROM {TABLE} WHERE session_id = ? AND owner = ?",
-                                           (session_id, owner))
-            await self._saver.conn.commit()
+        await sqlite_write(self._saver, (f"DELETE FROM {TABLE} WHERE session_id = ? AND owner = ?",
+                                         (session_id, owner)))
 
 
 class PostgresLeases:

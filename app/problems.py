@@ -54,9 +54,11 @@ SESSION_ERRORS: dict[int | str, dict[str, Any]] = {
         422: "The session id (or the body) is not valid",
         503: "The session store is unavailable (see Retry-After)"}.items()}
 
-# The error responses of the feedback route (it takes a body; a round in progress does not matter).
+# Routes that only read a session: a round in progress does not matter to them.
+SESSION_LOOKUP_ERRORS = {status: response for status, response in SESSION_ERRORS.items() if status != 409}
+# The error responses of the feedback route (it takes a body).
 FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
-    **{k: v for k, v in SESSION_ERRORS.items() if k != 409},
+    **SESSION_LOOKUP_ERRORS,
     400: ROUND_ERRORS[400], 413: ROUND_ERRORS[413],
     404: {**SESSION_ERRORS[404], "description": "Unknown session, or a round it does not keep"}}
 

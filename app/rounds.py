@@ -31,7 +31,7 @@ from app.errors import (
     SessionStoreUnavailable,
     classify,
 )
-from app.expiry import NoActivity, SessionActivity
+from app.expiry import NoActivity, SessionActivity, delete_session
 from app.leases import RoundLeases
 from app.llm import LLM
 from app.messages import is_korean, parse_message
@@ -135,8 +135,7 @@ class RoundService:
             await self._lease(session_id, scope)
             await self._values(session_id)
             try:
-                await self.checkpointer.adelete_thread(session_id)
-                await self.activity.forget(session_id)
+                await delete_session(self.checkpointer, self.activity, session_id)
             except STORE_ERRORS as exc:
                 raise self._failure(SessionStoreUnavailable(), exc) from exc
 
@@ -145,11 +144,10 @@ class RoundService:
         attached to that round's grading span, and ``quiz.feedback``. Raises ``SessionNotFound``,
         ``RoundNotFound`` (404) and ``SessionStoreUnavailable`` (503)."""
         values = await self._values(session_id)
-        kept = [r for r in values.get("rounds", []) if r["round"] == round_no]
-        if not kept:
+        played = next((r for r in values.get("rounds", []) if r["round"] == round_no), None)
+        if played is None:
             raise RoundNotFound(f"Session {session_id!r} keeps no round {round_no}: rounds can be rated once "
                                 "graded, and the last SESSION_ROUNDS_KEPT are kept. See GET /sessions/{id}.")
-        (played,) = kept
         self.telemetry.evaluations.record(
             C.EVALUATION_USER_FEEDBACK, feedback.rating, C.RATING_SCORES[feedback.rating], feedback.comment,
             {GenAI.GEN_AI_CONVERSATION_ID: session_id, C.ATTR_ROUND: round_no, C.ATTR_VERDICT: played["verdict"]},

@@ -16,7 +16,7 @@ from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
 from app.errors import QuizError
-from app.problems import FEEDBACK_ERRORS, ROUND_ERRORS, SESSION_ERRORS, Problems, route_of
+from app.problems import FEEDBACK_ERRORS, ROUND_ERRORS, SESSION_ERRORS, SESSION_LOOKUP_ERRORS, Problems, route_of
 from app.rounds import PreparedRound, RoundService
 from app.schemas import SESSION_ID_PATTERN, SSE_EVENTS, AskRequest, Feedback, Health, Round, Session
 from graphs.events import RoundEvent
@@ -73,7 +73,7 @@ SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The
 
 
 @router.get("/sessions/{session_id}", response_model=Session,
-            responses={k: v for k, v in SESSION_ERRORS.items() if k != 409})
+            responses=SESSION_LOOKUP_ERRORS)
 async def get_session(session_id: SessionIdPath, rounds: RoundsDep) -> Session:
     """Look back at a session: its settings and its last rounds (oldest first), reference answers included."""
     return await rounds.session(session_id)

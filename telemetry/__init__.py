@@ -144,7 +144,7 @@ class GenAISpans(SpanProcessor):
                     {**attributes, GenAI.GEN_AI_PROVIDER_NAME: provider}, span.events, span.links, span.kind,
                     status=span.status, start_time=span.start_time, end_time=span.end_time,
                     instrumentation_scope=span.instrumentation_scope)
-        elif _scope(span) == TRACER_NAME and span.parent and (span.attributes or {}).get(
+        elif _scope(span) == TRACER_NAME and (span.attributes or {}).get(
                 GenAI.GEN_AI_OPERATION_NAME) == GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value:
             self._providers.pop(trace_id, None)
         self.inner.on_end(span)

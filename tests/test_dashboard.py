@@ -36,6 +36,7 @@ from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, MetricPoint, OTLPReceiver, Span
 from tests.fakes.prometheus import PrometheusServer
 from tests.shared import schema
+from tests.test_contract import all_subclasses
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = json.loads((ROOT / "telemetry" / "dashboards" / "question-app.json").read_text())
@@ -339,7 +340,7 @@ def ai_rows(spans: list[Span], logs: list[LogRecord], points: list) -> dict[str,
                                "operation_ParentId": r.span_id, "cloud_RoleName": ai_role(r.resource),
                                "customDimensions": {**ai_common(r.resource, r.scope), **ai_properties(r.attributes)}})
     for p in points:
-        dims = {**ai_properties(p.attributes), **{k: str(v) for k, v in p.resource.items()}}
+        dims = {**ai_properties(p.attributes), **ai_common(p.resource, "")}  # (the receiver keeps no metric scope)
         rows["customMetrics"].append({"name": p.name, "cloud_RoleName": ai_role(p.resource), "customDimensions": dims})
     return rows
 
@@ -458,10 +459,6 @@ def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> N
     five_xx = {c.error_type for c in classes if c.status >= 500}
     five_xx |= {t for status, (_, t, _) in problems._HTTP_PROBLEMS.items() if status >= 500}
     assert set(regex.split("|")) == set(contract.SERVER_ERROR_TYPES) == five_xx | {"internal"}
-
-
-def all_subclasses(cls: type[QuizError]) -> set[type[QuizError]]:
-    return {sub for direct in cls.__subclasses__() for sub in {direct} | all_subclasses(direct)}
 
 
 def test_the_llm_panels_keep_working_when_the_genai_metrics_get_their_new_names(scraped) -> None:

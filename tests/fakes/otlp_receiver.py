@@ -113,23 +113,17 @@ class OTLPReceiver:
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request, context):  # noqa: N802 (gRPC method name)
-                receiver._gate(context)
-                with receiver._lock:
-                    receiver.trace_requests.append(request)
+                receiver._accept(receiver.trace_requests, request, context)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request, context):  # noqa: N802
-                receiver._gate(context)
-                with receiver._lock:
-                    receiver.metric_requests.append(request)
+                receiver._accept(receiver.metric_requests, request, context)
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request, context):  # noqa: N802
-                receiver._gate(context)
-                with receiver._lock:
-                    receiver.log_requests.append(request)
+                receiver._accept(receiver.log_requests, request, context)
                 return logs_service_pb2.ExportLogsServiceResponse()
 
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
@@ -148,11 +142,14 @@ class OTLPReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.stop(grace=None)
 
-    def _gate(self, context: grpc.ServicerContext) -> None:
+    def _accept(self, into: list[Any], request: Any, context: grpc.ServicerContext) -> None:
+        """Keep one export request, unless playing a slow or refusing Collector says otherwise."""
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.refuse:
             context.abort(grpc.StatusCode.UNAVAILABLE, "receiver refusing exports (test)")
+        with self._lock:
+            into.append(request)
 
     def clear(self) -> None:
         with self._lock:
