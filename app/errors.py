@@ -5,6 +5,8 @@
 | ``Unauthorized`` | 401 | ``unauthorized`` | ``API_KEYS`` is set and the request has no valid key |
 | ``SessionNotFound`` | 404 | ``session_not_found`` | ``session_id`` is unknown or expired |
 | ``RoundInProgress`` | 409 + ``Retry-After`` | ``round_in_progress`` | a round of this session is still playing |
+| ``AnswerAwaited`` | 409 | ``answer_awaited`` | a new round was asked while the session's round awaits an answer |
+| ``NoAnswerAwaited`` | 409 | ``no_answer_awaited`` | an ``answer`` was sent and no round of the session awaits one |
 | ``BodyTooLarge`` | 413 | ``validation`` | body over ``MAX_BODY_BYTES`` |
 | ``Overloaded`` | 503 + ``Retry-After`` | ``overloaded`` | ``MAX_CONCURRENT_ROUNDS`` rounds already in progress |
 | ``SessionStoreUnavailable`` | 503 + ``Retry-After`` | ``session_store`` | the checkpointer's database is unreachable |
@@ -81,6 +83,19 @@ class RoundInProgress(QuizError):
 
     status, slug, title, error_type = 409, "round-in-progress", "A round of this session is in progress", \
         "round_in_progress"
+
+
+class AnswerAwaited(QuizError):
+    """409: the session's round is paused for the person's answer; it must be answered before the next."""
+
+    status, slug, title, error_type = 409, "answer-awaited", "The round awaits your answer", "answer_awaited"
+
+
+class NoAnswerAwaited(QuizError):
+    """409: an answer came for a session with no paused round (already graded, or never a person's round)."""
+
+    status, slug, title, error_type = 409, "no-answer-awaited", "No question awaits an answer", \
+        "no_answer_awaited"
 
 
 class Overloaded(QuizError):

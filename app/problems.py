@@ -40,7 +40,8 @@ ROUND_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
         400: "The body is not UTF-8 JSON", 401: "API_KEYS is set and no valid key was sent",
         404: "Unknown or expired session_id",
-        409: "A round of this session is still in progress (one at a time; see Retry-After)",
+        409: "A round of this session is still in progress (one at a time; see Retry-After), the session's "
+             "round awaits your `answer`, or an `answer` came when no round awaits one",
         413: "Body too large", 422: "Invalid request",
         502: "LLM failure (auth, upstream error, unusable output)",
         503: "LLM rate limited, session store unavailable, or too many rounds in progress (see Retry-After)",
@@ -111,7 +112,7 @@ class Problems:
 
         @app.exception_handler(RequestValidationError)
         async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-            errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            errors = [{"loc": field_path(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                       for e in exc.errors()]
             fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
             return respond(self.report(422, "validation", "Invalid request", f"Fix these fields: {fields}.",
@@ -133,6 +134,12 @@ class Problems:
         async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
             log.exception("unhandled error on %s (trace_id=%s)", request.url.path, current_trace_id())
             return respond(self.internal(request.url.path, route_of(request)))
+
+
+def field_path(loc: Any) -> list[Any]:
+    """A validation error's location without the tag of a tagged-union body (a model's name, which is no
+    field): ``["body", "AskRequest", "subject"]`` → ``["body", "subject"]``."""
+    return [part for i, part in enumerate(loc) if not (i == 1 and isinstance(part, str) and part[:1].isupper())]
 
 
 def route_of(request: Request) -> str | None:

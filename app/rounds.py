@@ -17,12 +17,15 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command, StateSnapshot
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from app.errors import (
     STORE_ERRORS,
+    AnswerAwaited,
+    NoAnswerAwaited,
     Overloaded,
     QuizError,
     RoundInProgress,
@@ -35,11 +38,22 @@ from app.expiry import NoActivity, SessionActivity, delete_session
 from app.leases import RoundLeases
 from app.llm import LLM
 from app.messages import is_korean, parse_message
-from app.schemas import AskRequest, Feedback, Round, Session, SessionRound, Usage
+from app.schemas import (
+    AnswerRequest,
+    AskRequest,
+    AwaitedQuestion,
+    Feedback,
+    PendingRound,
+    Round,
+    Session,
+    SessionRound,
+    Usage,
+)
 from app.settings import Settings
 from graphs.context import QuizAgents, QuizContext
+from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent
-from graphs.graph import QuizGraph
+from graphs.graph import QuizGraph, answer_command, awaited_answer
 from graphs.state import InputState, QuizState, RoundResult
 from telemetry import Telemetry, current_trace_id
 from telemetry import contract as C
@@ -52,10 +66,12 @@ DEFAULT_DIFFICULTY: C.Difficulty = "medium"
 
 @dataclass(frozen=True)
 class PreparedRound:
-    """A round that can run: its session and the graph input (settings for this round)."""
+    """A round that can run: its session, its settings and, for a person's answer to a paused round, the
+    command that resumes it (``graphs.graph.answer_command``; the graph input instead of ``inputs``)."""
 
     session_id: str
     inputs: InputState
+    resume: Command | None = None
 
 
 def new_session_id() -> str:
@@ -99,32 +115,58 @@ class RoundService:
         finally:
             self.in_flight -= 1
 
-    async def prepare(self, request: AskRequest, scope: AsyncExitStack) -> PreparedRound:
+    async def prepare(self, request: AskRequest | AnswerRequest, scope: AsyncExitStack) -> PreparedRound:
         """Resolve session and settings; a continued session is leased for this round until ``scope`` closes.
 
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
         for an unknown or expired id and ``SessionStoreUnavailable`` when the store cannot be reached.
         """
-        intent = parse_message(request.message)
         previous: dict[str, Any] = {}
         if request.session_id is not None:
             await self._lease(request.session_id, scope)
-            previous = await self._values(request.session_id, "Omit session_id to start a new session.")
+            snapshot = await self._snapshot(request.session_id, "Omit session_id to start a new session.")
+            previous = snapshot.values
+            if isinstance(request, AnswerRequest):
+                return self._answer(request.session_id, snapshot, request.answer)
+            if (awaited := awaited_answer(snapshot)) is not None:
+                raise AnswerAwaited(f"Round {awaited.round} of session {request.session_id!r} awaits your answer: "
+                                    'send {"session_id": …, "answer": "…"} (GET /sessions/{id} shows the '
+                                    "question), or omit session_id to start a new session.")
+        assert isinstance(request, AskRequest)  # an AnswerRequest always has its session
+        intent = parse_message(request.message)
         language = (request.language or intent.language or previous.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
         inputs = InputState(
             subject=request.subject or intent.subject or previous.get("subject") or DEFAULT_SUBJECT,
             difficulty=request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
-            language=language, reset=intent.reset)
+            language=language, reset=intent.reset,
+            student=request.student or previous.get("student") or C.ANSWERED_BY_MODEL)
         return PreparedRound(request.session_id or new_session_id(), inputs)
+
+    @staticmethod
+    def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
+        """The round that grades a person's ``answer`` to the session's paused round (``NoAnswerAwaited``: none)."""
+        resume = answer_command(snapshot, answer)
+        if resume is None:
+            played = snapshot.values.get("round", 0)
+            raise NoAnswerAwaited(f"No round of session {session_id!r} awaits an answer (rounds graded: {played}); "
+                                  "an answer is graded once. Omit `answer` to play the next round.")
+        values = snapshot.values
+        inputs = InputState(subject=values["subject"], difficulty=values["difficulty"],
+                            language=values["language"], student=C.ANSWERED_BY_PERSON)
+        return PreparedRound(session_id, inputs, resume)
 
     async def session(self, session_id: str) -> Session:
         """The session's settings and its kept rounds (oldest first). Raises ``SessionNotFound`` (404) and
         ``SessionStoreUnavailable`` (503)."""
-        values = await self._values(session_id)
+        snapshot = await self._snapshot(session_id)
+        values, awaited = snapshot.values, awaited_answer(snapshot)
         return Session(session_id=session_id, subject=values["subject"], difficulty=values["difficulty"],
-                       language=values["language"], rounds_played=values.get("round", 0),
-                       rounds=[SessionRound.model_validate(r) for r in values.get("rounds", [])])
+                       language=values["language"], student=values.get("student", C.ANSWERED_BY_MODEL),
+                       rounds_played=values.get("round", 0),
+                       rounds=[SessionRound.model_validate(r) for r in values.get("rounds", [])],
+                       awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question)
+                       if awaited else None)
 
     async def forget(self, session_id: str) -> None:
         """Delete the session with every checkpoint of it, once no round of it is playing (its lease).
@@ -156,13 +198,16 @@ class RoundService:
                                                     C.ATTR_VERDICT: played["verdict"]})
 
     async def _values(self, session_id: str, hint: str = "Start a new session with POST /ask.") -> dict[str, Any]:
+        return (await self._snapshot(session_id, hint)).values
+
+    async def _snapshot(self, session_id: str, hint: str = "Start a new session with POST /ask.") -> StateSnapshot:
         try:
             state = await self.graph.aget_state(self._config(session_id))
         except STORE_ERRORS as exc:
             raise self._failure(SessionStoreUnavailable(), exc) from exc
         if not state.values:
             raise SessionNotFound(f"Session {session_id!r} does not exist or has expired. {hint}")
-        return state.values
+        return state
 
     async def _lease(self, session_id: str, scope: AsyncExitStack) -> None:
         owner = secrets.token_hex(8)
@@ -181,8 +226,9 @@ class RoundService:
         except STORE_ERRORS as exc:  # it expires by itself after Settings.round_deadline_s
             log.warning("could not release the lease of a session: %s: %s", type(exc).__name__, exc)
 
-    async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round]:
-        """Play the round: yield each agent step's ``RoundEvent`` as it happens, then the ``Round``.
+    async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round | PendingRound]:
+        """Play the round: yield each agent step's ``RoundEvent`` as it happens, then the ``Round`` — or, when
+        a person plays the Student and the round pauses for their answer, the ``PendingRound``.
 
         Raises a ``QuizError`` (``app.errors``) for every expected failure; the session is then unchanged.
         """
@@ -197,22 +243,27 @@ class RoundService:
             C.ATTR_SUBJECT: subject,
             C.ATTR_DIFFICULTY: inputs["difficulty"],
             C.ATTR_LANGUAGE: inputs["language"],
+            C.ATTR_ANSWERED_BY: inputs.get("student", C.ANSWERED_BY_MODEL),
         }
         with self.telemetry.tracer.start_as_current_span(
                 C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=attributes,
                 record_exception=False, set_status_on_exception=False) as span:
             final: QuizState | None = None
+            awaited: Awaited | None = None
             try:
                 async for part in self.graph.astream(
-                        inputs, self._config(prepared.session_id), context=self._context(prepared.session_id),
+                        prepared.resume or inputs, self._config(prepared.session_id),
+                        context=self._context(prepared.session_id),
                         stream_mode=["custom", "values"], durability="exit", version="v2"):
                     if part["type"] == "values":
                         final = part["data"]
+                        for pending in part["interrupts"]:
+                            awaited = Awaited.model_validate(pending.value)
                     elif part["type"] == "custom" and isinstance(part["data"], RoundEvent):
                         yield part["data"]
                 if final is None:
                     raise RuntimeError("the graph ended without a state")
-                result = RoundResult.of(final)
+                result = None if awaited else RoundResult.of(final)
             except Exception as exc:
                 error = classify(exc, self.settings.rate_limit_retry_after_s)
                 if error is None:
@@ -220,29 +271,51 @@ class RoundService:
                 span.set_attribute(error_attributes.ERROR_TYPE, error.error_type)
                 span.set_status(Status(StatusCode.ERROR, error.title))
                 raise self._failure(error, exc) from exc
-            span.set_attribute(C.ATTR_ROUND, result.round)
-            span.set_attribute(C.ATTR_VERDICT, result.verdict)
-            span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, result.input_tokens)
-            span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, result.output_tokens)
-            self.telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
-                                                      C.ATTR_VERDICT: result.verdict})
-            self.telemetry.evaluations.record(  # the Teacher's grade, parented to this round's span
-                C.EVALUATION_CORRECTNESS, result.verdict, C.VERDICT_SCORES[result.verdict], result.feedback,
-                {GenAI.GEN_AI_CONVERSATION_ID: prepared.session_id, C.ATTR_ROUND: result.round,
-                 C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty})
-            played = self._round(prepared.session_id, result)
+            if result is None:  # paused for the person's answer: no verdict yet
+                assert awaited is not None
+                span.set_attribute(C.ATTR_ROUND, awaited.round)
+                played: Round | PendingRound = self._pending(prepared, awaited, final)
+            else:
+                played = self._graded(prepared.session_id, result, span)
         try:  # the round is saved; a session without a fresh row is given one at the next start
             await self.activity.touch(prepared.session_id)
         except STORE_ERRORS as exc:
             log.warning("could not record the session's activity: %s: %s", type(exc).__name__, exc)
         yield played
 
-    async def play(self, prepared: PreparedRound) -> Round:
-        """Play the round to its end and return it. Raises a ``QuizError`` as ``run()`` does."""
-        last: RoundEvent | Round | None = None
-        async for last in self.run(prepared):  # noqa: B007  (the last item is the Round)
+    def _graded(self, session_id: str, result: RoundResult, span: Any) -> Round:
+        """Record a graded round on its span, in ``quiz.rounds`` and as the Teacher's evaluation; the ``Round``."""
+        subject = C.subject_label(result.subject)
+        span.set_attribute(C.ATTR_ROUND, result.round)
+        span.set_attribute(C.ATTR_VERDICT, result.verdict)
+        span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, result.input_tokens)
+        span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, result.output_tokens)
+        self.telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
+                                                  C.ATTR_VERDICT: result.verdict,
+                                                  C.ATTR_ANSWERED_BY: result.answered_by})
+        self.telemetry.evaluations.record(  # the Teacher's grade, parented to this round's span
+            C.EVALUATION_CORRECTNESS, result.verdict, C.VERDICT_SCORES[result.verdict], result.feedback,
+            {GenAI.GEN_AI_CONVERSATION_ID: session_id, C.ATTR_ROUND: result.round,
+             C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty, C.ATTR_ANSWERED_BY: result.answered_by})
+        return self._round(session_id, result)
+
+    def _pending(self, prepared: PreparedRound, awaited: Awaited, state: QuizState) -> PendingRound:
+        """The first half of a person's round: the question (never the reference answer) and its tokens."""
+        asked = state.get("usage", {}).get("ask", {"input_tokens": 0, "output_tokens": 0})
+        inputs = prepared.inputs
+        return PendingRound(session_id=prepared.session_id, round=awaited.round, subject=inputs["subject"],
+                            difficulty=inputs["difficulty"], language=inputs["language"], question=awaited.question,
+                            model=self.llm.model,
+                            usage=Usage(input_tokens=asked["input_tokens"], output_tokens=asked["output_tokens"],
+                                        total_tokens=asked["input_tokens"] + asked["output_tokens"]),
+                            trace_id=current_trace_id())
+
+    async def play(self, prepared: PreparedRound) -> Round | PendingRound:
+        """Play the round to its end (or its pause) and return it. Raises a ``QuizError`` as ``run()`` does."""
+        last: RoundEvent | Round | PendingRound | None = None
+        async for last in self.run(prepared):  # noqa: B007  (the last item is the Round or PendingRound)
             pass
-        assert isinstance(last, Round), "run() ends with the Round or raises"
+        assert isinstance(last, Round | PendingRound), "run() ends with the Round (or PendingRound) or raises"
         return last
 
     def _failure(self, error: QuizError, cause: BaseException) -> QuizError:
@@ -265,7 +338,8 @@ class RoundService:
     def _round(self, session_id: str, result: RoundResult) -> Round:
         return Round(session_id=session_id, round=result.round, subject=result.subject,
                      difficulty=result.difficulty, language=result.language, question=result.question,
-                     student_answer=result.student_answer, verdict=result.verdict, feedback=result.feedback,
+                     student_answer=result.student_answer, answered_by=result.answered_by,
+                     verdict=result.verdict, feedback=result.feedback,
                      reference_answer=result.reference_answer, model=self.llm.model,
                      usage=Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
                                  total_tokens=result.input_tokens + result.output_tokens),

@@ -18,7 +18,17 @@ from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
 from app.errors import QuizError
 from app.problems import FEEDBACK_ERRORS, ROUND_ERRORS, SESSION_ERRORS, SESSION_LOOKUP_ERRORS, Problems, route_of
 from app.rounds import PreparedRound, RoundService
-from app.schemas import SESSION_ID_PATTERN, SSE_EVENTS, AskRequest, Feedback, Health, Round, Session
+from app.schemas import (
+    SESSION_ID_PATTERN,
+    SSE_AWAITING_ANSWER,
+    SSE_EVENTS,
+    AskBody,
+    Feedback,
+    Health,
+    PendingRound,
+    Round,
+    Session,
+)
 from graphs.events import RoundEvent
 from telemetry import current_trace_id
 
@@ -26,14 +36,17 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.post("/ask", response_model=Round, responses={
-    200: {"description": "The round as JSON, or with `Accept: text/event-stream` as server-sent events: "
-                         f"{SSE_EVENTS} (or `error`).",
+@router.post("/ask", response_model=Round | PendingRound, responses={
+    200: {"description": "The round as JSON (`status: graded`), or with `Accept: text/event-stream` as "
+                         f"server-sent events: {SSE_EVENTS} (or `error`). When a person plays the Student "
+                         "(`student: person`), the first request ends with the question (`status: "
+                         f"awaiting_answer`; the stream: `trace`, `question`, `{SSE_AWAITING_ANSWER}`) and a "
+                         "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
-async def ask(request: Request, body: AskRequest, rounds: RoundsDep, problems: ProblemsDep,
+async def ask(request: Request, body: AskBody, rounds: RoundsDep, problems: ProblemsDep,
               scope: Annotated[AsyncExitStack, Depends(round_scope)],
               accept: Annotated[str | None, Header()] = None) -> Any:
-    """Play one quiz round: the Teacher asks, the Student answers, the Teacher grades."""
+    """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
     prepared = await rounds.prepare(body, scope)
     if accept and "text/event-stream" in accept:
         return EventSourceResponse(_events(rounds, problems, prepared, route_of(request)),
@@ -43,8 +56,9 @@ async def ask(request: Request, body: AskRequest, rounds: RoundsDep, problems: P
 
 async def _events(rounds: RoundService, problems: Problems, prepared: PreparedRound,
                   route: str | None) -> AsyncIterator[bytes]:
-    """The round as server-sent events: ``trace``, one per ``RoundEvent`` (its ``kind``), ``round``; a
-    failure ends the stream with an ``error`` event holding the problem body.
+    """The round as server-sent events: ``trace``, one per ``RoundEvent`` (its ``kind``), ``round`` (or
+    ``awaiting_answer`` when the round pauses for a person's answer); a failure ends the stream with an
+    ``error`` event holding the problem body.
 
     The response said 200 before the round failed, so the failure is written on the request's server span
     instead (``error.type``, ERROR status: "another error" in the HTTP span conventions) and counted in
@@ -54,7 +68,8 @@ async def _events(rounds: RoundService, problems: Problems, prepared: PreparedRo
         trace = {"trace_id": current_trace_id(), "session_id": prepared.session_id}
         yield format_sse_event(event="trace", data_str=json.dumps(trace, separators=(",", ":")))
         async for item in rounds.run(prepared):
-            name = item.kind if isinstance(item, RoundEvent) else "round"
+            name = (item.kind if isinstance(item, RoundEvent)
+                    else SSE_AWAITING_ANSWER if isinstance(item, PendingRound) else "round")
             yield format_sse_event(event=name, data_str=item.model_dump_json())
     except QuizError as error:
         problem, error_type = problems.of(error, route=route), error.error_type

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+)
 
 from graphs.events import EVENTS
 from graphs.state import Difficulty, Language, Verdict
-from telemetry.contract import SUBJECTS, Rating
+from telemetry.contract import SUBJECTS, Rating, Student
 
 # Korean difficulty words accepted as aliases (the upstream chat UI used them).
 DIFFICULTY_ALIASES = {"쉬움": "easy", "보통": "medium", "어려움": "hard"}
@@ -31,15 +40,25 @@ Subject = Annotated[str, StringConstraints(
     AfterValidator(str.strip)]
 
 
+# A person's answer: some visible text, no control characters but tab and newline.
+Answer = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\S"
+                                                                                 r"[^\x00-\x08\x0b-\x1f\x7f]*$"),
+                   AfterValidator(str.strip)]
+
+
 class AskRequest(BaseModel):
     """One quiz round. Every field is optional: a new session starts with ``general``/``medium``; a
     continued session keeps its settings unless new ones are given. ``message`` is parsed into the
-    fields that are absent (``"보통 난이도로 수학 문제 풀래"`` → medium, math; ``"next"``; ``"reset"``)."""
+    fields that are absent (``"보통 난이도로 수학 문제 풀래"`` → medium, math; ``"next"``; ``"reset"``).
+
+    ``student: "person"`` makes the caller the Student: the round stops after the question
+    (``PendingRound``, status ``awaiting_answer``) and an ``AnswerRequest`` finishes it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"subject": "math", "difficulty": "easy", "language": "en"},
                      {"session_id": "Zq3v9yH0b7wQpL2xT5mN1c", "message": "next"},
-                     {"message": "보통 난이도로 수학 문제 풀래"}]})
+                     {"message": "보통 난이도로 수학 문제 풀래"},
+                     {"subject": "history", "student": "person"}]})
 
     subject: Subject | None = Field(None, description=f"{', '.join(SUBJECTS)}, or any topic (≤ 80 characters).")
     difficulty: Annotated[Difficulty | None, BeforeValidator(_difficulty)] = Field(
@@ -49,6 +68,31 @@ class AskRequest(BaseModel):
     session_id: SessionId | None = Field(None, description="From an earlier response, to play the next round.")
     message: Annotated[str, StringConstraints(max_length=500)] | None = Field(
         None, description="Free-form chat text, parsed into the fields above when they are absent.")
+    student: Student | None = Field(
+        None, description="Who answers: `model` (the Student agent) or `person` (you: the round pauses after "
+        "the question until you send `answer`). Default: the session's, else `model`.")
+
+
+class AnswerRequest(BaseModel):
+    """A person's answer to the question their session's round awaits (``student: person``): the Teacher
+    grades it. The session id and the answer, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"session_id": "Zq3v9yH0b7wQpL2xT5mN1c", "answer": "1492"}]})
+
+    session_id: SessionId = Field(description="The session whose round awaits the answer.")
+    answer: Answer = Field(description="Your answer, ≤ 1000 characters.")
+
+
+def _ask_kind(body: Any) -> str:
+    return "AnswerRequest" if isinstance(body, dict) and "answer" in body else "AskRequest"
+
+
+# The body of ``POST /ask``: a round to play, or an answer to a paused one (told apart by ``answer``, so a
+# wrong field is reported against the form the client meant). The tags are the models' names: validation
+# errors drop them from their ``loc`` (``app.problems``), which stays ``["body", "<field>"]``.
+AskBody = Annotated[Annotated[AskRequest, Tag("AskRequest")] | Annotated[AnswerRequest, Tag("AnswerRequest")],
+                    Discriminator(_ask_kind)]
 
 
 class Usage(BaseModel):
@@ -69,13 +113,38 @@ class Round(BaseModel):
     language: Language
     question: str
     student_answer: str
+    answered_by: Student = Field("model", description="Who answered: `model` (the Student agent) or `person`.")
     verdict: Verdict
     feedback: str
     reference_answer: str
     model: str = Field(description="The model that played the round (deployment name on Azure).")
-    usage: Usage
+    usage: Usage = Field(description="The round's tokens; for a person's round, the question's and the grade's.")
     trace_id: str | None = Field(None, description="W3C trace id (32 hex) of this request = App Insights "
                                  "operation_Id. Null when tracing is disabled.")
+    status: Literal["graded"] = Field("graded", description="`graded`: the round is finished.")
+
+
+class PendingRound(BaseModel):
+    """A round that awaits the person playing the Student: the Teacher's question, without its reference
+    answer. Finish it with ``POST /ask {"session_id": …, "answer": "…"}``."""
+
+    status: Literal["awaiting_answer"] = Field("awaiting_answer", description="The round waits for `answer`.")
+    session_id: str
+    round: int = Field(ge=1, description="The number the round will have once graded.")
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    question: str
+    model: str = Field(description="The model playing the Teacher.")
+    usage: Usage = Field(description="Tokens so far (the question).")
+    trace_id: str | None = Field(None, description="W3C trace id of this request (the question).")
+
+
+class AwaitedQuestion(BaseModel):
+    """The question a session's paused round awaits an answer to."""
+
+    round: int = Field(ge=1)
+    question: str
 
 
 class SessionRound(BaseModel):
@@ -83,7 +152,7 @@ class SessionRound(BaseModel):
 
     round: int = Field(ge=1)
     question: str
-    answered_by: Literal["model"] = Field(description="Who played the Student: `model` (the Student agent).")
+    answered_by: Student = Field(description="Who played the Student: `model` (the Student agent) or `person`.")
     answer: str
     verdict: Verdict
     feedback: str
@@ -112,8 +181,11 @@ class Session(BaseModel):
     subject: str
     difficulty: Difficulty
     language: Language
+    student: Student = Field(description="Who answers in this session's rounds: `model` or `person`.")
     rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
     rounds: list[SessionRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
+    awaiting_answer: AwaitedQuestion | None = Field(
+        None, description="The question of a round paused for the person's answer (no reference answer), or null.")
 
 
 class Problem(BaseModel):
@@ -130,6 +202,8 @@ class Problem(BaseModel):
 
 # The server-sent events of a streamed round, in order (the graph's events between `trace` and `round`).
 SSE_EVENTS = ", ".join(f"`{name}`" for name in ("trace", *(e.kind for e in EVENTS))) + ", then `round`"
+# The event that ends the first half of a person's round instead of `answer`, `grade` and `round`.
+SSE_AWAITING_ANSWER = "awaiting_answer"
 
 
 class Health(BaseModel):

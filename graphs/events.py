@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from telemetry.contract import AgentName, Step, Verdict
+from telemetry.contract import AgentName, Step, Student, Verdict
 
 
 class RoundEvent(BaseModel):
@@ -44,13 +44,14 @@ class QuestionAsked(RoundEvent):
 
 
 class AnswerGiven(RoundEvent):
-    """The Student answered."""
+    """The Student answered: the Student agent (``answered_by="model"``) or the person playing it."""
 
     kind = "answer"
     agent = "student"
     step = "answer"
 
     student_answer: str
+    answered_by: Student = "model"
 
 
 class AnswerGraded(RoundEvent):
@@ -65,3 +66,13 @@ class AnswerGraded(RoundEvent):
 
 
 EVENTS: tuple[type[RoundEvent], ...] = (QuestionAsked, AnswerGiven, AnswerGraded)  # in the order they come
+
+
+class AnswerAwaited(BaseModel):
+    """A person plays the Student and the round is paused for their answer: the value of the graph's
+    ``interrupt`` (``StateSnapshot.interrupts``). The question only — never the reference answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    round: int
+    question: str

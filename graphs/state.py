@@ -19,10 +19,10 @@ from typing import Annotated, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
-from telemetry.contract import Difficulty, Language, Step, Verdict
+from telemetry.contract import Difficulty, Language, Step, Student, Verdict
 
 __all__ = ["Difficulty", "Grade", "InputState", "Language", "Question", "QuizState", "RoundResult", "Step",
-           "StoredRound", "StudentAnswer", "TokenUsage", "Verdict"]
+           "StoredRound", "Student", "StudentAnswer", "TokenUsage", "Verdict"]
 
 
 class Question(BaseModel):
@@ -88,15 +88,16 @@ class StoredGrade(TypedDict):
 class StoredRound(TypedDict):
     """One finished round as the session keeps it for looking back (``GET /sessions/{id}``).
 
-    ``answered_by``: who played the Student (``model``: the Student agent). ``trace_id``: the W3C trace id of
-    the request that played it (App Insights ``operation_Id``), ``None`` without telemetry. ``finished_at``:
+    ``answered_by``: who played the Student (``model``: the Student agent; ``person``: the caller).
+    ``trace_id``: the W3C trace id of the request that graded it (App Insights ``operation_Id``), ``None``
+    without telemetry. ``finished_at``:
     ISO 8601, UTC. Tokens: the round's, summed over its steps and their attempts. ``span_id``: the grading
     step's span (16 hex), where feedback on the round is attached.
     """
 
     round: int
     question: str
-    answered_by: str
+    answered_by: Student
     answer: str
     verdict: Verdict
     feedback: str
@@ -113,12 +114,15 @@ class InputState(TypedDict):
 
     ``reset``: play this round as round 1 of a fresh session under the same id (no history). It takes
     effect only when the round finishes: a reset round that fails leaves the old session as it was.
+    ``student``: who answers (default ``model``). With ``person`` the round pauses after the question
+    (``graphs.graph.person_answer``) until the caller's answer resumes it.
     """
 
     subject: str
     difficulty: Difficulty
     language: Language
     reset: NotRequired[bool]
+    student: NotRequired[Student]
 
 
 class QuizState(InputState):
@@ -154,6 +158,7 @@ class RoundResult:
     question: str
     reference_answer: str
     student_answer: str
+    answered_by: Student
     verdict: Verdict
     feedback: str
     input_tokens: int
@@ -167,6 +172,6 @@ class RoundResult:
         return cls(round=state["round"], subject=state["subject"], difficulty=state["difficulty"],
                    language=state["language"], question=question["question"],
                    reference_answer=question["reference_answer"], student_answer=answer["answer"],
-                   verdict=grade["verdict"], feedback=grade["feedback"],
+                   answered_by=state.get("student", "model"), verdict=grade["verdict"], feedback=grade["feedback"],
                    input_tokens=sum(u["input_tokens"] for u in usage),
                    output_tokens=sum(u["output_tokens"] for u in usage))

@@ -174,11 +174,28 @@ class LangChainRuns(LangchainInstrumentor):
 
     WRAPPED = ((BaseCallbackManager, "__init__"), (Pregel, "stream"), (Pregel, "astream"), (Command, "__init__"))
 
+    def _instrument(self, **kwargs: Any) -> None:
+        """Instrument; and give its callback handler the two LangGraph lifecycle callbacks it lacks.
+
+        It joins every callback manager, LangGraph's interrupt/resume dispatchers included, without being a
+        ``GraphCallbackHandler``: each pause and resume of a round logged an ``AttributeError`` warning.
+        """
+        super()._instrument(**kwargs)
+        injector = getattr(BaseCallbackManager.__init__, "_self_wrapper", None)
+        handler = getattr(injector, "_callback_handler", None)
+        for callback in ("on_interrupt", "on_resume"):
+            if handler is not None and not hasattr(handler, callback):
+                setattr(handler, callback, _ignore_graph_event)
+
     def _uninstrument(self, **kwargs: Any) -> None:
         super()._uninstrument(**kwargs)
         for owner, name in self.WRAPPED:
             if hasattr(getattr(owner, name), "__wrapped__"):
                 unwrap(owner, name)
+
+
+def _ignore_graph_event(event: Any) -> None:
+    """A LangGraph interrupt or resume (``langgraph.callbacks``): the round's own spans record them."""
 
 
 # Instrumentors are process-wide singletons: the app that instrumented each one last (its tracer provider).

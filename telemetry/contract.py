@@ -35,6 +35,8 @@ ErrorType = Literal[
     "session_not_found",  # 404: unknown or expired session id
     "round_not_found",  # 404: feedback for a round the session does not keep
     "round_in_progress",  # 409: a round of the same session is still playing
+    "answer_awaited",  # 409: the session's round awaits a person's answer; a new round cannot start
+    "no_answer_awaited",  # 409: an answer was sent, but no round of the session awaits one
     "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
     "session_store",  # 503: the checkpointer's database is unreachable
     "rate_limited",  # 503: the LLM answered 429 after the client's retries
@@ -52,8 +54,11 @@ SERVER_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
 # class name, as the semantic conventions recommend when there is no better code (bounded: the set of
 # exception classes the step can raise).
 
-# Who played the Student in a round (``answered_by`` of a session's rounds).
+# Who plays the Student (``quiz.answered_by``; ``student`` of ``POST /ask``, ``answered_by`` of a round):
+# ``model`` — the Student agent; ``person`` — the caller, who answers the Teacher's question themselves.
+Student = Literal["model", "person"]
 ANSWERED_BY_MODEL: Final = "model"
+ANSWERED_BY_PERSON: Final = "person"
 
 SUBJECTS: Final = ("math", "science", "history", "english", "general", "programming", "geography")
 OTHER_SUBJECT: Final = "other"  # the label of any free-text subject
@@ -62,6 +67,7 @@ DIFFICULTIES: Final[tuple[Difficulty, ...]] = get_args(Difficulty)
 LANGUAGES: Final[tuple[Language, ...]] = get_args(Language)
 VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
 AGENTS: Final[tuple[AgentName, ...]] = get_args(AgentName)
+STUDENTS: Final[tuple[Student, ...]] = get_args(Student)
 STEPS: Final[tuple[Step, ...]] = get_args(Step)
 ERROR_TYPES: Final[tuple[ErrorType, ...]] = get_args(ErrorType)
 
@@ -100,6 +106,7 @@ ATTR_ROUND: Final = "quiz.round"  # int: the number of the round being played, 1
 ATTR_VERDICT: Final = "quiz.verdict"
 ATTR_STEP: Final = "quiz.step"
 ATTR_RATING: Final = "quiz.rating"
+ATTR_ANSWERED_BY: Final = "quiz.answered_by"  # STUDENTS: who played the Student in the round
 
 # --- metrics ------------------------------------------------------------------------------------------
 METRIC_ROUNDS: Final = "quiz.rounds"
@@ -129,7 +136,8 @@ class QuizInstruments:
     """The service's own instruments (OTel names; Prometheus names after the Collector in brackets).
 
     - ``rounds``: Counter ``quiz.rounds`` {round} [``quiz_rounds_total``], attributes ``quiz.subject``
-      (bounded), ``quiz.difficulty``, ``quiz.verdict`` — finished rounds; accuracy = correct / all.
+      (bounded), ``quiz.difficulty``, ``quiz.verdict``, ``quiz.answered_by`` (``STUDENTS``) — finished
+      rounds; accuracy = correct / all, for the Student agent and for people apart.
     - ``step_duration``: Histogram ``quiz.agent.step.duration`` s [``quiz_agent_step_duration_seconds``],
       attributes ``gen_ai.agent.name`` (``AGENTS``), ``quiz.step`` (``STEPS``), ``error.type``.
     - ``errors``: Counter ``quiz.errors`` {error} [``quiz_errors_total``], attribute ``error.type``

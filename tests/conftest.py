@@ -18,6 +18,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes.postgres import PostgresServer
 
 # A value that must never be observable: not in logs, spans, metrics or error bodies.
 CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
@@ -51,6 +52,13 @@ def otlp() -> Iterator[OTLPReceiver]:
 @pytest.fixture(scope="session")
 def llm_server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback, shared by the tests of a run (ids keep their data apart)."""
+    with PostgresServer() as server:
         yield server
 
 

@@ -164,6 +164,9 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
             rating = "up" if verdict == "correct" else "down"
             assert client.post(f"/sessions/{r.json()['session_id']}/rounds/1/feedback",
                                json={"rating": rating}).status_code == 204
+        llm_server.script("Grade", verdict="incorrect")  # a person plays the Student: asked, then answered
+        pending = client.post("/ask", json={"subject": "math", "student": "person"}).json()
+        assert client.post("/ask", json={"session_id": pending["session_id"], "answer": "42"}).status_code == 200
         llm_server.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)
         assert client.post("/ask", json={"subject": "math"}).status_code == 503
         llm_server.fail_next(Fault("status", 500), times=2)
@@ -182,7 +185,7 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         second = burst(client)
         time.sleep(3)
         otlp.wait_for(lambda: all(len(otlp.trace(t)) == SPANS_PER_ROUND for t in first + second))
-        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 16)  # grades and feedback
+        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 18)  # grades and feedback
         if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
             from tests.render_dashboard import render
 
@@ -415,8 +418,9 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     assert len(rows["exceptions"]) == len(exception_events) > 0
     assert len(rows["exceptions"]) < len([s for s in spans if s.status_code == 2]) * 2
     grades = [r for r in rows["traces"] if r["customDimensions"].get("gen_ai.evaluation.name") == "correctness"]
-    assert len(grades) == 8 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
+    assert len(grades) == 10 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
         == {"1", "0.5", "0"}
+    assert sorted(g["customDimensions"]["quiz.answered_by"] for g in grades).count("person") == 2
 
 
 def test_the_trace_panel_targets_our_role_and_operation(scraped) -> None:
@@ -444,9 +448,10 @@ def totals(expr: str) -> str:
 def test_the_failed_request_ratio_counts_streamed_rounds_that_failed_after_their_200(scraped) -> None:
     prometheus, *_ = scraped
     (series,) = prometheus.query(substitute(totals(panel("Failed /ask requests")["targets"][0]["expr"])))
-    # Per burst, 8 requests to /ask: 4 played, a 503, a 502, a 404 (the caller's fault: not counted) and a
-    # streamed round that failed after answering 200. The status codes alone would say 2 of 8.
-    assert float(series["value"][1]) == pytest.approx(3 / 8)
+    # Per burst, 10 requests to /ask: 4 played, a person's round (asked, then answered), a 503, a 502, a 404
+    # (the caller's fault: not counted) and a streamed round that failed after answering 200. The status
+    # codes alone would say 2 of 10.
+    assert float(series["value"][1]) == pytest.approx(3 / 10)
 
 
 def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> None:

@@ -97,12 +97,6 @@ def test_sqlite_sessions_survive_a_restart(make_client, tmp_path: Path) -> None:
     assert (again["round"], again["subject"], again["difficulty"]) == (2, "history", "hard")
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    with PostgresServer() as server:
-        yield server
-
-
 def test_postgres_sessions_are_shared_by_replicas(make_client, postgres: PostgresServer) -> None:
     replica_a = make_client(checkpointer_url=postgres.url)
     replica_b = make_client(checkpointer_url=postgres.url)
