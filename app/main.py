@@ -24,6 +24,7 @@ from app.dependencies import AppState, require_api_key
 from app.expiry import expire_idle_sessions
 from app.limits import BodySizeLimit
 from app.llm import build_llm
+from app.page import UNTRACED_URLS, install_page
 from app.problems import Problems
 from app.rounds import RoundService
 from app.routes import probes, router
@@ -113,11 +114,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="A Teacher–Student quiz played by a LangGraph multi-agent graph, with built-in "
                               "OpenTelemetry. `POST /ask` plays one round.")
     app.state.telemetry = tel
-    tel.instrument_app(app)
+    tel.instrument_app(app, untraced=UNTRACED_URLS)
     set_global_response_propagator(TraceResponsePropagator())  # `traceresponse` header on every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, problems=problems)
     problems.install(app)
     # Authentication only when API_KEYS is set, so the OpenAPI document says exactly what is enforced.
     app.include_router(router, dependencies=[Depends(require_api_key)] if api_keys else [])
     app.include_router(probes)
+    install_page(app, settings)
     return app

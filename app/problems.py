@@ -96,8 +96,10 @@ class Problems:
                            "identifies it in the logs.", "internal", instance, route)
 
     def of(self, error: QuizError, instance: str | None = None, route: str | None = None) -> Problem:
-        """``report()`` for a domain error."""
-        return self.report(error.status, error.slug, error.title, error.detail, error.error_type, instance, route)
+        """``report()`` for a domain error (with ``retry_after`` when it has a ``Retry-After`` in seconds)."""
+        extra = {"retry_after": int(wait)} if (wait := error.headers.get("Retry-After", "")).isdigit() else {}
+        return self.report(error.status, error.slug, error.title, error.detail, error.error_type, instance, route,
+                           **extra)
 
     def response(self, error: QuizError, instance: str | None = None, route: str | None = None) -> JSONResponse:
         """The ``application/problem+json`` response for a domain error, with its headers."""

@@ -197,6 +197,8 @@ class Problem(BaseModel):
     detail: str = Field(description="What happened and what to do about it.")
     instance: str | None = None
     trace_id: str | None = None
+    retry_after: int | None = Field(None, description="Seconds to wait before retrying, as the `Retry-After` "
+                                    "header says (here too, for a stream's `error` event, which has no headers).")
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for 422.")
 
 

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         10, ge=1, le=200, description="Finished rounds a session keeps for GET /sessions/{id} (the checkpoint "
                                       "stays small: older rounds are dropped).")
 
+    # --- the browser page ---------------------------------------------------------------------------
+    app_insights_link_template: str | None = Field(
+        None, description="Off by default. A URL with `{trace_id}` where the page links each round to Application "
+        "Insights (e.g. the portal's end-to-end transaction view for your resource).")
+
     # --- telemetry (the rest is the SDK's standard OTEL_* variables) ----------------------------------
     telemetry_shutdown_timeout_s: float = Field(
         3.0, gt=0, le=60, description="Longest the flush of spans and metrics may take at shutdown.")
@@ -109,6 +114,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("app_insights_link_template")
+    @classmethod
+    def _link_template(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("https://") or "{trace_id}" not in value):
+            raise ValueError("must be an https:// URL containing {trace_id}")
+        return value
 
     @model_validator(mode="after")
     def _check_checkpointer(self) -> Settings:

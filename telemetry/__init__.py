@@ -245,14 +245,16 @@ class Telemetry:
     _instrumentors: list[Any] = field(default_factory=list)
     _exporters: list[Any] = field(default_factory=list)
 
-    def instrument_app(self, app: Any) -> None:
+    def instrument_app(self, app: Any, untraced: tuple[str, ...] = ()) -> None:
         """Server spans and ``http.server.*`` metrics for a FastAPI app.
 
-        ``/health`` is not traced (probes would flood App Insights); the per-message ASGI ``receive``/``send``
-        spans are left out (noise, and OTLP bytes per round).
+        ``/health`` is not traced (probes would flood App Insights), nor are the URLs matching the regular
+        expressions ``untraced`` (e.g. a page's static files); the per-message ASGI ``receive``/``send`` spans are
+        left out (noise, and OTLP bytes per round).
         """
         FastAPIInstrumentor.instrument_app(app, tracer_provider=self.tracer_provider,
-                                           meter_provider=self.meter_provider, excluded_urls="health",
+                                           meter_provider=self.meter_provider,
+                                           excluded_urls=",".join(("health", *untraced)),
                                            exclude_spans=["receive", "send"])
 
     def shutdown(self, timeout_s: float = 3.0) -> float:

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, sync_playwright
 
 from app.main import create_app
 from app.settings import Settings
+from tests.browser import launch
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.fakes.postgres import PostgresServer
@@ -53,6 +55,15 @@ def otlp() -> Iterator[OTLPReceiver]:
 def llm_server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium under Playwright (``tests.browser``), one for the run."""
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect
 
+from tests.browser import new_page, open_page
 from tests.conftest import HEX32
 from tests.fakes import free_port
 from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver
@@ -66,6 +68,47 @@ def service(otlp: OTLPReceiver, tmp_path: Path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+def test_a_person_plays_in_the_browser_on_the_embedded_model(service, otlp: OTLPReceiver, browser: Browser) -> None:
+    """The issue's "done when": the README's run command, the page at /, rounds with the embedded model and as
+    the Student, a reload that shows the session, and feedback that reaches the OTLP receiver."""
+    base, _, _ = service
+    with new_page(browser) as page:
+        open_page(page, base)
+        expect(page.locator("#model")).to_contain_text("Embedded demo model (smollm2-135m-instruct)")
+        page.get_by_label("Subject").fill("geography")
+        page.get_by_label("Difficulty").select_option("easy")
+        page.get_by_role("button", name="Play a round").click()
+        rounds = page.locator("#rounds .round")
+        expect(rounds.first.locator(".reference-text")).not_to_be_empty(timeout=120_000)
+
+        page.get_by_label("I'll answer").check()
+        page.get_by_role("button", name="Next round").click()
+        expect(page.get_by_label("Your answer")).to_be_focused(timeout=120_000)
+        page.keyboard.type("Paris")
+        page.keyboard.press("Enter")
+        expect(rounds.first.locator(".reference-text")).not_to_be_empty(timeout=120_000)
+        expect(rounds.first.locator(".student .who")).to_have_text("You")
+
+        page.reload()
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        expect(rounds).to_have_count(2)
+        expect(page.locator("#score")).to_contain_text("Rounds played: 2")
+        expect(rounds.first.locator(".answer-text")).to_have_text("Paris")
+        session_id = page.evaluate("localStorage.getItem('question-app.session')")
+        rounds.nth(1).get_by_role("button", name="Thumbs up").click()
+        expect(rounds.nth(1).get_by_role("status")).to_have_text("Thank you — feedback recorded.")
+        if os.environ.get("PAGE_PNG"):  # the README's picture of the page
+            page.screenshot(path=os.environ["PAGE_PNG"], full_page=True)
+
+    def feedback() -> list:
+        return [e for e in otlp.events("gen_ai.evaluation.result")
+                if e.attributes.get("gen_ai.evaluation.name") == "user_feedback"
+                and e.attributes.get("gen_ai.conversation.id") == session_id]
+
+    (event,) = otlp.wait_for(feedback, timeout_s=20)
+    assert event.attributes["gen_ai.evaluation.score.label"] == "up" and event.attributes["quiz.round"] == 1
 
 
 def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPReceiver) -> None:

@@ -1,0 +1,528 @@
+// The quiz in a browser: plays rounds through POST /ask (server-sent events), restores a session with
+// GET /sessions/{id}, rates rounds. Same origin only; no dependencies, no build step.
+// Model text is always inserted as text (textContent), never as markup.
+
+const TEXT = {
+  en: {
+    skip: "Skip to the game", title: "Teacher–Student quiz", settings: "Round settings", language: "Language",
+    subject: "Subject", difficulty: "Difficulty", easy: "easy", medium: "medium", hard: "hard",
+    who: "Who answers", student_model: "The Student agent", student_person: "I'll answer",
+    message: "Or say it in your own words (optional)", message_example: "e.g. a hard history question",
+    play: "Play a round", next: "Next round", new_session: "New session", score: "Score",
+    retry: "Try again", your_answer: "Your answer", submit_answer: "Submit answer", rounds: "Rounds",
+    key_title: "API key required", api_key: "API key", save: "Save",
+    key_help: "This service asks for an API key. It is kept in this tab only and sent in a header.",
+    teacher: "Teacher", student: "Student", you: "You", reference: "Reference answer", trace: "Trace",
+    copy: "Copy", copied: "Copied", open_app_insights: "Open in Application Insights",
+    rate_round: "Was this round fair?", thumbs_up: "▲ Thumbs up", thumbs_down: "▼ Thumbs down",
+    comment: "Comment (optional)", thanks: "Thank you — feedback recorded.",
+    round_n: "Round {n}", tokens: "{n} tokens",
+    correct: "✓ Correct", partially_correct: "◐ Partially correct", incorrect: "✗ Incorrect",
+    no_rounds: "No rounds yet: play one.",
+    score_line: "Rounds played: {played} · correct {correct} of the last {kept} · accuracy {accuracy}",
+    asking: "The Teacher is writing a question…", answering: "The Student is answering…",
+    grading: "The Teacher is grading…", awaiting: "Your turn: answer the Teacher's question.",
+    finished: "Round {n} graded: {verdict}.", retry_in: "You can try again in {s} s.",
+    retry_now: "You can try again now.", embedded: "Embedded demo model ({model}): its answers are poor, the play is real.",
+    model: "Model: {model}", network: "The service could not be reached",
+    network_detail: "Check that question-app is running, then try again.",
+    restored: "Session restored: {n} round(s).",
+  },
+  ko: {
+    skip: "게임으로 건너뛰기", title: "선생님–학생 퀴즈", settings: "라운드 설정", language: "언어",
+    subject: "주제", difficulty: "난이도", easy: "쉬움", medium: "보통", hard: "어려움",
+    who: "누가 답하나요", student_model: "학생 에이전트", student_person: "제가 답할게요",
+    message: "또는 자유롭게 입력 (선택)", message_example: "예: 어려운 역사 문제",
+    play: "라운드 시작", next: "다음 라운드", new_session: "새 세션", score: "점수",
+    retry: "다시 시도", your_answer: "나의 답", submit_answer: "답 제출", rounds: "라운드",
+    key_title: "API 키가 필요합니다", api_key: "API 키", save: "저장",
+    key_help: "이 서비스는 API 키를 요구합니다. 키는 이 탭에만 보관되고 헤더로 전송됩니다.",
+    teacher: "선생님", student: "학생", you: "나", reference: "모범 답안", trace: "트레이스",
+    copy: "복사", copied: "복사됨", open_app_insights: "Application Insights에서 열기",
+    rate_round: "이 라운드는 공정했나요?", thumbs_up: "▲ 좋아요", thumbs_down: "▼ 싫어요",
+    comment: "의견 (선택)", thanks: "감사합니다 — 피드백이 기록되었습니다.",
+    round_n: "{n}라운드", tokens: "토큰 {n}개",
+    correct: "✓ 정답", partially_correct: "◐ 부분 정답", incorrect: "✗ 오답",
+    no_rounds: "아직 라운드가 없습니다. 시작해 보세요.",
+    score_line: "진행한 라운드: {played} · 최근 {kept}개 중 정답 {correct} · 정확도 {accuracy}",
+    asking: "선생님이 문제를 내는 중…", answering: "학생이 답하는 중…",
+    grading: "선생님이 채점하는 중…", awaiting: "내 차례: 선생님의 질문에 답하세요.",
+    finished: "{n}라운드 채점 완료: {verdict}.", retry_in: "{s}초 후에 다시 시도할 수 있습니다.",
+    retry_now: "지금 다시 시도할 수 있습니다.", embedded: "내장 데모 모델({model}): 답의 품질은 낮지만 진행은 실제입니다.",
+    model: "모델: {model}", network: "서비스에 연결할 수 없습니다",
+    network_detail: "question-app이 실행 중인지 확인한 뒤 다시 시도하세요.",
+    restored: "세션 복원됨: {n}개 라운드.",
+  },
+};
+const SESSION_KEY = "question-app.session";
+const API_KEY = "question-app.api-key";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const ui = {
+  setup: $("#setup"), language: $("#language"), subject: $("#subject"), difficulty: $("#difficulty"),
+  message: $("#message"), play: $("#play"), newSession: $("#new-session"), score: $("#score"),
+  progress: $("#progress"), problem: $("#problem"), problemTitle: $("#problem-title"),
+  problemDetail: $("#problem-detail"), problemRetry: $("#problem-retry"), retry: $("#retry"),
+  answerForm: $("#answer-form"), answer: $("#answer"), submitAnswer: $("#submit-answer"), rounds: $("#rounds"),
+  keyDialog: $("#key-dialog"), keyForm: $("#key-form"), apiKey: $("#api-key"), model: $("#model"),
+};
+
+const state = {
+  lang: "en", config: null, sessionId: localStorage.getItem(SESSION_KEY), played: 0, kept: [],
+  busy: false, retryAt: 0, lastAction: null, card: null, keyWaiters: [],
+};
+
+function t(key, values = {}) {
+  const template = (TEXT[state.lang] && TEXT[state.lang][key]) || TEXT.en[key] || key;
+  return template.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+function translate(root = document) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+}
+
+function setLanguage(lang) {
+  state.lang = lang === "ko" ? "ko" : "en";
+  document.documentElement.lang = state.lang;
+  ui.language.value = state.lang;
+  translate();
+  for (const card of ui.rounds.children) relabel(card);
+  showModel();
+  showScore();
+  ui.play.textContent = t(state.sessionId ? "next" : "play");
+}
+
+// --- talking to the service --------------------------------------------------------------------------
+function headers(extra = {}) {
+  const h = { ...extra };
+  const key = sessionStorage.getItem(API_KEY);
+  if (key) h.Authorization = `Bearer ${key}`;  // a header, never the URL
+  return h;
+}
+
+async function call(path, { method = "GET", body, accept = "application/json" } = {}) {
+  const init = { method, headers: headers({ Accept: accept }) };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw { title: t("network"), detail: t("network_detail"), status: 0 };
+  }
+  if (response.status === 401 && state.config && state.config.auth_required) {
+    sessionStorage.removeItem(API_KEY);
+    await askForKey();
+    return call(path, { method, body, accept });
+  }
+  if (!response.ok) throw await problemOf(response);
+  return response;
+}
+
+async function problemOf(response) {
+  let problem = { title: `HTTP ${response.status}`, detail: response.statusText || "" };
+  try {
+    const body = await response.json();
+    if (body && typeof body === "object") problem = body;
+  } catch { /* not a problem body: keep the status line */ }
+  const header = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+  if (Number.isFinite(header)) problem.retry_after = header;
+  return problem;
+}
+
+function askForKey() {
+  return new Promise((resolve) => {
+    state.keyWaiters.push(resolve);
+    if (!ui.keyDialog.open) {
+      ui.apiKey.value = "";
+      ui.keyDialog.showModal();
+      ui.apiKey.focus();
+    }
+  });
+}
+
+ui.keyForm.addEventListener("submit", () => {
+  const key = ui.apiKey.value.trim();
+  if (!key) return;
+  sessionStorage.setItem(API_KEY, key);
+  ui.apiKey.value = "";
+  const waiters = state.keyWaiters.splice(0);
+  for (const resolve of waiters) resolve();
+});
+
+// --- problems and retry ---------------------------------------------------------------------------------
+let countdown = null;
+
+function showProblem(problem) {
+  ui.problemTitle.textContent = problem.title || "Error";
+  ui.problemDetail.textContent = problem.detail || "";
+  ui.problem.hidden = false;
+  clearInterval(countdown);
+  const wait = Number(problem.retry_after);
+  if (Number.isFinite(wait) && wait > 0) {
+    state.retryAt = Date.now() + wait * 1000;
+    const tick = () => {
+      const left = Math.ceil((state.retryAt - Date.now()) / 1000);
+      if (left > 0) {
+        ui.problemRetry.textContent = t("retry_in", { s: left });
+        ui.retry.disabled = true;
+        ui.play.disabled = true;
+      } else {
+        clearInterval(countdown);
+        ui.problemRetry.textContent = t("retry_now");
+        ui.retry.disabled = false;
+        ui.play.disabled = state.busy || !ui.answerForm.hidden;
+      }
+    };
+    tick();
+    countdown = setInterval(tick, 250);
+  } else {
+    state.retryAt = 0;
+    ui.problemRetry.textContent = "";
+    ui.retry.disabled = false;
+  }
+  ui.retry.hidden = !state.lastAction;
+}
+
+function clearProblem() {
+  clearInterval(countdown);
+  state.retryAt = 0;
+  ui.problem.hidden = true;
+  ui.problemTitle.textContent = ui.problemDetail.textContent = ui.problemRetry.textContent = "";
+}
+
+ui.retry.addEventListener("click", () => { if (state.lastAction) state.lastAction(); });
+
+// --- rounds on screen ---------------------------------------------------------------------------------------
+function newCard() {
+  const card = $("#round-template").content.firstElementChild.cloneNode(true);
+  translate(card);
+  ui.rounds.prepend(card);
+  return card;
+}
+
+function relabel(card) {
+  translate(card);
+  if (card.dataset.round) $(".round-title", card).textContent = t("round_n", { n: card.dataset.round });
+  if (card.dataset.answeredBy) $(".student .who", card).textContent = t(card.dataset.answeredBy === "person" ? "you" : "student");
+  if (card.dataset.verdict) $(".verdict", card).textContent = t(card.dataset.verdict);
+  if (card.dataset.tokens) $(".tokens", card).textContent = t("tokens", { n: card.dataset.tokens });
+}
+
+function showQuestion(card, round, question) {
+  card.dataset.round = round;
+  $(".question", card).textContent = question;
+  relabel(card);
+}
+
+function showAnswer(card, answer, answeredBy) {
+  card.dataset.answeredBy = answeredBy || "model";
+  $(".answer-text", card).textContent = answer;
+  $(".student", card).hidden = false;
+  relabel(card);
+}
+
+function showGrade(card, verdict, feedback) {
+  card.dataset.verdict = verdict;
+  card.classList.add(`verdict-${verdict}`);
+  $(".feedback", card).textContent = feedback;
+  $(".grade", card).hidden = false;
+  relabel(card);
+}
+
+function showTrace(card, traceId) {
+  if (!traceId) return;
+  $(".trace-id", card).textContent = traceId;
+  $(".meta", card).hidden = false;
+  const template = state.config && state.config.app_insights_link_template;
+  if (template) {
+    const link = $(".ai-link", card);
+    link.href = template.replaceAll("{trace_id}", encodeURIComponent(traceId));
+    link.hidden = false;
+  }
+}
+
+function showFinished(card, round) {
+  showAnswer(card, round.student_answer ?? round.answer, round.answered_by);
+  showGrade(card, round.verdict, round.feedback);
+  $(".reference-text", card).textContent = round.reference_answer;
+  $(".reference", card).hidden = false;
+  const usage = round.usage ? round.usage.total_tokens : (round.input_tokens || 0) + (round.output_tokens || 0);
+  if (usage) card.dataset.tokens = usage;
+  showTrace(card, round.trace_id);
+  $(".rate", card).hidden = false;
+  relabel(card);
+}
+
+function clearRounds() {
+  ui.rounds.replaceChildren();
+  state.kept = [];
+  state.played = 0;
+}
+
+function showScore() {
+  if (!state.sessionId || (!state.played && !state.kept.length)) {
+    ui.score.textContent = t("no_rounds");
+    return;
+  }
+  const correct = state.kept.filter((r) => r.verdict === "correct").length;
+  const accuracy = state.kept.length ? `${Math.round((100 * correct) / state.kept.length)}%` : "–";
+  ui.score.textContent = t("score_line", { played: state.played, correct, kept: state.kept.length, accuracy });
+}
+
+function remember(sessionId) {
+  state.sessionId = sessionId;
+  if (sessionId) localStorage.setItem(SESSION_KEY, sessionId);
+  else localStorage.removeItem(SESSION_KEY);
+  ui.play.textContent = t(sessionId ? "next" : "play");
+}
+
+function awaitAnswer(card, typed = "") {
+  state.card = card;
+  ui.answerForm.hidden = false;
+  ui.answer.value = typed;
+  ui.progress.textContent = t("awaiting");
+  ui.play.disabled = true;
+  ui.answer.focus();
+}
+
+// --- playing --------------------------------------------------------------------------------------------------
+function settings() {
+  const body = {};
+  const message = ui.message.value.trim();
+  const subject = ui.subject.value.trim();
+  if (message) body.message = message;
+  if (subject) body.subject = subject;
+  body.difficulty = ui.difficulty.value;
+  body.language = state.lang;
+  body.student = ui.setup.elements.student.value;
+  if (state.sessionId) body.session_id = state.sessionId;
+  return body;
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  ui.play.disabled = busy || Date.now() < state.retryAt || !ui.answerForm.hidden;  // a question waits: answer it
+  ui.newSession.disabled = busy;
+  ui.submitAnswer.disabled = busy;
+  ui.rounds.setAttribute("aria-busy", String(busy));
+}
+
+async function stream(body, card) {
+  setBusy(true);
+  clearProblem();
+  let failed = false;
+  try {
+    const response = await call("/ask", { method: "POST", body, accept: "text/event-stream" });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        failed = handle(block, card) || failed;
+      }
+    }
+  } catch (problem) {
+    failed = true;
+    showProblem(problem);
+  } finally {
+    setBusy(false);
+  }
+  if (failed && !card.dataset.verdict && card.dataset.state !== "awaiting") {
+    if (body.answer === undefined) card.remove();  // a failed round leaves the session as it was
+    else awaitAnswer(card, body.answer);  // the question still waits for an answer: keep what was typed
+  }
+  if (card.dataset.state !== "awaiting") ui.play.focus();
+}
+
+// One server-sent event; returns true when it was the stream's `error`.
+function handle(block, card) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  if (!data.length) return false;
+  const payload = JSON.parse(data.join("\n"));
+  switch (name) {
+    case "trace":
+      remember(payload.session_id);
+      showTrace(card, payload.trace_id);
+      if (!card.dataset.round) ui.progress.textContent = t("asking");
+      break;
+    case "question":
+      showQuestion(card, payload.round, payload.question);
+      ui.progress.textContent = t(settingsStudent() === "person" ? "awaiting" : "answering");
+      break;
+    case "answer":
+      showAnswer(card, payload.student_answer, payload.answered_by);
+      ui.progress.textContent = t("grading");
+      break;
+    case "grade":
+      showGrade(card, payload.verdict, payload.feedback);
+      break;
+    case "round":
+      card.dataset.state = "graded";
+      showFinished(card, payload);
+      state.played = payload.round;
+      state.kept.push(payload);
+      ui.progress.textContent = t("finished", { n: payload.round, verdict: t(payload.verdict) });
+      ui.answerForm.hidden = true;
+      ui.message.value = "";
+      showScore();
+      break;
+    case "awaiting_answer":
+      card.dataset.state = "awaiting";
+      showQuestion(card, payload.round, payload.question);
+      awaitAnswer(card);
+      break;
+    case "error":
+      showProblem(payload);
+      return true;
+    default:
+      break;
+  }
+  return false;
+}
+
+function settingsStudent() {
+  return ui.setup.elements.student.value;
+}
+
+function play() {
+  if (state.busy || Date.now() < state.retryAt) return;
+  const body = settings();
+  state.lastAction = play;
+  const card = newCard();
+  card.dataset.state = "playing";
+  stream(body, card);
+}
+
+function submitAnswer() {
+  const answer = ui.answer.value.trim();
+  if (!answer || state.busy || !state.card) return;
+  const card = state.card;
+  card.dataset.state = "answering";
+  ui.answerForm.hidden = true;
+  state.lastAction = submitAnswer;
+  ui.answer.value = answer;  // kept for a retry
+  stream({ session_id: state.sessionId, answer }, card);
+}
+
+ui.setup.addEventListener("submit", (event) => { event.preventDefault(); play(); });
+ui.answerForm.addEventListener("submit", (event) => { event.preventDefault(); submitAnswer(); });
+ui.newSession.addEventListener("click", () => {
+  remember(null);
+  clearRounds();
+  clearProblem();
+  ui.answerForm.hidden = true;
+  ui.play.disabled = false;
+  ui.progress.textContent = "";
+  showScore();
+  ui.subject.focus();
+});
+ui.language.addEventListener("change", () => setLanguage(ui.language.value));
+
+// --- copying trace ids and rating rounds ---------------------------------------------------------------------
+ui.rounds.addEventListener("click", async (event) => {
+  const button = event.target.closest("button");
+  if (!button) return;
+  const card = button.closest(".round");
+  if (button.classList.contains("copy")) {
+    const traceId = $(".trace-id", card).textContent;
+    try {
+      await navigator.clipboard.writeText(traceId);
+    } catch {
+      const range = document.createRange();  // no clipboard permission: select it for Ctrl+C
+      range.selectNodeContents($(".trace-id", card));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+    button.textContent = t("copied");
+    setTimeout(() => { button.textContent = t("copy"); }, 1500);
+  } else if (button.classList.contains("up") || button.classList.contains("down")) {
+    const rating = button.classList.contains("up") ? "up" : "down";
+    const comment = $(".comment", card).value.trim();
+    const body = comment ? { rating, comment } : { rating };
+    try {
+      await call(`/sessions/${encodeURIComponent(state.sessionId)}/rounds/${card.dataset.round}/feedback`,
+        { method: "POST", body });
+      for (const b of card.querySelectorAll(".rate button")) {
+        b.setAttribute("aria-pressed", String(b === button));
+        b.disabled = true;
+      }
+      $(".comment", card).disabled = true;
+      $(".rate-status", card).textContent = t("thanks");
+    } catch (problem) {
+      state.lastAction = null;
+      showProblem(problem);
+    }
+  }
+});
+
+// --- start: configuration, then the session kept from an earlier visit ------------------------------------------------
+function showModel() {
+  const config = state.config;
+  if (!config) return;
+  ui.model.textContent = t(config.embedded ? "embedded" : "model", { model: config.model });
+  ui.model.hidden = false;
+}
+
+async function restore() {
+  if (!state.sessionId) return;
+  let session;
+  try {
+    session = await (await call(`/sessions/${encodeURIComponent(state.sessionId)}`)).json();
+  } catch (problem) {
+    if (problem.status === 404) remember(null);
+    else { state.lastAction = restore; showProblem(problem); }
+    return;
+  }
+  clearRounds();
+  remember(session.session_id);
+  ui.subject.value = session.subject;
+  ui.difficulty.value = session.difficulty;
+  ui.setup.elements.student.value = session.student;
+  setLanguage(session.language);
+  state.played = session.rounds_played;
+  state.kept = session.rounds;
+  for (const round of session.rounds) {
+    const card = newCard();
+    card.dataset.state = "graded";
+    showQuestion(card, round.round, round.question);
+    showFinished(card, round);
+  }
+  if (session.awaiting_answer) {
+    const card = newCard();
+    card.dataset.state = "awaiting";
+    showQuestion(card, session.awaiting_answer.round, session.awaiting_answer.question);
+    awaitAnswer(card);
+  }
+  ui.progress.textContent = t("restored", { n: session.rounds.length });
+  showScore();
+}
+
+async function start() {
+  setLanguage(navigator.language && navigator.language.startsWith("ko") ? "ko" : "en");
+  try {
+    state.config = await (await fetch("/ui/config", { headers: { Accept: "application/json" } })).json();
+  } catch {
+    state.config = { auth_required: false, app_insights_link_template: null, model: "", embedded: false };
+  }
+  showModel();
+  if (state.config.auth_required && !sessionStorage.getItem(API_KEY)) await askForKey();
+  await restore();
+  document.body.dataset.ready = "true";
+}
+
+start();
