@@ -57,9 +57,10 @@ def llm_server() -> Iterator[FakeOpenAI]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium under Playwright (``tests.browser``), one for the run."""
+    """Debian's Chromium under Playwright (``tests.browser``), one per test module: Playwright's sync API
+    runs an event loop of its own, which must be gone before the next module's asyncio tests run."""
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser

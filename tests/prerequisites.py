@@ -43,6 +43,9 @@ REQUIREMENTS = (
     Requirement(("prometheus", "promtool"), ("prometheus",),
                 "a real Prometheus and promtool for the dashboard tests (tests/fakes/prometheus.py)",
                 "Prometheus 2.45+ with promtool on PATH (macOS: brew install prometheus)"),
+    Requirement(("chromium",), ("chromium",),
+                "the system browser Playwright drives in the page tests (tests/browser.py; nothing downloads one)",
+                "Chromium or Chrome as `chromium` on PATH (macOS: brew install --cask chromium)"),
 )
 
 

@@ -191,6 +191,8 @@ def test_feedback_from_the_page_reaches_the_otlp_receiver(page: Page, services, 
 
     (event,) = otlp.wait_for(feedback)
     assert event.attributes["gen_ai.evaluation.score.label"] == "down"
+    served = {s.attributes.get("url.path") for s in otlp.spans() if s.kind == "SERVER"}
+    assert "/ask" in served and not served & {"/", "/static/app.js", "/static/style.css", "/ui/config"}
     assert "gen_ai.evaluation.explanation" not in event.attributes  # a comment is content: capture is off
 
 
