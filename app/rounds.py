@@ -18,6 +18,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command, StateSnapshot
+from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -72,6 +73,7 @@ class PreparedRound:
     session_id: str
     inputs: InputState
     resume: Command | None = None
+    asked: trace.Link | None = None  # a person's answer: a link to the span of the request that asked
 
 
 def new_session_id() -> str:
@@ -154,7 +156,12 @@ class RoundService:
         values = snapshot.values
         inputs = InputState(subject=values["subject"], difficulty=values["difficulty"],
                             language=values["language"], student=C.ANSWERED_BY_PERSON)
-        return PreparedRound(session_id, inputs, resume)
+        awaited = awaited_answer(snapshot)
+        asked = None
+        if awaited is not None and awaited.asked_trace_id and awaited.asked_span_id:
+            asked = trace.Link(trace.SpanContext(int(awaited.asked_trace_id, 16), int(awaited.asked_span_id, 16),
+                                                 is_remote=True, trace_flags=trace.TraceFlags.get_default()))
+        return PreparedRound(session_id, inputs, resume, asked)
 
     async def session(self, session_id: str) -> Session:
         """The session's settings and its kept rounds (oldest first). Raises ``SessionNotFound`` (404) and
@@ -247,6 +254,7 @@ class RoundService:
         }
         with self.telemetry.tracer.start_as_current_span(
                 C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=attributes,
+                links=[prepared.asked] if prepared.asked else None,
                 record_exception=False, set_status_on_exception=False) as span:
             final: QuizState | None = None
             awaited: Awaited | None = None

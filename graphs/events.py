@@ -70,9 +70,15 @@ EVENTS: tuple[type[RoundEvent], ...] = (QuestionAsked, AnswerGiven, AnswerGraded
 
 class AnswerAwaited(BaseModel):
     """A person plays the Student and the round is paused for their answer: the value of the graph's
-    ``interrupt`` (``StateSnapshot.interrupts``). The question only — never the reference answer."""
+    ``interrupt`` (``StateSnapshot.interrupts``). The question only — never the reference answer.
+
+    ``asked_trace_id``/``asked_span_id`` (hex): the span that asked, so the request that grades can link its
+    trace to the one that asked (``None`` without telemetry, or after a failed grading).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     round: int
     question: str
+    asked_trace_id: str | None = None
+    asked_span_id: str | None = None

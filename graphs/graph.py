@@ -92,7 +92,9 @@ def person_answer(state: QuizState) -> dict[str, Any]:
     the checkpoint, so a failure would replay the same answer forever (grading failures are handled by
     ``answer_command``).
     """
-    answer = interrupt(AnswerAwaited(round=_this_round(state), question=state["question"]["question"]).model_dump())
+    trace_id, span_id = _ids(trace.get_current_span())  # on the first run: the request that asks
+    answer = interrupt(AnswerAwaited(round=_this_round(state), question=state["question"]["question"],
+                                     asked_trace_id=trace_id, asked_span_id=span_id).model_dump())
     return {"answer": {"answer": str(answer)}, "usage": {"answer": NO_TOKENS}}
 
 

@@ -140,7 +140,8 @@ def test_an_answer_to_an_unknown_session_is_404(client: TestClient) -> None:
 
 
 def test_telemetry_says_who_answered(client: TestClient, telemetry_env: OTLPReceiver) -> None:
-    sid = ask(client, subject="math", student="person")["session_id"]
+    asked = ask(client, subject="math", student="person")
+    sid = asked["session_id"]
     person = ask(client, session_id=sid, answer="4")
     model = ask(client, subject="math")
 
@@ -154,6 +155,10 @@ def test_telemetry_says_who_answered(client: TestClient, telemetry_env: OTLPRece
     workflow = {s.trace_id: s for s in telemetry_env.spans() if s.name == "invoke_workflow quiz"}
     assert workflow[person["trace_id"]].attributes["quiz.answered_by"] == "person"
     assert workflow[model["trace_id"]].attributes["quiz.answered_by"] == "model"
+    # The grading request's round links to the request that asked (two traces, one round).
+    (link,) = workflow[person["trace_id"]].links
+    assert link[0] == asked["trace_id"] and link[1] in {s.span_id for s in telemetry_env.trace(asked["trace_id"])}
+    assert workflow[model["trace_id"]].links == []
     # Only the Teacher ran in the person's grading request: no Student agent span, no student step metric.
     assert "invoke_agent student" not in {s.name for s in telemetry_env.trace(person["trace_id"])}
 

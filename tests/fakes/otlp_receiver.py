@@ -66,6 +66,7 @@ class Span:
     end_ns: int
     events: list[SpanEvent] = field(default_factory=list)
     status_message: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)  # (trace id, span id) of each link, hex
 
 
 @dataclass
@@ -172,7 +173,8 @@ class OTLPReceiver:
                                         ss.scope.name, s.status.code, s.start_time_unix_nano,
                                         s.end_time_unix_nano,
                                         [SpanEvent(e.name, _attrs(e.attributes), e.time_unix_nano) for e in s.events],
-                                        s.status.message))
+                                        s.status.message,
+                                        [(link.trace_id.hex(), link.span_id.hex()) for link in s.links]))
         return out
 
     def logs(self) -> list[LogRecord]:
