@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.metrics import Counter
 from opentelemetry.semconv.attributes import error_attributes, http_attributes
+from opentelemetry.trace import Status, StatusCode, get_current_span
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import QuizError
@@ -100,6 +101,24 @@ class Problems:
         extra = {"retry_after": int(wait)} if (wait := error.headers.get("Retry-After", "")).isdigit() else {}
         return self.report(error.status, error.slug, error.title, error.detail, error.error_type, instance, route,
                            **extra)
+
+    def failed_stream(self, error: BaseException, route: str | None = None) -> Problem:
+        """``report()`` for a failure after a stream's 200 was sent (``/ask``'s events, an AG-UI run): a
+        ``QuizError`` as ``of()``, anything else as ``internal()`` (logged with the trace id: a bug).
+
+        The status line said 200, so the failure is written on the request's server span instead
+        (``error.type``, ERROR status: "another error" in the HTTP span conventions) and counted in
+        ``quiz.errors`` on the route, where the dashboard's failed-request ratio finds it.
+        """
+        if isinstance(error, QuizError):
+            problem, error_type = self.of(error, route=route), error.error_type
+        else:
+            log.error("unhandled error in a streamed round (trace_id=%s)", current_trace_id(), exc_info=error)
+            problem, error_type = self.internal(route=route), "internal"
+        server = get_current_span()
+        server.set_attribute(error_attributes.ERROR_TYPE, error_type)
+        server.set_status(Status(StatusCode.ERROR, problem.title))
+        return problem
 
     def response(self, error: QuizError, instance: str | None = None, route: str | None = None) -> JSONResponse:
         """The ``application/problem+json`` response for a domain error, with its headers."""

@@ -38,7 +38,7 @@ from app.errors import (
 from app.expiry import NoActivity, SessionActivity, delete_session
 from app.leases import RoundLeases
 from app.llm import LLM
-from app.messages import is_korean, parse_message
+from app.messages import Intent, is_korean, parse_message
 from app.schemas import (
     AnswerRequest,
     AskRequest,
@@ -46,6 +46,7 @@ from app.schemas import (
     Feedback,
     PendingRound,
     Round,
+    Score,
     Session,
     SessionRound,
     Usage,
@@ -53,7 +54,7 @@ from app.schemas import (
 from app.settings import Settings
 from graphs.context import QuizAgents, QuizContext
 from graphs.events import AnswerAwaited as Awaited
-from graphs.events import RoundEvent
+from graphs.events import RoundEvent, StepStarted
 from graphs.graph import QuizGraph, answer_command, awaited_answer
 from graphs.state import InputState, QuizState, RoundResult
 from telemetry import Telemetry, current_trace_id
@@ -74,6 +75,8 @@ class PreparedRound:
     inputs: InputState
     resume: Command | None = None
     asked: trace.Link | None = None  # a person's answer: a link to the span of the request that asked
+    previous: dict[str, Any] = field(default_factory=dict)  # the session's state before the round ({}: new)
+    awaited: Awaited | None = None  # a person's answer: the question it answers
 
 
 def new_session_id() -> str:
@@ -117,16 +120,25 @@ class RoundService:
         finally:
             self.in_flight -= 1
 
-    async def prepare(self, request: AskRequest | AnswerRequest, scope: AsyncExitStack) -> PreparedRound:
+    async def prepare(self, request: AskRequest | AnswerRequest, scope: AsyncExitStack, *,
+                      create: bool = False, intent: Intent | None = None) -> PreparedRound:
         """Resolve session and settings; a continued session is leased for this round until ``scope`` closes.
 
+        ``create``: an ``AskRequest`` whose ``session_id`` is unknown starts a new session under that id (an
+        AG-UI client names its threads itself) instead of raising ``SessionNotFound``. ``intent``: what a chat
+        message asked for, when the caller parsed it itself (default: ``parse_message(request.message)``).
+
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
-        for an unknown or expired id and ``SessionStoreUnavailable`` when the store cannot be reached.
+        for an unknown or expired id, ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not
+        fit the session's paused round and ``SessionStoreUnavailable`` when the store cannot be reached.
         """
         previous: dict[str, Any] = {}
         if request.session_id is not None:
             await self._lease(request.session_id, scope)
-            snapshot = await self._snapshot(request.session_id, "Omit session_id to start a new session.")
+            if create and isinstance(request, AskRequest):
+                snapshot = await self._lookup(request.session_id)
+            else:
+                snapshot = await self._snapshot(request.session_id, "Omit session_id to start a new session.")
             previous = snapshot.values
             if isinstance(request, AnswerRequest):
                 return self._answer(request.session_id, snapshot, request.answer)
@@ -135,7 +147,7 @@ class RoundService:
                                     'send {"session_id": …, "answer": "…"} (GET /sessions/{id} shows the '
                                     "question), or omit session_id to start a new session.")
         assert isinstance(request, AskRequest)  # an AnswerRequest always has its session
-        intent = parse_message(request.message)
+        intent = intent or parse_message(request.message)
         language = (request.language or intent.language or previous.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
         inputs = InputState(
@@ -143,7 +155,7 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or previous.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
             student=request.student or previous.get("student") or C.ANSWERED_BY_MODEL)
-        return PreparedRound(request.session_id or new_session_id(), inputs)
+        return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous)
 
     @staticmethod
     def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
@@ -161,7 +173,7 @@ class RoundService:
         if awaited is not None and awaited.asked_trace_id and awaited.asked_span_id:
             asked = trace.Link(trace.SpanContext(int(awaited.asked_trace_id, 16), int(awaited.asked_span_id, 16),
                                                  is_remote=True, trace_flags=trace.TraceFlags.get_default()))
-        return PreparedRound(session_id, inputs, resume, asked)
+        return PreparedRound(session_id, inputs, resume, asked, previous=values, awaited=awaited)
 
     async def session(self, session_id: str) -> Session:
         """The session's settings and its kept rounds (oldest first). Raises ``SessionNotFound`` (404) and
@@ -170,7 +182,7 @@ class RoundService:
         values, awaited = snapshot.values, awaited_answer(snapshot)
         return Session(session_id=session_id, subject=values["subject"], difficulty=values["difficulty"],
                        language=values["language"], student=values.get("student", C.ANSWERED_BY_MODEL),
-                       rounds_played=values.get("round", 0),
+                       rounds_played=values.get("round", 0), score=Score(**values.get("score", {})),
                        rounds=[SessionRound.model_validate(r) for r in values.get("rounds", [])],
                        awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question)
                        if awaited else None)
@@ -208,13 +220,17 @@ class RoundService:
         return (await self._snapshot(session_id, hint)).values
 
     async def _snapshot(self, session_id: str, hint: str = "Start a new session with POST /ask.") -> StateSnapshot:
-        try:
-            state = await self.graph.aget_state(self._config(session_id))
-        except STORE_ERRORS as exc:
-            raise self._failure(SessionStoreUnavailable(), exc) from exc
+        state = await self._lookup(session_id)
         if not state.values:
             raise SessionNotFound(f"Session {session_id!r} does not exist or has expired. {hint}")
         return state
+
+    async def _lookup(self, session_id: str) -> StateSnapshot:
+        """The session's latest checkpoint (empty ``values``: no such session). Raises ``SessionStoreUnavailable``."""
+        try:
+            return await self.graph.aget_state(self._config(session_id))
+        except STORE_ERRORS as exc:
+            raise self._failure(SessionStoreUnavailable(), exc) from exc
 
     async def _lease(self, session_id: str, scope: AsyncExitStack) -> None:
         owner = secrets.token_hex(8)
@@ -233,9 +249,10 @@ class RoundService:
         except STORE_ERRORS as exc:  # it expires by itself after Settings.round_deadline_s
             log.warning("could not release the lease of a session: %s: %s", type(exc).__name__, exc)
 
-    async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | Round | PendingRound]:
-        """Play the round: yield each agent step's ``RoundEvent`` as it happens, then the ``Round`` — or, when
-        a person plays the Student and the round pauses for their answer, the ``PendingRound``.
+    async def run(self, prepared: PreparedRound) -> AsyncIterator[StepStarted | RoundEvent | Round | PendingRound]:
+        """Play the round: yield each agent step's ``StepStarted`` and ``RoundEvent`` as they happen, then the
+        ``Round`` — or, when a person plays the Student and the round pauses for their answer, the
+        ``PendingRound``.
 
         Raises a ``QuizError`` (``app.errors``) for every expected failure; the session is then unchanged.
         """
@@ -267,7 +284,7 @@ class RoundService:
                         final = part["data"]
                         for pending in part["interrupts"]:
                             awaited = Awaited.model_validate(pending.value)
-                    elif part["type"] == "custom" and isinstance(part["data"], RoundEvent):
+                    elif part["type"] == "custom" and isinstance(part["data"], RoundEvent | StepStarted):
                         yield part["data"]
                 if final is None:
                     raise RuntimeError("the graph ended without a state")
@@ -320,7 +337,7 @@ class RoundService:
 
     async def play(self, prepared: PreparedRound) -> Round | PendingRound:
         """Play the round to its end (or its pause) and return it. Raises a ``QuizError`` as ``run()`` does."""
-        last: RoundEvent | Round | PendingRound | None = None
+        last: StepStarted | RoundEvent | Round | PendingRound | None = None
         async for last in self.run(prepared):  # noqa: B007  (the last item is the Round or PendingRound)
             pass
         assert isinstance(last, Round | PendingRound), "run() ends with the Round (or PendingRound) or raises"

@@ -11,11 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
-from opentelemetry.semconv.attributes import error_attributes
-from opentelemetry.trace import Status, StatusCode, get_current_span
 
 from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
-from app.errors import QuizError
 from app.problems import FEEDBACK_ERRORS, ROUND_ERRORS, SESSION_ERRORS, SESSION_LOOKUP_ERRORS, Problems, route_of
 from app.rounds import PreparedRound, RoundService
 from app.schemas import (
@@ -29,7 +26,7 @@ from app.schemas import (
     Round,
     Session,
 )
-from graphs.events import RoundEvent
+from graphs.events import RoundEvent, StepStarted
 from telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -58,30 +55,20 @@ async def _events(rounds: RoundService, problems: Problems, prepared: PreparedRo
                   route: str | None) -> AsyncIterator[bytes]:
     """The round as server-sent events: ``trace``, one per ``RoundEvent`` (its ``kind``), ``round`` (or
     ``awaiting_answer`` when the round pauses for a person's answer); a failure ends the stream with an
-    ``error`` event holding the problem body.
-
-    The response said 200 before the round failed, so the failure is written on the request's server span
-    instead (``error.type``, ERROR status: "another error" in the HTTP span conventions) and counted in
-    ``quiz.errors`` on the route, where the dashboard's failed-request ratio finds it.
+    ``error`` event holding the problem body (``Problems.failed_stream``: traced and counted).
     """
     try:
         trace = {"trace_id": current_trace_id(), "session_id": prepared.session_id}
         yield format_sse_event(event="trace", data_str=json.dumps(trace, separators=(",", ":")))
         async for item in rounds.run(prepared):
+            if isinstance(item, StepStarted):  # this stream tells what a step produced, not that it began
+                continue
             name = (item.kind if isinstance(item, RoundEvent)
                     else SSE_AWAITING_ANSWER if isinstance(item, PendingRound) else "round")
             yield format_sse_event(event=name, data_str=item.model_dump_json())
-    except QuizError as error:
-        problem, error_type = problems.of(error, route=route), error.error_type
-    except Exception:  # a bug: the stream still ends with a problem, never half-way without a word
-        log.exception("unhandled error in a streamed round (trace_id=%s)", current_trace_id())
-        problem, error_type = problems.internal(route=route), "internal"
-    else:
-        return
-    server = get_current_span()
-    server.set_attribute(error_attributes.ERROR_TYPE, error_type)
-    server.set_status(Status(StatusCode.ERROR, problem.title))
-    yield format_sse_event(event="error", data_str=problem.model_dump_json(exclude_unset=True))
+    except Exception as exc:  # a QuizError, or a bug: the stream still ends with a problem, never half-way
+        problem = problems.failed_stream(exc, route)
+        yield format_sse_event(event="error", data_str=problem.model_dump_json(exclude_unset=True))
 
 
 SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The `session_id` of a round.")]

@@ -40,6 +40,9 @@ Subject = Annotated[str, StringConstraints(
     AfterValidator(str.strip)]
 
 
+# A difficulty as a client may say it (Korean words too).
+DifficultyIn = Annotated[Difficulty | None, BeforeValidator(_difficulty)]
+
 # A person's answer: some visible text, no control characters but tab and newline.
 Answer = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\S"
                                                                                  r"[^\x00-\x08\x0b-\x1f\x7f]*$"),
@@ -61,7 +64,7 @@ class AskRequest(BaseModel):
                      {"subject": "history", "student": "person"}]})
 
     subject: Subject | None = Field(None, description=f"{', '.join(SUBJECTS)}, or any topic (≤ 80 characters).")
-    difficulty: Annotated[Difficulty | None, BeforeValidator(_difficulty)] = Field(
+    difficulty: DifficultyIn = Field(
         None, description="easy | medium | hard (also 쉬움 | 보통 | 어려움).")
     language: Language | None = Field(None, description="ko | en. Default: the session's, else ko if the "
                                       "message or subject is Korean, else en.")
@@ -174,6 +177,14 @@ class Feedback(BaseModel):
                                 "content capture on).")
 
 
+class Score(BaseModel):
+    """How a session's finished rounds were graded, counted since it began (or was reset)."""
+
+    correct: int = Field(0, ge=0)
+    partially_correct: int = Field(0, ge=0)
+    incorrect: int = Field(0, ge=0)
+
+
 class Session(BaseModel):
     """A session to look back at: its settings and its last rounds, oldest first."""
 
@@ -183,6 +194,7 @@ class Session(BaseModel):
     language: Language
     student: Student = Field(description="Who answers in this session's rounds: `model` or `person`.")
     rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
+    score: Score = Field(description="The verdicts of those rounds, counted (all of them, not only the kept ones).")
     rounds: list[SessionRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
     awaiting_answer: AwaitedQuestion | None = Field(
         None, description="The question of a round paused for the person's answer (no reference answer), or null.")

@@ -9,7 +9,9 @@ the graph with ``stream_mode=["custom", "values"]`` and reads typed events witho
 
 Every event names its ``kind`` (the server-sent event's name on ``POST /ask``), the ``agent`` that spoke
 and the ``step`` it played; its fields are the payload. No event carries the reference answer: it is
-revealed only with the finished round (``graphs.state.RoundResult``).
+revealed only with the finished round (``graphs.state.RoundResult``). Before an agent step runs, its
+``StepStarted`` comes (not a ``RoundEvent``: it says that a step began, not what it produced), so a
+consumer can show who is at work while the LLM call is in flight (AG-UI's ``STEP_STARTED``).
 (LangGraph custom streams: https://docs.langchain.com/oss/python/langgraph/streaming#stream-custom-data)
 """
 
@@ -66,6 +68,17 @@ class AnswerGraded(RoundEvent):
 
 
 EVENTS: tuple[type[RoundEvent], ...] = (QuestionAsked, AnswerGiven, AnswerGraded)  # in the order they come
+
+
+class StepStarted(BaseModel):
+    """``agent`` began ``step`` of round ``round``; the step's ``RoundEvent`` follows when it finishes (or
+    the run fails). A person playing the Student has no step: their answer arrives as ``AnswerGiven``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent: AgentName
+    step: Step
+    round: int
 
 
 class AnswerAwaited(BaseModel):

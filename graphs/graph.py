@@ -38,7 +38,9 @@ def answer_leaks(question: Question) -> bool:
     return len(answer) >= 3 and answer in " ".join(question.question.casefold().split())
 
 
-def _this_round(state: QuizState) -> int:
+def round_to_play(state: QuizState) -> int:
+    """The number of the round a run plays on ``state`` (the session's values, with the run's input): 1 after
+    a reset, else one more than the rounds finished."""
     return 1 if state.get("reset") else state.get("round", 0) + 1
 
 
@@ -49,8 +51,8 @@ def _teacher_system(state: QuizState) -> SystemMessage:
 async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
     """Teacher writes the next question and keeps its reference answer."""
     ctx = runtime.context
-    round_no = _this_round(state)
-    with agent_step(ctx, "teacher", "ask", round_no):
+    round_no = round_to_play(state)
+    with agent_step(runtime, "teacher", "ask", round_no):
         earlier = [] if state.get("reset") else state.get("history", [])
         history = "\n".join(f"- {q}" for q in earlier) or "(none)"
         messages: list[BaseMessage] = [
@@ -69,7 +71,7 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
     if state.get("student") == C.ANSWERED_BY_PERSON:
         return person_answer(state)
     ctx = runtime.context
-    with agent_step(ctx, "student", "answer", _this_round(state)):
+    with agent_step(runtime, "student", "answer", round_to_play(state)):
         language = prompts.LANGUAGE_NAMES[state["language"]]
         messages: list[BaseMessage] = [
             SystemMessage(prompts.STUDENT_SYSTEM.format(persona=prompts.STUDENT_PERSONAS[state["difficulty"]],
@@ -93,7 +95,7 @@ def person_answer(state: QuizState) -> dict[str, Any]:
     ``answer_command``).
     """
     trace_id, span_id = _ids(trace.get_current_span())  # on the first run: the request that asks
-    answer = interrupt(AnswerAwaited(round=_this_round(state), question=state["question"]["question"],
+    answer = interrupt(AnswerAwaited(round=round_to_play(state), question=state["question"]["question"],
                                      asked_trace_id=trace_id, asked_span_id=span_id).model_dump())
     return {"answer": {"answer": str(answer)}, "usage": {"answer": NO_TOKENS}}
 
@@ -101,11 +103,11 @@ def person_answer(state: QuizState) -> dict[str, Any]:
 async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
     """Teacher grades the Student's answer against its reference answer; this finishes the round."""
     ctx = runtime.context
-    round_no = _this_round(state)
+    round_no = round_to_play(state)
     answered_by = state.get("student", C.ANSWERED_BY_MODEL)
     if answered_by == C.ANSWERED_BY_PERSON:  # the person's answer reaches the stream when grading starts
         runtime.stream_writer(AnswerGiven(student_answer=state["answer"]["answer"], answered_by=answered_by))
-    with agent_step(ctx, "teacher", "grade", round_no) as span:
+    with agent_step(runtime, "teacher", "grade", round_no) as span:
         question = state["question"]
         messages: list[BaseMessage] = [
             _teacher_system(state),
@@ -130,6 +132,7 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
     kept = [] if state.get("reset") else state.get("rounds", [])
     return {"grade": grade.model_dump(), "usage": {"grade": usage}, "round": round_no, "reset": False,
             "history": Overwrite(asked) if state.get("reset") else asked,
+            "score": Overwrite({grade.verdict: 1}) if state.get("reset") else {grade.verdict: 1},
             "rounds": [*kept, played][-ctx.rounds_kept:]}
 
 
@@ -152,7 +155,7 @@ def awaited_answer(snapshot: StateSnapshot) -> AnswerAwaited | None:
         return AnswerAwaited.model_validate(pending.value)
     values = snapshot.values
     if snapshot.next == ("teacher_grade",) and values.get("student") == C.ANSWERED_BY_PERSON:
-        return AnswerAwaited(round=_this_round(values), question=values["question"]["question"])  # type: ignore[arg-type]
+        return AnswerAwaited(round=round_to_play(values), question=values["question"]["question"])  # type: ignore[arg-type]
     return None
 
 

@@ -65,6 +65,14 @@ def keep_last(limit: int) -> Callable[[list[str] | None, list[str] | None], list
 HISTORY_LIMIT = 20
 
 
+def add_counts(old: dict[str, int] | None, new: dict[str, int] | None) -> dict[str, int]:
+    """A reducer that adds counts key by key (``{"correct": 2} + {"correct": 1}`` → ``{"correct": 3}``)."""
+    merged = dict(old or {})
+    for key, count in (new or {}).items():
+        merged[key] = merged.get(key, 0) + count
+    return merged
+
+
 class StoredQuestion(TypedDict):
     """``Question.model_dump()``, as the checkpoint keeps it."""
 
@@ -128,8 +136,8 @@ class InputState(TypedDict):
 class QuizState(InputState):
     """One session's state. Settings persist between rounds unless a request changes them.
 
-    ``round``, ``history``, ``rounds`` and a ``reset`` change only in the last step (grading), so a round that
-    fails part-way leaves the session's count and history as they were.
+    ``round``, ``history``, ``rounds``, ``score`` and a ``reset`` change only in the last step (grading), so a
+    round that fails part-way leaves the session's count and history as they were.
     """
 
     round: NotRequired[int]  # rounds finished; a failed round does not count
@@ -142,6 +150,8 @@ class QuizState(InputState):
     usage: NotRequired[Annotated[dict[Step, TokenUsage], operator.or_]]  # by step
     # The last ``QuizContext.rounds_kept`` finished rounds, oldest first (written whole by the last step).
     rounds: NotRequired[list[StoredRound]]
+    # Verdicts of every finished round since the session began (or was reset): the session's score.
+    score: NotRequired[Annotated[dict[Verdict, int], add_counts]]
 
 
 @dataclass(frozen=True, slots=True)

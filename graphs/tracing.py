@@ -1,4 +1,5 @@
-"""Each agent step inside its ``invoke_agent {agent}`` span, with its duration recorded.
+"""Each agent step inside its ``invoke_agent {agent}`` span, with its duration recorded and its start told
+on the graph's custom stream (``graphs.events.StepStarted``).
 
 The span follows the OpenTelemetry GenAI agent-span conventions
 (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/), so the LLM call that the
@@ -11,22 +12,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from langgraph.runtime import Runtime
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from graphs.context import QuizContext
+from graphs.events import StepStarted
 from telemetry import contract as C
 
 
 @contextmanager
-def agent_step(ctx: QuizContext, agent: C.AgentName, step: C.Step, round_no: int) -> Iterator[trace.Span]:
+def agent_step(runtime: Runtime[QuizContext], agent: C.AgentName, step: C.Step,
+               round_no: int) -> Iterator[trace.Span]:
     """Run the body as ``agent``'s ``step`` of round ``round_no``; yields the span (current meanwhile).
+    ``StepStarted`` is written to the custom stream first.
 
     On an exception the span gets ``error.type`` (the exception's class name) and ERROR status, the
     exception is recorded and re-raised. ``quiz.agent.step.duration`` (seconds) is recorded either way.
     """
+    ctx = runtime.context
+    runtime.stream_writer(StepStarted(agent=agent, step=step, round=round_no))
     attributes = {
         GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_AGENT.value,
         GenAI.GEN_AI_AGENT_NAME: agent,

@@ -400,3 +400,18 @@ async def test_sessions_stored_before_expiry_existed_expire_too(tmp_path: Path) 
     async with open_session_store(settings) as sessions:
         await asyncio.sleep(0.05)
         assert await sessions.activity.idle(0.01, 10) == ["from-an-older-version"]
+
+
+def test_the_score_counts_every_round_not_only_the_kept_ones_and_a_reset_restarts_it(
+        make_client, fake_llm: FakeOpenAI) -> None:
+    client = make_client(session_rounds_kept=2)
+    sid = None
+    for verdict in ("correct", "correct", "partially_correct", "incorrect", "correct"):
+        fake_llm.script("Grade", verdict=verdict)
+        sid = new_round(client, **({"session_id": sid} if sid else {}))["session_id"]
+    session = client.get(f"/sessions/{sid}").json()
+    assert len(session["rounds"]) == 2 and session["rounds_played"] == 5
+    assert session["score"] == {"correct": 3, "partially_correct": 1, "incorrect": 1}
+    fake_llm.script("Grade", verdict="incorrect")
+    new_round(client, session_id=sid, message="reset")
+    assert client.get(f"/sessions/{sid}").json()["score"] == {"correct": 0, "partially_correct": 0, "incorrect": 1}
