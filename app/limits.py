@@ -1,8 +1,8 @@
 """Request body size limit, as a pure ASGI middleware (Starlette has none built in).
 
-A body larger than ``max_bytes`` gets ``413`` with a problem body, whether the client declared a
-``Content-Length`` or streamed it chunked. The body is read here, at most ``max_bytes`` of it, and
-replayed to the app, so the app never sees a partial body.
+A body larger than ``max_bytes`` (or a path's own limit in ``per_path``) gets ``413`` with a problem body,
+whether the client declared a ``Content-Length`` or streamed it chunked. The body is read here, at most the
+limit of it, and replayed to the app, so the app never sees a partial body.
 """
 
 from __future__ import annotations
@@ -21,23 +21,27 @@ class BodySizeLimit:
     ``max_bytes`` + one chunk) and replayed. A client that disconnects mid-body gets nothing.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, problems: Problems) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, problems: Problems,
+                 per_path: dict[str, tuple[int, str]] | None = None) -> None:
+        """``per_path``: exact path → (its limit, the setting that sets it), for bodies that grow by design."""
         self.app = app
         self.max_bytes = max_bytes
         self.problems = problems
+        self.per_path = per_path or {}
 
-    def _reject(self) -> ASGIApp:
+    def _reject(self, limit: int, setting: str) -> ASGIApp:
         return self.problems.response(BodyTooLarge(
-            f"The request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES). Send a smaller body."))
+            f"The request body is larger than {limit} bytes ({setting}). Send a smaller body."))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point (see the class docstring)."""
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit, setting = self.per_path.get(scope["path"], (self.max_bytes, "MAX_BODY_BYTES"))
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject()(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(limit, setting)(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -47,8 +51,8 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject()(scope, receive, send)
+            if size > limit:
+                await self._reject(limit, setting)(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

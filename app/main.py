@@ -15,11 +15,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.propagators import TraceResponsePropagator, set_global_response_propagator
 
 import telemetry
+from app import ag_ui
 from app.dependencies import AppState, require_api_key
 from app.expiry import expire_idle_sessions
 from app.limits import BodySizeLimit
@@ -73,6 +75,30 @@ async def stop(task: asyncio.Task[None]) -> None:
         await task
 
 
+def require_discriminators(document: dict[str, Any]) -> dict[str, Any]:
+    """Make ``document`` (an OpenAPI document) say what validation enforces: a tagged union's tag property is
+    required in every schema its ``discriminator.mapping`` names. Pydantic cannot pick a member without the
+    tag, but a model whose tag has a default (AG-UI's ``role: "user"``, ``type: "text"``) leaves it out of
+    ``required``, and the document would then allow bodies that get 422. Changes ``document`` in place."""
+    components = document.get("components", {}).get("schemas", {})
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            tag = node.get("discriminator", {})
+            for ref in tag.get("mapping", {}).values() if isinstance(tag, dict) else ():
+                schema = components.get(ref.rsplit("/", 1)[-1])
+                if schema is not None and tag["propertyName"] not in schema.setdefault("required", []):
+                    schema["required"].append(tag["propertyName"])
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(document)
+    return document
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` default: read from the environment (``Settings()``, which raises
     ``pydantic.ValidationError`` naming the variable for a bad value).
@@ -114,12 +140,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="A Teacher–Student quiz played by a LangGraph multi-agent graph, with built-in "
                               "OpenTelemetry. `POST /ask` plays one round.")
     app.state.telemetry = tel
+    generate = app.openapi
+    app.openapi = lambda: app.openapi_schema or require_discriminators(generate())  # type: ignore[method-assign]
     tel.instrument_app(app, untraced=UNTRACED_URLS)
     set_global_response_propagator(TraceResponsePropagator())  # `traceresponse` header on every response
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, problems=problems)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, problems=problems,
+                       per_path={ag_ui.AG_UI_PATH: (settings.ag_ui_max_body_bytes, "AG_UI_MAX_BODY_BYTES")})
     problems.install(app)
     # Authentication only when API_KEYS is set, so the OpenAPI document says exactly what is enforced.
     app.include_router(router, dependencies=[Depends(require_api_key)] if api_keys else [])
+    app.include_router(ag_ui.router, dependencies=[Depends(require_api_key)] if api_keys else [])
     app.include_router(probes)
     install_page(app, settings)
     return app

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
         None, description="Comma-separated keys; when set, /ask needs `Authorization: Bearer <key>` or "
         "`X-API-Key: <key>`. Off by default (inside the cluster network).")
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
+    # An AG-UI client sends the whole conversation with every run (about 1 KB per round with a large model).
+    ag_ui_max_body_bytes: int = Field(262_144, ge=1024, description="Larger POST /ag-ui bodies get 413.")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -46,6 +46,9 @@ REQUIREMENTS = (
     Requirement(("chromium",), ("chromium",),
                 "the system browser Playwright drives in the page tests (tests/browser.py; nothing downloads one)",
                 "Chromium or Chrome as `chromium` on PATH (macOS: brew install --cask chromium)"),
+    Requirement(("node", "npm"), ("nodejs", "npm"),
+                "Node.js runs the AG-UI protocol's own client (tests/test_ag_ui_client.py; npm ci installs it)",
+                "Node.js 18+ with npm (macOS: brew install node)"),
 )
 
 

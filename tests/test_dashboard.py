@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,14 @@ def streamed(client: TestClient, body: dict) -> str:
         return "".join(r.iter_text())
 
 
+def ag_ui(client: TestClient) -> str:
+    """One AG-UI run (``POST /ag-ui``) on a new thread: its event stream."""
+    body = {"threadId": str(uuid.uuid4()), "runId": "run-1", "messages": [], "forwardedProps": {"subject": "math"}}
+    with client.stream("POST", "/ag-ui", json=body) as r:
+        assert r.status_code == 200
+        return "".join(r.iter_text())
+
+
 @pytest.fixture(scope="module")
 def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
     """Play success and failure rounds in two bursts while a real Prometheus scrapes the exposition."""
@@ -174,6 +183,9 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         assert client.post("/ask", json={"session_id": "X" * 22}).status_code == 404
         llm_server.fail_next(Fault("status", 500), times=2)  # a streamed round that fails after its 200
         assert "event: error" in streamed(client, {"subject": "math"})
+        assert '"RUN_FINISHED"' in ag_ui(client)  # an AG-UI client plays a round, and one that fails
+        llm_server.fail_next(Fault("status", 500), times=2)
+        assert '"code":"/problems/llm-upstream"' in ag_ui(client)
         return trace_ids
 
     with observed(otlp, llm_server) as (client, prometheus, exposition), \
@@ -185,7 +197,7 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         second = burst(client)
         time.sleep(3)
         otlp.wait_for(lambda: all(len(otlp.trace(t)) == SPANS_PER_ROUND for t in first + second))
-        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 18)  # grades and feedback
+        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 20)  # grades and feedback
         if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
             from tests.render_dashboard import render
 
@@ -406,19 +418,20 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     assert all(r["customMeasurements"] == {} for t in ("requests", "dependencies") for r in rows[t])
     assert not any("gen_ai.response.finish_reasons" in r["customDimensions"] for r in rows["dependencies"])
     requests = {r["resultCode"]: r for r in rows["requests"]}
-    assert {r["name"] for r in rows["requests"]} == {"POST /ask",  # <method> <route template>, not the path
+    assert {r["name"] for r in rows["requests"]} == {"POST /ask", "POST /ag-ui",  # <method> <route template>
                                                      "POST /sessions/{session_id}/rounds/{round_no}/feedback"}
     assert requests["404"]["success"] is False and requests["502"]["success"] is False
     assert requests["204"]["success"] is True
     failed_streams = [r for r in rows["requests"] if r["resultCode"] == "200"
                       and r["customDimensions"]["otel.status_code"] == "ERROR"]
-    assert len(failed_streams) == 2 and all(r["success"] for r in failed_streams)
+    assert len(failed_streams) == 4 and all(r["success"] for r in failed_streams)  # /ask's and /ag-ui's
+    assert sorted(r["name"] for r in failed_streams) == ["POST /ag-ui"] * 2 + ["POST /ask"] * 2
     assert {r["customDimensions"]["error.type"] for r in failed_streams} == {"upstream"}
     exception_events = [e for s in spans for e in s.events if e.name == "exception"]
     assert len(rows["exceptions"]) == len(exception_events) > 0
     assert len(rows["exceptions"]) < len([s for s in spans if s.status_code == 2]) * 2
     grades = [r for r in rows["traces"] if r["customDimensions"].get("gen_ai.evaluation.name") == "correctness"]
-    assert len(grades) == 10 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
+    assert len(grades) == 12 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
         == {"1", "0.5", "0"}
     assert sorted(g["customDimensions"]["quiz.answered_by"] for g in grades).count("person") == 2
 
@@ -447,18 +460,18 @@ def totals(expr: str) -> str:
 
 def test_the_failed_request_ratio_counts_streamed_rounds_that_failed_after_their_200(scraped) -> None:
     prometheus, *_ = scraped
-    (series,) = prometheus.query(substitute(totals(panel("Failed /ask requests")["targets"][0]["expr"])))
+    (series,) = prometheus.query(substitute(totals(panel("Failed round requests")["targets"][0]["expr"])))
     # Per burst, 10 requests to /ask: 4 played, a person's round (asked, then answered), a 503, a 502, a 404
-    # (the caller's fault: not counted) and a streamed round that failed after answering 200. The status
-    # codes alone would say 2 of 10.
-    assert float(series["value"][1]) == pytest.approx(3 / 10)
+    # (the caller's fault: not counted) and a streamed round that failed after answering 200; and 2 AG-UI
+    # runs, one ending in RUN_ERROR after its 200. The status codes alone would say 2 of 12.
+    assert float(series["value"][1]) == pytest.approx(4 / 12)
 
 
 def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> None:
     from app import problems
     from telemetry import contract
 
-    expr = panel("Failed /ask requests")["targets"][0]["expr"]
+    expr = panel("Failed round requests")["targets"][0]["expr"]
     (regex,) = re.findall(r'error_type=~"([^"]+)"', expr)
     classes: set[type[QuizError]] = {QuizError, *all_subclasses(QuizError)}
     five_xx = {c.error_type for c in classes if c.status >= 500}

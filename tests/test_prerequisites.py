@@ -49,7 +49,8 @@ def test_every_program_the_tests_start_is_a_prerequisite() -> None:
     listed = {p for r in prerequisites.REQUIREMENTS for p in r.programs}
     basenames = {p.rsplit("/", 1)[-1] for p in listed}
     started = programs_the_tests_start()
-    assert {"promtool", "prometheus", "initdb", "pg_ctl", "chromium"} <= {p.rsplit("/", 1)[-1] for p in started}
+    assert {"promtool", "prometheus", "initdb", "pg_ctl", "chromium", "node", "npm"} <= {
+        p.rsplit("/", 1)[-1] for p in started}
     for program in started - FROM_THE_VENV:
         assert program in listed or program in basenames, f"{program} is started by a test but not set up"
 

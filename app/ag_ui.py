@@ -1,0 +1,351 @@
+"""``POST /ag-ui``: the quiz as an AG-UI agent, so any AG-UI client (``@ag-ui/client``'s ``HttpAgent``,
+CopilotKit) plays rounds with no adapter of its own.
+
+One run is one quiz round, built from the protocol's own models and encoder (``ag-ui-protocol``; protocol
+1.0, https://docs.ag-ui.com/concepts/events):
+
+    RUN_STARTED → CUSTOM "trace" {trace_id, session_id} → STATE_SNAPSHOT (before the round)
+    → per agent step: STEP_STARTED "teacher.ask" → TEXT_MESSAGE_START/CONTENT/END (name "Teacher")
+      → STEP_FINISHED; "student.answer" (name "Student"); "teacher.grade" (the verdict and feedback)
+    → STATE_SNAPSHOT (after) → RUN_FINISHED {result: the Round, usage}
+
+- ``threadId`` is the session (``SESSION_ID_PATTERN``; a UUID fits): an unknown id starts a new session
+  under it, so a client's own thread ids work. With ``API_KEYS`` set, the route needs a key like ``/ask``.
+- Settings: ``forwardedProps`` beats the last message (if the conversation ends with a user message, parsed
+  like ``/ask``'s ``message``), which beats ``state`` (a client echoes the last ``STATE_SNAPSHOT``), which
+  beats the session's own. Keys: ``subject``, ``difficulty``, ``language``, ``student``.
+- A person plays the Student (``student: "person"``): the run ends after the question with
+  ``RUN_FINISHED`` ``outcome: {type: "interrupt"}`` (one ``Interrupt``, id ``round-<n>``, its
+  ``responseSchema`` an object with ``answer``); the next run carries ``resume: [{interruptId,
+  status: "resolved", payload: {answer}}]``, the same paused-round checkpoint as ``/ask``'s ``answer``.
+  A question cannot be skipped: ``status: "cancelled"`` is refused while it waits (``answer-awaited``).
+- Invalid input is an HTTP 4xx problem before any event (401, 413, 422 naming the field by its wire name,
+  e.g. ``body.forwardedProps.difficulty``: ``QuizRunInput`` is the protocol's input made exact). Once the
+  stream has begun, a failure is ``RUN_ERROR`` whose
+  ``code`` is the problem type ``/ask`` would have answered (``/problems/llm-timeout``) and whose
+  ``metadata.problem`` is that problem body; it is counted and traced like a failed ``/ask``.
+
+The state (``QuizAgentState``) never holds a reference answer: that comes only with the graded round in
+``RUN_FINISHED.result``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, cast
+
+from ag_ui.core import (
+    PROTOCOL_VERSION,
+    BaseEvent,
+    CustomEvent,
+    Interrupt,
+    Message,
+    ResumeEntry,
+    RunAgentInput,
+    RunErrorEvent,
+    RunFinishedEvent,
+    RunFinishedInterruptOutcome,
+    RunStartedEvent,
+    StateSnapshotEvent,
+    StepFinishedEvent,
+    StepStartedEvent,
+    TextMessageContentEvent,
+    TextMessageEndEvent,
+    TextMessageStartEvent,
+    TextPart,
+    TokenUsage,
+    UserMessage,
+)
+from ag_ui.encoder import EventEncoder
+from fastapi import APIRouter, Request, Response
+from fastapi.sse import EventSourceResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.dependencies import ProblemsDep, RoundsDep
+from app.errors import AnswerAwaited, NoAnswerAwaited, QuizError
+from app.messages import Intent, parse_message
+from app.problems import ROUND_ERRORS, Problems, route_of
+from app.rounds import PreparedRound, RoundService
+from app.schemas import (
+    Answer,
+    AnswerRequest,
+    AskRequest,
+    AwaitedQuestion,
+    DifficultyIn,
+    PendingRound,
+    Round,
+    Score,
+    SessionId,
+    Subject,
+)
+from graphs.events import AnswerGiven, AnswerGraded, QuestionAsked, RoundEvent, StepStarted
+from graphs.graph import round_to_play
+from graphs.state import Difficulty, Language, QuizState, Student
+from telemetry import contract as C
+from telemetry import current_trace_id
+
+AG_UI_PATH = "/ag-ui"
+TRACE_EVENT = "trace"  # the CUSTOM event that comes first: {trace_id, session_id}
+INTERRUPT_REASON = "answer_awaited"  # Interrupt.reason of a question waiting for the person's answer
+AUTHORS: dict[C.AgentName, str] = {"teacher": "Teacher", "student": "Student"}  # TEXT_MESSAGE_START.name
+# The first words of the Teacher's grading message, by language (the verdict, then the feedback).
+VERDICT_WORDS: dict[str, dict[C.Verdict, str]] = {
+    "en": {"correct": "Correct.", "partially_correct": "Partially correct.", "incorrect": "Incorrect."},
+    "ko": {"correct": "정답입니다.", "partially_correct": "부분 정답입니다.", "incorrect": "오답입니다."},
+}
+# What the answer to an interrupt looks like (Interrupt.responseSchema): the same limits as /ask's answer.
+ANSWER_SCHEMA: dict[str, Any] = AnswerRequest.model_json_schema()["properties"]["answer"]
+RESPONSE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"answer": ANSWER_SCHEMA},
+                                   "required": ["answer"], "additionalProperties": False}
+
+router = APIRouter()
+
+
+class QuizProps(BaseModel):
+    """The settings a run may carry in ``forwardedProps`` or ``state``, validated like ``/ask``'s fields.
+    Other keys are allowed and ignored (a client echoes the whole ``STATE_SNAPSHOT`` as ``state``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subject: Subject | None = None
+    difficulty: DifficultyIn = None
+    language: Language | None = None
+    student: Student | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings given (``None`` left out)."""
+        return {name: value for name in QuizProps.model_fields if (value := getattr(self, name)) is not None}
+
+
+class AnswerPayload(BaseModel):
+    """What a person's answer looks like as a resume ``payload`` (the interrupt's ``responseSchema``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: Answer = Field(description="The answer, ≤ 1000 characters.")
+
+
+class ResolvedEntry(ResumeEntry):
+    """A resume entry that answers the question."""
+
+    status: Literal["resolved"]
+    payload: AnswerPayload
+
+
+class CancelledEntry(ResumeEntry):
+    """A resume entry that gives the question up: refused while it waits (a question cannot be skipped)."""
+
+    status: Literal["cancelled"]
+
+
+class QuizRunInput(RunAgentInput):
+    """AG-UI's ``RunAgentInput`` with what this agent reads made exact, so the OpenAPI document says what is
+    accepted: ``threadId`` is a session id (``SESSION_ID_PATTERN``), ``state`` and ``forwardedProps`` carry
+    ``QuizProps``, a ``resume`` entry answers with ``{"answer": "…"}``."""
+
+    thread_id: SessionId
+    state: QuizProps | None = None
+    forwarded_props: QuizProps | None = None
+    resume: list[Annotated[ResolvedEntry | CancelledEntry,
+                           Field(discriminator="status")]] | None = None  # type: ignore[assignment]  # narrower
+
+
+class QuizAgentState(BaseModel):
+    """The agent's state, as ``STATE_SNAPSHOT`` sends it: the session before and after the round.
+
+    ``round``: the round this run plays (1-based); ``rounds_played``: rounds graded so far; ``score``: their
+    verdicts counted; ``awaiting_answer``: the question a person must answer (no reference answer, ever).
+    """
+
+    session_id: str
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    student: Student
+    round: int = Field(ge=1)
+    rounds_played: int = Field(ge=0)
+    score: Score
+    awaiting_answer: AwaitedQuestion | None = None
+
+
+def interrupt_id(round_no: int) -> str:
+    """The id of the interrupt that waits for the answer to round ``round_no`` (unique within a thread)."""
+    return f"round-{round_no}"
+
+
+def last_user_text(messages: Sequence[Message]) -> str | None:
+    """The text of the conversation's last message when it is the user's, else ``None`` (a run without new
+    words from the user plays the next round). Text parts are joined; media parts are ignored."""
+    if not messages or not isinstance(messages[-1], UserMessage):
+        return None
+    content = messages[-1].content
+    text = content if isinstance(content, str) else " ".join(
+        part.text for part in content if isinstance(part, TextPart))
+    return text
+
+
+def to_request(run: QuizRunInput) -> tuple[AskRequest | AnswerRequest, Intent | None, str | None]:
+    """The ``/ask`` request a run amounts to, what its last message asked for, and the id of the interrupt
+    it answers (``None``: a new round). Settings: ``forwardedProps`` > the message > ``state`` > the session."""
+    for entry in run.resume or []:
+        if isinstance(entry, ResolvedEntry):
+            return AnswerRequest(session_id=run.thread_id, answer=entry.payload.answer), None, entry.interrupt_id
+    settings = run.state.settings() if run.state else {}
+    said = last_user_text(run.messages)
+    intent = parse_message(said) if said else None
+    if intent is not None:
+        settings.update({k: v for k, v in (("subject", intent.subject), ("difficulty", intent.difficulty),
+                                           ("language", intent.language)) if v is not None})
+    settings.update(run.forwarded_props.settings() if run.forwarded_props else {})
+    return AskRequest(session_id=run.thread_id, **settings), intent, None
+
+
+@router.post(AG_UI_PATH, response_class=Response, responses={
+    200: {"description": "The run as AG-UI events (server-sent events, `data:` lines of JSON): RUN_STARTED, "
+                         "CUSTOM `trace`, STATE_SNAPSHOT, per agent step STEP_STARTED, a text message by the "
+                         "Teacher or the Student and STEP_FINISHED, STATE_SNAPSHOT, RUN_FINISHED (the round "
+                         "as `result`, `usage`; or an `interrupt` outcome when a person plays the Student). "
+                         "A failure after the stream began is RUN_ERROR, its `code` the problem type.",
+          "content": {"text/event-stream": {}}},
+    **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422)}})
+async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep,
+                    problems: ProblemsDep) -> EventSourceResponse:
+    """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
+    comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
+    return EventSourceResponse(_run(rounds, problems, run, route_of(request)),
+                               headers={"Cache-Control": "no-cache"})
+
+
+async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput,
+               route: str | None) -> AsyncIterator[bytes]:
+    """The run's events, encoded; its place and session lease are held until the stream ends."""
+    encoder = EventEncoder()
+    events = _events(rounds, run)
+    try:
+        async for event in events:
+            yield _encode(encoder, event)
+    except QuizError as error:
+        problem = problems.failed_stream(error, route)
+    except Exception as exc:  # a bug: the run still ends with RUN_ERROR, never half-way without a word
+        problem = problems.failed_stream(exc, route)
+    else:
+        return
+    finally:
+        await events.aclose()
+    yield _encode(encoder, RunErrorEvent(message=problem.detail, code=problem.type,
+                                         metadata={"problem": problem.model_dump(exclude_unset=True)}))
+
+
+def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
+    """``event`` as an SSE ``data:`` line, stamped with the time it is sent (ms since the epoch, as every
+    AG-UI SDK sets ``timestamp``)."""
+    event.timestamp = time.time_ns() // 1_000_000
+    return encoder.encode(event).encode()
+
+
+async def _events(rounds: RoundService, run: QuizRunInput) -> AsyncGenerator[BaseEvent]:
+    """The run as AG-UI events, up to ``RUN_FINISHED``; a ``QuizError`` ends it (``_run`` says RUN_ERROR)."""
+    ask, intent, answering = to_request(run)
+    yield RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id, protocol_version=PROTOCOL_VERSION)
+    yield CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(), "session_id": run.thread_id})
+    async with AsyncExitStack() as scope:
+        scope.enter_context(rounds.admission())
+        try:
+            prepared = await rounds.prepare(ask, scope, create=True, intent=intent)
+        except AnswerAwaited:  # the same problem, told in this protocol's words
+            raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
+                                "asked it; GET /sessions/{threadId} shows it): resume it with status "
+                                "\"resolved\" and {\"answer\": \"…\"} — a question cannot be skipped, and \"I "
+                                "don't know\" is an answer — or start a new thread.") from None
+        except NoAnswerAwaited:
+            raise NoAnswerAwaited(f"No question of this thread waits for an answer, so interrupt {answering!r} "
+                                  "cannot be resumed (graded already?): run without `resume`.") from None
+        awaited = prepared.awaited
+        if answering is not None and awaited is not None and answering != interrupt_id(awaited.round):
+            raise NoAnswerAwaited(f"The thread has no interrupt {answering!r} waiting: it waits for "
+                                  f"{interrupt_id(awaited.round)!r}.")
+        state = _state(prepared)
+        yield StateSnapshotEvent(snapshot=state.model_dump())
+        language = prepared.inputs["language"]
+        step: StepStarted | None = None
+        async for item in rounds.run(prepared):
+            if isinstance(item, StepStarted):
+                step = item
+                yield StepStartedEvent(step_name=f"{item.agent}.{item.step}")
+            elif isinstance(item, RoundEvent):
+                for event in _said(item, language):
+                    yield event
+                if step is not None and step.agent == item.agent and step.step == item.step:
+                    yield StepFinishedEvent(step_name=f"{step.agent}.{step.step}")
+                    step = None
+            elif isinstance(item, PendingRound):
+                waiting = AwaitedQuestion(round=item.round, question=item.question)
+                yield StateSnapshotEvent(snapshot=state.model_copy(update={"awaiting_answer": waiting}).model_dump())
+                yield RunFinishedEvent(
+                    thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
+                    usage=[_usage(rounds, item.usage.input_tokens, item.usage.output_tokens)],
+                    outcome=RunFinishedInterruptOutcome(interrupts=[Interrupt(
+                        id=interrupt_id(item.round), reason=INTERRUPT_REASON, message=item.question,
+                        response_schema=RESPONSE_SCHEMA, metadata={"round": item.round},
+                        expires_at=_expiry(rounds))]))
+            else:
+                yield StateSnapshotEvent(snapshot=_after(state, item).model_dump())
+                before = prepared.previous.get("usage", {}).get("ask", {}) if prepared.resume else {}
+                yield RunFinishedEvent(  # a resumed run reports its own calls only (the question's came before)
+                    thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
+                    usage=[_usage(rounds, item.usage.input_tokens - before.get("input_tokens", 0),
+                                  item.usage.output_tokens - before.get("output_tokens", 0))])
+
+
+def _said(event: RoundEvent, language: str) -> list[BaseEvent]:
+    """What an agent step said, as one text message: by the Teacher or the Student agent (``assistant``),
+    or a person's answer (``user``, name Student)."""
+    if isinstance(event, QuestionAsked):
+        text = event.question
+    elif isinstance(event, AnswerGiven):
+        text = event.student_answer
+    elif isinstance(event, AnswerGraded):
+        text = f"{VERDICT_WORDS.get(language, VERDICT_WORDS['en'])[event.verdict]} {event.feedback}"
+    else:
+        return []
+    role: Literal["assistant", "user"] = (
+        "user" if isinstance(event, AnswerGiven) and event.answered_by == C.ANSWERED_BY_PERSON else "assistant")
+    message_id = str(uuid.uuid4())
+    return [TextMessageStartEvent(message_id=message_id, role=role, name=AUTHORS[event.agent]),
+            TextMessageContentEvent(message_id=message_id, delta=text),
+            TextMessageEndEvent(message_id=message_id)]
+
+
+def _state(prepared: PreparedRound) -> QuizAgentState:
+    """The session as the round begins."""
+    previous, inputs = prepared.previous, prepared.inputs
+    waiting = prepared.awaited
+    return QuizAgentState(
+        session_id=prepared.session_id, subject=inputs["subject"], difficulty=inputs["difficulty"],
+        language=inputs["language"], student=inputs.get("student", C.ANSWERED_BY_MODEL),
+        round=waiting.round if waiting else round_to_play(cast(QuizState, {**previous, **inputs})),
+        rounds_played=previous.get("round", 0), score=Score(**previous.get("score", {})),
+        awaiting_answer=AwaitedQuestion(round=waiting.round, question=waiting.question) if waiting else None)
+
+
+def _after(state: QuizAgentState, played: Round) -> QuizAgentState:
+    """The session once ``played`` is graded."""
+    score = state.score.model_copy(update={played.verdict: getattr(state.score, played.verdict) + 1})
+    if played.round == 1 and state.rounds_played:  # a reset: the score starts again
+        score = Score(**{played.verdict: 1})
+    return state.model_copy(update={"round": played.round, "rounds_played": played.round, "score": score,
+                                    "awaiting_answer": None})
+
+
+def _usage(rounds: RoundService, input_tokens: int, output_tokens: int) -> TokenUsage:
+    return TokenUsage(provider=rounds.llm.gen_ai_provider, model=rounds.llm.model, input_tokens=input_tokens,
+                      output_tokens=output_tokens, total_tokens=input_tokens + output_tokens)
+
+
+def _expiry(rounds: RoundService) -> str:
+    """When the paused session expires if nobody answers (``SESSION_TTL_S`` of idleness), ISO 8601 UTC."""
+    return (datetime.now(UTC) + timedelta(seconds=rounds.settings.session_ttl_s)).isoformat(timespec="seconds")
