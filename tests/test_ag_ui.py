@@ -6,6 +6,7 @@ telemetry as ``/ask``. The protocol's TypeScript client plays the same in ``test
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -27,6 +28,7 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
 from tests.conftest import HEX32
+from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
 
@@ -293,3 +295,44 @@ def test_each_step_is_announced_when_it_starts(client: TestClient, fake_llm: Fak
     assert set(started) == set(finished) == {"teacher.ask", "student.answer", "teacher.grade"}
     for step, at in started.items():
         assert finished[step] - at >= 290, (step, finished[step] - at)
+
+
+def test_limits_are_run_errors_with_retry_after(make_client, fake_llm: FakeOpenAI) -> None:
+    """Past MAX_CONCURRENT_ROUNDS a run is shed at once (overloaded), and a second run of the same thread
+    while one plays is refused (round-in-progress): both with the problem's retry_after."""
+    import concurrent.futures
+
+    client = make_client(max_concurrent_rounds=1)
+    fake_llm.latency_s = 0.4
+    thread = str(uuid.uuid4())
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(run, client, run_input(thread))
+        time.sleep(0.2)
+        shed = run_error(run(client, run_input()))
+        assert shed.code == "/problems/overloaded" and (shed.metadata or {})["problem"]["retry_after"] == 1
+        assert slow.result()[-1].result["round"] == 1
+    fake_llm.latency_s = 0.0
+    roomy = make_client(max_concurrent_rounds=4)
+    fake_llm.latency_s = 0.4
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(run, roomy, run_input(thread))
+        time.sleep(0.2)
+        busy = run_error(run(roomy, run_input(thread)))
+        assert busy.code == "/problems/round-in-progress" and (busy.metadata or {})["problem"]["retry_after"] == 2
+        first.result()
+    assert client.app_state["rounds"].in_flight == roomy.app_state["rounds"].in_flight == 0
+
+
+def test_a_run_closed_early_releases_its_place_and_its_thread(make_client, fake_llm: FakeOpenAI) -> None:
+    client = make_client(max_concurrent_rounds=1)
+    rounds = client.app_state["rounds"]
+    fake_llm.latency_s = 0.3
+    thread = str(uuid.uuid4())
+    with client.stream("POST", "/ag-ui", json=run_input(thread)) as r:
+        lines = r.iter_lines()  # kept: closing the iterator closes the stream
+        assert next(line for line in lines if '"STEP_FINISHED"' in line)
+        assert rounds.in_flight == 1  # the run holds its place while its stream is open
+    wait_until(lambda: rounds.in_flight == 0, 5, "the client went away: the place is released")
+    assert fake_llm.requests_for("Grade") == []  # the round stopped with it
+    fake_llm.latency_s = 0.0
+    assert run(client, run_input(thread))[-1].result["round"] == 1  # the thread is free, the round unplayed
