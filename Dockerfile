@@ -20,6 +20,7 @@ COPY README.md ./
 COPY app ./app
 COPY graphs ./graphs
 COPY telemetry ./telemetry
+COPY evals ./evals
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
@@ -61,12 +61,12 @@ from ag_ui.core import (
     UserMessage,
 )
 from ag_ui.encoder import EventEncoder
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.dependencies import ProblemsDep, RoundsDep
-from app.errors import AnswerAwaited, NoAnswerAwaited, QuizError
+from app.dependencies import ProblemsDep, RoundsDep, request_scope
+from app.errors import AnswerAwaited, NoAnswerAwaited
 from app.messages import Intent, parse_message
 from app.problems import ROUND_ERRORS, Problems, route_of
 from app.rounds import PreparedRound, RoundService
@@ -212,32 +212,40 @@ def to_request(run: QuizRunInput) -> tuple[AskRequest | AnswerRequest, Intent | 
                          "A failure after the stream began is RUN_ERROR, its `code` the problem type.",
           "content": {"text/event-stream": {}}},
     **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422)}})
-async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep,
-                    problems: ProblemsDep) -> EventSourceResponse:
+async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, problems: ProblemsDep,
+                    scope: Annotated[AsyncExitStack, Depends(request_scope)]) -> EventSourceResponse:
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
-    return EventSourceResponse(_run(rounds, problems, run, route_of(request)),
+    return EventSourceResponse(_run(rounds, problems, run, route_of(request), scope),
                                headers={"Cache-Control": "no-cache"})
 
 
-async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput,
-               route: str | None) -> AsyncIterator[bytes]:
-    """The run's events, encoded; its place and session lease are held until the stream ends."""
+async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, route: str | None,
+               scope: AsyncExitStack) -> AsyncIterator[bytes]:
+    """The run as encoded AG-UI events, up to ``RUN_FINISHED`` — or ``RUN_ERROR`` for any failure once the
+    stream has begun (``Problems.failed_stream``: traced and counted). The run's place and its session's lease
+    are taken here, on the request's ``scope``, which releases them when the response ends or the client goes
+    away. (One generator, like ``/ask``'s stream: the round's spans open and close in it.)"""
     encoder = EventEncoder()
-    events = _events(rounds, run)
+    ask, intent, answering = to_request(run)
+    yield _encode(encoder, RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id,
+                                           protocol_version=PROTOCOL_VERSION))
+    yield _encode(encoder, CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(),
+                                                                "session_id": run.thread_id}))
     try:
-        async for event in events:
-            yield _encode(encoder, event)
-    except QuizError as error:
-        problem = problems.failed_stream(error, route)
-    except Exception as exc:  # a bug: the run still ends with RUN_ERROR, never half-way without a word
+        scope.enter_context(rounds.admission())
+        prepared = await _prepare(rounds, ask, intent, answering, scope)
+        state = _state(prepared)
+        yield _encode(encoder, StateSnapshotEvent(snapshot=state.model_dump()))
+        step: StepStarted | None = None
+        async for item in rounds.run(prepared):
+            events, step = _translate(item, step, run, rounds, prepared, state)
+            for event in events:
+                yield _encode(encoder, event)
+    except Exception as exc:  # a QuizError, or a bug: the run still ends with RUN_ERROR, never half-way
         problem = problems.failed_stream(exc, route)
-    else:
-        return
-    finally:
-        await events.aclose()
-    yield _encode(encoder, RunErrorEvent(message=problem.detail, code=problem.type,
-                                         metadata={"problem": problem.model_dump(exclude_unset=True)}))
+        yield _encode(encoder, RunErrorEvent(message=problem.detail, code=problem.type,
+                                             metadata={"problem": problem.model_dump(exclude_unset=True)}))
 
 
 def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
@@ -247,58 +255,54 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
     return encoder.encode(event).encode()
 
 
-async def _events(rounds: RoundService, run: QuizRunInput) -> AsyncGenerator[BaseEvent]:
-    """The run as AG-UI events, up to ``RUN_FINISHED``; a ``QuizError`` ends it (``_run`` says RUN_ERROR)."""
-    ask, intent, answering = to_request(run)
-    yield RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id, protocol_version=PROTOCOL_VERSION)
-    yield CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(), "session_id": run.thread_id})
-    async with AsyncExitStack() as scope:
-        scope.enter_context(rounds.admission())
-        try:
-            prepared = await rounds.prepare(ask, scope, create=True, intent=intent)
-        except AnswerAwaited:  # the same problem, told in this protocol's words
-            raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
-                                "asked it; GET /sessions/{threadId} shows it): resume it with status "
-                                "\"resolved\" and {\"answer\": \"…\"} — a question cannot be skipped, and \"I "
-                                "don't know\" is an answer — or start a new thread.") from None
-        except NoAnswerAwaited:
-            raise NoAnswerAwaited(f"No question of this thread waits for an answer, so interrupt {answering!r} "
-                                  "cannot be resumed (graded already?): run without `resume`.") from None
-        awaited = prepared.awaited
-        if answering is not None and awaited is not None and answering != interrupt_id(awaited.round):
-            raise NoAnswerAwaited(f"The thread has no interrupt {answering!r} waiting: it waits for "
-                                  f"{interrupt_id(awaited.round)!r}.")
-        state = _state(prepared)
-        yield StateSnapshotEvent(snapshot=state.model_dump())
-        language = prepared.inputs["language"]
-        step: StepStarted | None = None
-        async for item in rounds.run(prepared):
-            if isinstance(item, StepStarted):
-                step = item
-                yield StepStartedEvent(step_name=f"{item.agent}.{item.step}")
-            elif isinstance(item, RoundEvent):
-                for event in _said(item, language):
-                    yield event
-                if step is not None and step.agent == item.agent and step.step == item.step:
-                    yield StepFinishedEvent(step_name=f"{step.agent}.{step.step}")
-                    step = None
-            elif isinstance(item, PendingRound):
-                waiting = AwaitedQuestion(round=item.round, question=item.question)
-                yield StateSnapshotEvent(snapshot=state.model_copy(update={"awaiting_answer": waiting}).model_dump())
-                yield RunFinishedEvent(
+async def _prepare(rounds: RoundService, ask: AskRequest | AnswerRequest, intent: Intent | None,
+                   answering: str | None, scope: AsyncExitStack) -> PreparedRound:
+    """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
+    protocol's words, and a resume checked against the interrupt that waits."""
+    try:
+        prepared = await rounds.prepare(ask, scope, create=True, intent=intent)
+    except AnswerAwaited:
+        raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
+                            "asked it; GET /sessions/{threadId} shows it): resume it with status "
+                            "\"resolved\" and {\"answer\": \"…\"} — a question cannot be skipped, and \"I "
+                            "don't know\" is an answer — or start a new thread.") from None
+    except NoAnswerAwaited:
+        raise NoAnswerAwaited(f"No question of this thread waits for an answer, so interrupt {answering!r} "
+                              "cannot be resumed (graded already?): run without `resume`.") from None
+    awaited = prepared.awaited
+    if answering is not None and awaited is not None and answering != interrupt_id(awaited.round):
+        raise NoAnswerAwaited(f"The thread has no interrupt {answering!r} waiting: it waits for "
+                              f"{interrupt_id(awaited.round)!r}.")
+    return prepared
+
+
+def _translate(item: StepStarted | RoundEvent | Round | PendingRound, step: StepStarted | None,
+               run: QuizRunInput, rounds: RoundService, prepared: PreparedRound,
+               state: QuizAgentState) -> tuple[list[BaseEvent], StepStarted | None]:
+    """The AG-UI events for one item of ``RoundService.run``, and the step that is open after it."""
+    if isinstance(item, StepStarted):
+        return [StepStartedEvent(step_name=f"{item.agent}.{item.step}")], item
+    if isinstance(item, RoundEvent):
+        said = _said(item, prepared.inputs["language"])
+        if step is not None and step.agent == item.agent and step.step == item.step:
+            return [*said, StepFinishedEvent(step_name=f"{step.agent}.{step.step}")], None
+        return said, step
+    if isinstance(item, PendingRound):
+        waiting = AwaitedQuestion(round=item.round, question=item.question)
+        return [StateSnapshotEvent(snapshot=state.model_copy(update={"awaiting_answer": waiting}).model_dump()),
+                RunFinishedEvent(
                     thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
                     usage=[_usage(rounds, item.usage.input_tokens, item.usage.output_tokens)],
                     outcome=RunFinishedInterruptOutcome(interrupts=[Interrupt(
                         id=interrupt_id(item.round), reason=INTERRUPT_REASON, message=item.question,
                         response_schema=RESPONSE_SCHEMA, metadata={"round": item.round},
-                        expires_at=_expiry(rounds))]))
-            else:
-                yield StateSnapshotEvent(snapshot=_after(state, item).model_dump())
-                before = prepared.previous.get("usage", {}).get("ask", {}) if prepared.resume else {}
-                yield RunFinishedEvent(  # a resumed run reports its own calls only (the question's came before)
-                    thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
-                    usage=[_usage(rounds, item.usage.input_tokens - before.get("input_tokens", 0),
-                                  item.usage.output_tokens - before.get("output_tokens", 0))])
+                        expires_at=_expiry(rounds))]))], None
+    before = prepared.previous.get("usage", {}).get("ask", {}) if prepared.resume else {}
+    return [StateSnapshotEvent(snapshot=_after(state, item).model_dump()),
+            RunFinishedEvent(  # a resumed run reports its own calls only (the question's came before)
+                thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
+                usage=[_usage(rounds, item.usage.input_tokens - before.get("input_tokens", 0),
+                              item.usage.output_tokens - before.get("output_tokens", 0))])], None
 
 
 def _said(event: RoundEvent, language: str) -> list[BaseEvent]:

@@ -74,3 +74,11 @@ async def round_scope(rounds: RoundsDep) -> AsyncIterator[AsyncExitStack]:
     async with AsyncExitStack() as scope:
         scope.enter_context(rounds.admission())
         yield scope
+
+
+async def request_scope() -> AsyncIterator[AsyncExitStack]:
+    """An exit stack that lives as long as the request, its streamed response included: what a stream takes
+    inside its generator (an AG-UI run's place and lease) is released here even when the client goes away and
+    the generator is never resumed (FastAPI runs the exit after the response, streamed ones included)."""
+    async with AsyncExitStack() as scope:
+        yield scope

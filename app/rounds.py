@@ -56,6 +56,7 @@ from graphs.context import QuizAgents, QuizContext
 from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent, StepStarted
 from graphs.graph import QuizGraph, answer_command, awaited_answer
+from graphs.prompts import Prompts
 from graphs.state import InputState, QuizState, RoundResult
 from telemetry import Telemetry, current_trace_id
 from telemetry import contract as C
@@ -100,11 +101,13 @@ class RoundService:
     settings: Settings
     activity: SessionActivity = field(default_factory=NoActivity)  # when sessions last played (expiry)
     agents: QuizAgents = field(init=False)
+    prompts: Prompts = field(init=False)  # the agents' prompt versions (TEACHER_/STUDENT_PROMPT_VERSION)
     in_flight: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         # Bound once: binding tools converts the schemas to JSON Schema, which is not free.
         self.agents = QuizAgents.create(teacher=self.llm.chat, student=self.llm.chat)
+        self.prompts = self.settings.prompts()
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -358,7 +361,7 @@ class RoundService:
                            step_duration=self.telemetry.instruments.step_duration,
                            structured_output_attempts=self.settings.structured_output_attempts,
                            call_deadline_s=self.settings.llm_call_deadline_s,
-                           rounds_kept=self.settings.session_rounds_kept)
+                           rounds_kept=self.settings.session_rounds_kept, prompts=self.prompts)
 
     def _round(self, session_id: str, result: RoundResult) -> Round:
         return Round(session_id=session_id, round=result.round, subject=result.subject,

@@ -19,9 +19,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graphs.prompts import Prompts
+from graphs.prompts import load as load_prompt
 from telemetry.contract import STEPS
 
 
@@ -64,6 +66,10 @@ class Settings(BaseSettings):
     llm_deadline_margin_s: float = Field(
         10.0, ge=0, le=600, description="Added to LLM_TIMEOUT_S × attempts for the whole call (retry backoff).")
     llm_max_connections: int = Field(100, ge=1, le=10_000, description="Connection pool size to the LLM endpoint.")
+    teacher_prompt_version: str = Field(
+        "1", description="The Teacher's prompt: graphs/prompt_files/teacher/<version>.yaml (on every agent span).")
+    student_prompt_version: str = Field(
+        "1", description="The Student's prompt: graphs/prompt_files/student/<version>.yaml (on every agent span).")
     structured_output_attempts: int = Field(
         2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
     rate_limit_retry_after_s: int = Field(
@@ -116,6 +122,17 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("teacher_prompt_version", "student_prompt_version")
+    @classmethod
+    def _prompt_exists(cls, value: str, info: ValidationInfo) -> str:
+        agent = "teacher" if info.field_name == "teacher_prompt_version" else "student"
+        load_prompt(agent, value)  # ValueError naming the versions that exist
+        return value
+
+    def prompts(self) -> Prompts:
+        """The agents' prompts at the configured versions."""
+        return Prompts.of(teacher=self.teacher_prompt_version, student=self.student_prompt_version)
 
     @field_validator("app_insights_link_template")
     @classmethod

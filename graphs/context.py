@@ -8,7 +8,7 @@ never the app or its telemetry set-up.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Histogram
 from pydantic import BaseModel
 
+from graphs.prompts import Prompts
 from graphs.state import Grade, Question, StudentAnswer, TokenUsage
 from graphs.structured import StructuredCall, call_structured
 
@@ -50,6 +51,7 @@ class QuizContext:
     ``structured_output_attempts``: calls per step before invalid output is a ``StructuredOutputError``.
     ``call_deadline_s``: longest one LLM call may take, retries included (``TimeoutError`` past it).
     ``rounds_kept``: finished rounds the session keeps for looking back (the checkpoint stays small).
+    ``prompts``: each agent's prompt version (``graphs.prompts``; version 1 of both by default).
     """
 
     agents: QuizAgents
@@ -61,6 +63,7 @@ class QuizContext:
     structured_output_attempts: int = 2
     call_deadline_s: float | None = None
     rounds_kept: int = 10
+    prompts: Prompts = field(default_factory=Prompts)
 
     async def call(self, call: StructuredCall[SchemaT], messages: list[BaseMessage],
                    acceptable: Callable[[SchemaT], bool] = lambda _: True) -> tuple[SchemaT, TokenUsage]:

@@ -44,20 +44,23 @@ def round_to_play(state: QuizState) -> int:
     return 1 if state.get("reset") else state.get("round", 0) + 1
 
 
-def _teacher_system(state: QuizState) -> SystemMessage:
-    return SystemMessage(prompts.TEACHER_SYSTEM.format(language=prompts.LANGUAGE_NAMES[state["language"]]))
+def _teacher_system(ctx: QuizContext, state: QuizState) -> SystemMessage:
+    return SystemMessage(ctx.prompts.teacher.system.format(language=prompts.LANGUAGE_NAMES[state["language"]]))
 
 
 async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
-    """Teacher writes the next question and keeps its reference answer."""
+    """Teacher writes the next question and keeps its reference answer (or asks the input's ``preset``)."""
     ctx = runtime.context
     round_no = round_to_play(state)
+    if (preset := state.get("preset")) is not None:  # an evaluation item: the set's question, not the Teacher's
+        runtime.stream_writer(QuestionAsked(round=round_no, question=preset["question"]))
+        return {"question": dict(preset), "usage": {"ask": NO_TOKENS}}
     with agent_step(runtime, "teacher", "ask", round_no):
         earlier = [] if state.get("reset") else state.get("history", [])
         history = "\n".join(f"- {q}" for q in earlier) or "(none)"
         messages: list[BaseMessage] = [
-            _teacher_system(state),
-            HumanMessage(prompts.TEACHER_ASK.format(difficulty=state["difficulty"], subject=state["subject"],
+            _teacher_system(ctx, state),
+            HumanMessage(ctx.prompts.teacher.ask.format(difficulty=state["difficulty"], subject=state["subject"],
                                                     history=history))]
         # A question that contains its own answer is unusable: asked again, never shown to the Student.
         question, usage = await ctx.call(ctx.agents.ask, messages, acceptable=lambda q: not answer_leaks(q))
@@ -74,9 +77,9 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
     with agent_step(runtime, "student", "answer", round_to_play(state)):
         language = prompts.LANGUAGE_NAMES[state["language"]]
         messages: list[BaseMessage] = [
-            SystemMessage(prompts.STUDENT_SYSTEM.format(persona=prompts.STUDENT_PERSONAS[state["difficulty"]],
+            SystemMessage(ctx.prompts.student.system.format(persona=ctx.prompts.student.personas[state["difficulty"]],
                                                         language=language)),
-            HumanMessage(prompts.STUDENT_ANSWER.format(question=state["question"]["question"]))]
+            HumanMessage(ctx.prompts.student.answer.format(question=state["question"]["question"]))]
         answer, usage = await ctx.call(ctx.agents.answer, messages)
     runtime.stream_writer(AnswerGiven(student_answer=answer.answer))
     return {"answer": answer.model_dump(), "usage": {"answer": usage}}
@@ -110,8 +113,8 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
     with agent_step(runtime, "teacher", "grade", round_no) as span:
         question = state["question"]
         messages: list[BaseMessage] = [
-            _teacher_system(state),
-            HumanMessage(prompts.TEACHER_GRADE.format(question=question["question"],
+            _teacher_system(ctx, state),
+            HumanMessage(ctx.prompts.teacher.grade.format(question=question["question"],
                                                       reference_answer=question["reference_answer"],
                                                       answer=state["answer"]["answer"]))]
         grade, usage = await ctx.call(ctx.agents.grade, messages)

@@ -124,6 +124,8 @@ class InputState(TypedDict):
     effect only when the round finishes: a reset round that fails leaves the old session as it was.
     ``student``: who answers (default ``model``). With ``person`` the round pauses after the question
     (``graphs.graph.person_answer``) until the caller's answer resumes it.
+    ``preset``: a question (and its reference answer) to ask instead of the Teacher's — an evaluation item
+    (``evals``); the Teacher's asking step then makes no LLM call. For a one-round thread only.
     """
 
     subject: str
@@ -131,6 +133,7 @@ class InputState(TypedDict):
     language: Language
     reset: NotRequired[bool]
     student: NotRequired[Student]
+    preset: NotRequired[StoredQuestion]
 
 
 class QuizState(InputState):

@@ -27,7 +27,8 @@ from telemetry import contract as C
 def agent_step(runtime: Runtime[QuizContext], agent: C.AgentName, step: C.Step,
                round_no: int) -> Iterator[trace.Span]:
     """Run the body as ``agent``'s ``step`` of round ``round_no``; yields the span (current meanwhile).
-    ``StepStarted`` is written to the custom stream first.
+    ``StepStarted`` is written to the custom stream first. The span names the prompt the agent plays with
+    (``gen_ai.prompt.name``, ``quiz.prompt.version``).
 
     On an exception the span gets ``error.type`` (the exception's class name) and ERROR status, the
     exception is recorded and re-raised. ``quiz.agent.step.duration`` (seconds) is recorded either way.
@@ -42,6 +43,8 @@ def agent_step(runtime: Runtime[QuizContext], agent: C.AgentName, step: C.Step,
         GenAI.GEN_AI_CONVERSATION_ID: ctx.session_id,
         C.ATTR_STEP: step,
         C.ATTR_ROUND: round_no,
+        GenAI.GEN_AI_PROMPT_NAME: ctx.prompts.for_agent(agent).name,
+        C.ATTR_PROMPT_VERSION: ctx.prompts.for_agent(agent).version,
     }
     started = time.perf_counter()
     error_type: str | None = None

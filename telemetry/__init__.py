@@ -64,6 +64,7 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SE
 from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
 from opentelemetry.trace import SpanKind, Tracer
 
+from telemetry import contract as C
 from telemetry.contract import REQUEST_DURATION_BUCKETS, QuizInstruments
 from telemetry.evaluations import Evaluations, content_capture_on
 
@@ -223,12 +224,14 @@ def sdk_disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
-def build_resource(service_version: str) -> Resource:
-    """Defaults (``service.name=question-app``, ``service.version``) under the environment's resource.
+def build_resource(service_version: str, traffic: str = C.TRAFFIC_LIVE) -> Resource:
+    """Defaults (``service.name=question-app``, ``service.version``, ``quiz.traffic`` = ``traffic``: ``live``
+    for the service, ``evaluation`` for ``question-app eval``) under the environment's resource.
 
     ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over the defaults.
     """
-    defaults = Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME, SERVICE_VERSION: service_version})
+    defaults = Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME, SERVICE_VERSION: service_version,
+                                C.RESOURCE_TRAFFIC: traffic})
     return defaults.merge(OTELResourceDetector().detect())
 
 
@@ -292,14 +295,15 @@ class Telemetry:
             exporter.shutdown()
 
 
-def configure(service_version: str) -> Telemetry:
+def configure(service_version: str, traffic: str = C.TRAFFIC_LIVE) -> Telemetry:
     """Build the tracer, meter and logger providers with OTLP/gRPC exporters and turn on instrumentation.
+    ``traffic``: the ``quiz.traffic`` resource attribute (``build_resource``).
 
     Returns a ``Telemetry`` whose ``shutdown()`` must be called on the way out (the app's lifespan does).
     With ``OTEL_SDK_DISABLED=true`` the providers are no-ops and nothing is exported.
     """
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", DEFAULT_SEMCONV_OPT_IN)
-    resource = build_resource(service_version)
+    resource = build_resource(service_version, traffic)
     exporting = not sdk_disabled()
 
     tracer_provider = TracerProvider(resource=resource)

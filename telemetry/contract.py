@@ -107,12 +107,27 @@ ATTR_VERDICT: Final = "quiz.verdict"
 ATTR_STEP: Final = "quiz.step"
 ATTR_RATING: Final = "quiz.rating"
 ATTR_ANSWERED_BY: Final = "quiz.answered_by"  # STUDENTS: who played the Student in the round
+ATTR_PROMPT_VERSION: Final = "quiz.prompt.version"  # the agent's prompt version (graphs/prompt_files), with
+# gen_ai.prompt.name (the prompt's name: the agent's) on every agent span
+# Evaluation (``question-app eval``): the item of the set, the run, the set's version, and which judge.
+ATTR_EVAL_ITEM: Final = "quiz.eval.item"  # the item's id in evals/questions.yaml (spans and events only)
+ATTR_EVAL_RUN: Final = "quiz.eval.run"  # the run's id (spans and events only)
+ATTR_EVAL_SET_VERSION: Final = "quiz.eval.set_version"  # int
+ATTR_EVAL_JUDGE: Final = "quiz.eval.judge"  # JUDGES
+JUDGE_TEACHER: Final = "teacher"  # the Teacher's grading step, as in live rounds
+JUDGE_STRICT: Final = "strict"  # a mechanical check against the reference, else an independent judge prompt
+JUDGES: Final = (JUDGE_TEACHER, JUDGE_STRICT)
+# A resource attribute on everything a process emits: live traffic (the service) or an evaluation run.
+RESOURCE_TRAFFIC: Final = "quiz.traffic"
+TRAFFIC_LIVE: Final = "live"
+TRAFFIC_EVALUATION: Final = "evaluation"
 
 # --- metrics ------------------------------------------------------------------------------------------
 METRIC_ROUNDS: Final = "quiz.rounds"
 METRIC_STEP_DURATION: Final = "quiz.agent.step.duration"
 METRIC_ERRORS: Final = "quiz.errors"
 METRIC_FEEDBACK: Final = "quiz.feedback"
+METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
 
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
 STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -144,12 +159,16 @@ class QuizInstruments:
       (``ERROR_TYPES``) — every request answered with a problem body, streamed or not.
     - ``feedback``: Counter ``quiz.feedback`` {feedback} [``quiz_feedback_total``], attributes ``quiz.rating``
       (``up``, ``down``) and the round's ``quiz.verdict`` — people's thumbs on graded rounds.
+    - ``eval_items``: Counter ``quiz.eval.items`` {item} [``quiz_eval_items_total``], attributes
+      ``quiz.eval.judge`` (``JUDGES``), ``quiz.verdict``, ``quiz.subject``, ``quiz.difficulty`` — evaluation
+      items judged (``question-app eval``), one count per judge.
     """
 
     rounds: Counter
     step_duration: Histogram
     errors: Counter
     feedback: Counter
+    eval_items: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> QuizInstruments:
@@ -163,4 +182,6 @@ class QuizInstruments:
                                         description="Requests answered with a problem body, by cause."),
             feedback=meter.create_counter(METRIC_FEEDBACK, unit="{feedback}",
                                           description="People's feedback on graded rounds, by rating and verdict."),
+            eval_items=meter.create_counter(METRIC_EVAL_ITEMS, unit="{item}",
+                                            description="Evaluation items judged, by judge and verdict."),
         )

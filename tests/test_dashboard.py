@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -93,7 +95,7 @@ def test_it_imports_with_no_editing() -> None:
     variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
     assert {"namespace", "service", "appinsights", "operation_id"} <= variables
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application"]
+    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation"]
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 
@@ -151,6 +153,25 @@ def streamed(client: TestClient, body: dict) -> str:
         return "".join(r.iter_text())
 
 
+EVAL_ITEMS = ("math-easy-en-1", "geography-easy-en-1", "trap-einstein-nobel-en")
+
+
+def evaluate(otlp: OTLPReceiver, llm: FakeOpenAI) -> None:
+    """``question-app eval`` of three items as its own process, exporting to ``otlp`` with the pod's resource
+    (and its own ``quiz.traffic=evaluation``), against the fake LLM."""
+    from tests.conftest import CANARY_KEY
+    from tests.service import clean_env
+
+    llm.script("StudentAnswer", answer="56")  # right for the first item (7 × 8), wrong for the second
+    llm.script("Grade", verdict="correct")  # the Teacher, and the independent judge of the third
+    env = clean_env(**TELEMETRY_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OPENAI_BASE_URL=llm.base_url,
+                    OPENAI_API_KEY=CANARY_KEY, OPENAI_MODEL="gpt-5.2-chat")
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run([str(Path(sys.executable).parent / "question-app"), "eval", "--ids", *EVAL_ITEMS,
+                               "--out", out], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def ag_ui(client: TestClient) -> str:
     """One AG-UI run (``POST /ag-ui``) on a new thread: its event stream."""
     body = {"threadId": str(uuid.uuid4()), "runId": "run-1", "messages": [], "forwardedProps": {"subject": "math"}}
@@ -195,9 +216,11 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         first = burst(client)
         time.sleep(3)
         second = burst(client)
+        evaluate(otlp, llm_server)  # an evaluation run beside the service: apart in every live panel
         time.sleep(3)
         otlp.wait_for(lambda: all(len(otlp.trace(t)) == SPANS_PER_ROUND for t in first + second))
-        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 20)  # grades and feedback
+        # grades and feedback of live rounds (20), both judges' verdicts of the evaluation's items (6)
+        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 26)
         if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
             from tests.render_dashboard import render
 
@@ -430,10 +453,37 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     exception_events = [e for s in spans for e in s.events if e.name == "exception"]
     assert len(rows["exceptions"]) == len(exception_events) > 0
     assert len(rows["exceptions"]) < len([s for s in spans if s.status_code == 2]) * 2
-    grades = [r for r in rows["traces"] if r["customDimensions"].get("gen_ai.evaluation.name") == "correctness"]
+    grades = [r for r in rows["traces"] if r["customDimensions"].get("gen_ai.evaluation.name") == "correctness"
+              and r["customDimensions"].get("quiz.traffic") != "evaluation"]
     assert len(grades) == 12 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
         == {"1", "0.5", "0"}
     assert sorted(g["customDimensions"]["quiz.answered_by"] for g in grades).count("person") == 2
+
+
+def test_evaluation_traffic_is_left_out_of_every_live_panel(scraped) -> None:
+    """The evaluation run's series are in Prometheus (its agent steps, LLM calls, judged items), and every
+    panel but the Evaluation row's leaves them out by the resource label ``quiz_traffic``."""
+    prometheus, *_ = scraped
+    live = [(title, expr) for title, expr in prom_targets() if 'quiz_traffic="evaluation"' not in expr]
+    assert all('quiz_traffic!="evaluation"' in expr for _, expr in live)
+    evaluation_only = [title for title, expr in live if has_data(prometheus.query(substitute(
+        expr.replace('quiz_traffic!="evaluation"', 'quiz_traffic="evaluation"'))))]
+    # Agent step duration, LLM latency, tokens and calls: series an evaluation run makes, kept out.
+    assert len(evaluation_only) >= 4, evaluation_only
+    assert {s["metric"]["quiz_traffic"] for s in prometheus.query("quiz_agent_step_duration_seconds_count")} == {
+        "live", "evaluation"}
+    (series,) = prometheus.query(substitute('sum(quiz_eval_items_total{job="$namespace/$service"})'))
+    assert float(series["value"][1]) == 2 * len(EVAL_ITEMS)  # one count per item and judge
+    # The Evaluation row's accuracy: the Teacher passed all three, the strict judge the 7 × 8 and the judged one.
+    accuracy = next(expr for title, expr in prom_targets() if title.startswith("Evaluation accuracy"))
+    found = {s["metric"]["quiz_eval_judge"]: float(s["value"][1]) for s in prometheus.query(substitute(accuracy))}
+    assert found == {"teacher": 1.0, "strict": pytest.approx(2 / 3)}
+
+
+def test_every_kql_query_leaves_evaluation_traffic_out() -> None:
+    queries = [t["azureLogAnalytics"]["query"] for p in panels() for t in p.get("targets", [])
+               if "azureLogAnalytics" in t]
+    assert queries and all('tostring(customDimensions["quiz.traffic"]) != "evaluation"' in q for q in queries)
 
 
 def test_the_trace_panel_targets_our_role_and_operation(scraped) -> None:

@@ -8,6 +8,7 @@ shape, session continuation, the embedded-model notices and telemetry are.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -150,3 +151,31 @@ def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPRece
     output = log.read_text()
     assert "EMBEDDED model" in output  # it says so
     assert "Application shutdown complete" in output
+
+
+def test_an_evaluation_runs_on_the_embedded_model(otlp: OTLPReceiver, tmp_path: Path) -> None:
+    """CI's smoke test of ``question-app eval`` on the real path (the embedded model, nothing configured):
+    the report's shape and the telemetry, never the 135M model's accuracy."""
+    ids = ["math-easy-en-1", "geography-easy-ko-1", "trap-einstein-nobel-en"]  # numeric, contains, judge
+    otlp.clear()
+    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200",
+                    OTEL_BLRP_SCHEDULE_DELAY="200", OTEL_METRIC_EXPORT_INTERVAL="1000")
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "question-app"), "eval", "--ids", *ids, "--out",
+                           str(tmp_path), "--concurrency", "2"], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "EMBEDDED model" in done.stderr and "strict accuracy" in done.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["items"] == 3 and report["judged"] + len(report["failed"]) == 3
+    assert report["run"]["model"] == "smollm2-135m-instruct" and report["run"]["set_version"] >= 1
+    assert set(report["accuracy"]) == {"teacher", "strict"} and set(report["by_language"]) == {"en", "ko"}
+    assert report["tokens"]["total"] > 0 and "Judges' agreement" in (tmp_path / "report.md").read_text()
+    results = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in results) == sorted(ids)
+
+    def roots() -> list:
+        return [s for s in otlp.spans() if s.name == "invoke_workflow quiz" and "quiz.eval.item" in s.attributes]
+
+    otlp.wait_for(lambda: len(roots()) == 3, timeout_s=15)
+    assert {s.resource["quiz.traffic"] for s in roots()} == {"evaluation"}
+    assert {s.attributes["quiz.eval.item"] for s in roots()} == set(ids)

@@ -24,7 +24,8 @@ from tests.shared import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.33.0"  # a current AKS version
-MANIFESTS = ["deployment.yaml", "otel-collector.yaml", "deploy/hpa.yaml", "deploy/azure-monitor-secret.example.yaml"]
+MANIFESTS = ["deployment.yaml", "otel-collector.yaml", "deploy/hpa.yaml", "deploy/azure-monitor-secret.example.yaml",
+             "deploy/eval-job.yaml"]
 CRD_SCHEMAS = {"OpenTelemetryCollector": "opentelemetrycollector-v1beta1.schema.json",
                "PodMonitor": "azmonitoring-podmonitor-v1.schema.json"}
 
@@ -300,3 +301,27 @@ def test_the_podmonitor_scrapes_the_collectors_prometheus_port() -> None:
     # The honorLabels decision is written where the dashboard work reads it.
     assert endpoint["honorLabels"] is True
     assert "honorLabels: true" in (ROOT / "docs" / "telemetry.md").read_text()
+
+
+def test_the_evaluation_job_runs_eval_with_the_services_identity_model_and_collector() -> None:
+    from evals.cli import parser
+
+    job = one("deploy/eval-job.yaml", "Job")
+    service = one("deployment.yaml", "Deployment")["spec"]["template"]
+    template = job["spec"]["template"]
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert template["spec"]["serviceAccountName"] == service["spec"]["serviceAccountName"]
+    assert template["spec"]["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    (ctr,) = template["spec"]["containers"]
+    (svc_ctr,) = service["spec"]["containers"]
+    assert ctr["image"] == svc_ctr["image"] and ctr["securityContext"] == svc_ctr["securityContext"]
+    assert template["spec"]["securityContext"] == service["spec"]["securityContext"]
+    args = parser().parse_args(ctr["args"][1:])  # `question-app eval …` (the image's entrypoint is question-app)
+    assert ctr["args"][0] == "eval" and args.min_accuracy is not None and args.print_report
+    ours = {e["name"]: e for e in ctr["env"]}
+    theirs = {e["name"]: e for e in svc_ctr["env"]}
+    same = ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT_NAME", "AZURE_OPENAI_API_VERSION", "LLM_TIMEOUT_S",
+            "LLM_MAX_RETRIES", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_SEMCONV_STABILITY_OPT_IN", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"]
+    assert all(ours[name] == theirs[name] for name in same)
+    assert set(ours) <= set(theirs)  # nothing the service does not read

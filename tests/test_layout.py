@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "graphs", "telemetry")
+PACKAGES = ("app", "graphs", "telemetry", "evals")
 OTEL_API = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.semconv")
 
 
@@ -61,7 +61,7 @@ def string_literals(path: Path) -> list[str]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
 
 
-@pytest.mark.parametrize("path", [p for pkg in ("app", "graphs") for p in modules(pkg)], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for pkg in ("app", "graphs", "evals") for p in modules(pkg)], ids=lambda p: p.name)
 def test_telemetry_names_are_spelled_only_in_the_contract(path: Path) -> None:
     """Our span, attribute, event and metric names are imported from telemetry.contract, never retyped."""
     ours = re.compile(r"^(quiz\.|invoke_agent|invoke_workflow|structured_output\.)")

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -87,6 +88,7 @@ class FakeOpenAI:
         self.requests: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
         self._scripts: dict[str, dict[str, Any]] = {}
+        self._responders: dict[str, Callable[[str], dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", port), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -117,6 +119,11 @@ class FakeOpenAI:
         """Make forced calls of ``tool_name`` return these argument values (others from the schema)."""
         self._scripts[tool_name] = values
 
+    def respond(self, tool_name: str, responder: Callable[[str], dict[str, Any]]) -> None:
+        """Make forced calls of ``tool_name`` return ``responder(prompt_text)`` (argument values; others from
+        the schema): an answer that depends on what the model was asked."""
+        self._responders[tool_name] = responder
+
     def fail_next(self, fault: Fault, times: int = 1) -> None:
         with self._lock:
             self._faults.extend([fault] * times)
@@ -126,6 +133,7 @@ class FakeOpenAI:
             self._faults.clear()
             self.requests.clear()
         self._scripts.clear()
+        self._responders.clear()
 
     def requests_for(self, tool_name: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.tool_name == tool_name]
@@ -135,9 +143,11 @@ class FakeOpenAI:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _arguments(self, tool: dict[str, Any]) -> dict[str, Any]:
+    def _arguments(self, tool: dict[str, Any], prompt: str = "") -> dict[str, Any]:
         fn = tool["function"]
         values = dict(self._scripts.get(fn["name"], {}))
+        if (responder := self._responders.get(fn["name"])) is not None:
+            values.update(responder(prompt))
         schema = fn.get("parameters", {})
         return {name: values.get(name, _example(name, prop, schema)) for name, prop in
                 schema.get("properties", {}).items()}
@@ -155,7 +165,8 @@ class FakeOpenAI:
         if tool is None:
             text = "This is a fake answer."
             return {"role": "assistant", "content": text}, text
-        args = {"unexpected": True} if bad_arguments else self._arguments(tool)
+        prompt = RecordedRequest("", {}, body).prompt_text
+        args = {"unexpected": True} if bad_arguments else self._arguments(tool, prompt)
         arguments = json.dumps(args, ensure_ascii=False)
         call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
                 "function": {"name": tool["function"]["name"], "arguments": arguments}}

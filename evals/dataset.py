@@ -1,0 +1,85 @@
+"""The evaluation set: ``evals/questions.yaml``, validated by ``QuestionSet`` (whose JSON Schema is
+``evals/questions.schema.json``, kept equal to it by ``tests/test_eval.py``), filtered and split."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from telemetry.contract import SUBJECTS, Difficulty, Language
+
+SET_PATH = Path(__file__).with_name("questions.yaml")
+SCHEMA_PATH = Path(__file__).with_name("questions.schema.json")
+
+Match = Literal["numeric", "contains", "judge"]
+Split = Literal["train", "validation"]
+Trap = Literal["plausible_wrong", "false_premise", "unit"]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+
+
+class Item(BaseModel):
+    """One quiz item (see the head of ``questions.yaml`` for what each field means)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
+    subject: Literal[SUBJECTS]  # type: ignore[valid-type]  # the API's subjects (telemetry.contract.SUBJECTS)
+    difficulty: Difficulty
+    language: Language
+    question: Text
+    reference: Text
+    accept: list[Text] = Field(default_factory=list, description="Other answers that count as the reference.")
+    match: Match = Field(description="How the strict judge checks an answer.")
+    tolerance: float = Field(0.0, ge=0, description="For `numeric`: how far a number may be from the reference.")
+    split: Split
+    trap: Trap | None = None
+
+    @model_validator(mode="after")
+    def _numeric_reference(self) -> Item:
+        if self.match == "numeric" and not NUMBER.fullmatch(self.reference.replace(",", "")):
+            raise ValueError(f"{self.id}: a numeric item's reference must be a number, not {self.reference!r}")
+        return self
+
+
+class QuestionSet(BaseModel):
+    """The set: its ``version`` (bumped on every change to an item) and its items (unique ids)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    items: list[Item] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> QuestionSet:
+        seen: set[str] = set()
+        for item in self.items:
+            if item.id in seen:
+                raise ValueError(f"duplicate id {item.id!r}")
+            seen.add(item.id)
+        return self
+
+    def select(self, *, ids: Iterable[str] = (), subjects: Iterable[str] = (), difficulties: Iterable[str] = (),
+               languages: Iterable[str] = (), split: str | None = None, limit: int | None = None) -> list[Item]:
+        """The items that pass every filter given (an empty filter passes all), in file order, at most
+        ``limit``. Raises ``ValueError`` for an id the set does not have."""
+        wanted = set(ids)
+        if unknown := wanted - {item.id for item in self.items}:
+            raise ValueError(f"no such item in the set: {', '.join(sorted(unknown))}")
+        chosen = [item for item in self.items
+                  if (not wanted or item.id in wanted) and (not subjects or item.subject in set(subjects))
+                  and (not difficulties or item.difficulty in set(difficulties))
+                  and (not languages or item.language in set(languages)) and (split is None or item.split == split)]
+        return chosen[:limit] if limit is not None else chosen
+
+
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def load(path: Path = SET_PATH) -> QuestionSet:
+    """Read and validate a question set (YAML). Raises ``pydantic.ValidationError`` naming the bad item."""
+    return QuestionSet.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))

@@ -1,0 +1,193 @@
+"""The report of an evaluation run: a JSON document (``report.json``) and its Markdown rendering
+(``report.md``).
+
+Accuracy is the share of items judged ``correct`` (``partially_correct`` is not correct), with its 95%
+Wilson interval, overall and by subject, difficulty and language, for each judge. The headline — what
+``--min-accuracy`` gates on — is the strict judge's, over every item selected: an item that failed (the LLM
+never answered) counts as not correct, so an outage cannot pass the gate. The judges' agreement is Cohen's κ
+on correct / not correct over the items both judged, with the items they disagree on listed.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evals.runner import ItemResult
+from evals.stats import Proportion, cohens_kappa, mcnemar_exact, wilson
+from telemetry import contract as C
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens, input and output (a price table for the run's model)."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for that many tokens."""
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+
+
+def _proportion(p: Proportion) -> dict[str, Any]:
+    return {"correct": p.successes, "n": p.n, "accuracy": round(p.value, 4),
+            "ci95": [round(p.low, 4), round(p.high, 4)]}
+
+
+def _right(result: ItemResult, judge: str) -> bool:
+    return (result.teacher if judge == C.JUDGE_TEACHER else result.strict) == "correct"
+
+
+def accuracy(results: Sequence[ItemResult], judge: str) -> Proportion:
+    """``judge``'s accuracy over ``results`` (a failed item counts as not correct) with its Wilson interval."""
+    return wilson(sum(_right(r, judge) for r in results), len(results))
+
+
+def _by(results: Sequence[ItemResult], key: Callable[[ItemResult], str]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[ItemResult]] = {}
+    for result in results:
+        groups.setdefault(key(result), []).append(result)
+    return {name: {judge: _proportion(accuracy(group, judge)) for judge in C.JUDGES}
+            for name, group in sorted(groups.items())}
+
+
+def build(results: Sequence[ItemResult], *, run: dict[str, Any], prices: Prices | None) -> dict[str, Any]:
+    """The report of ``results`` (one per selected item); ``run``: what identifies the run (id, set version,
+    model, provider, started, seconds…), copied in."""
+    judged = [r for r in results if r.error is None]
+    kappa = cohens_kappa([str(_right(r, C.JUDGE_TEACHER)) for r in judged],
+                         [str(_right(r, C.JUDGE_STRICT)) for r in judged])
+    input_tokens = sum(r.input_tokens for r in results)
+    output_tokens = sum(r.output_tokens for r in results)
+    latencies = sorted(r.latency_s for r in judged)
+    return {
+        "run": run,
+        "items": len(results),
+        "judged": len(judged),
+        "failed": [{"id": r.id, "error": r.error, "detail": r.error_detail} for r in results if r.error],
+        "accuracy": {judge: _proportion(accuracy(results, judge)) for judge in C.JUDGES},
+        "by_subject": _by(results, lambda r: r.subject),
+        "by_difficulty": _by(results, lambda r: r.difficulty),
+        "by_language": _by(results, lambda r: r.language),
+        "by_trap": _by([r for r in results if r.trap], lambda r: r.trap or ""),
+        "agreement": {
+            "cohens_kappa": None if kappa is None else round(kappa, 4),
+            "observed": round(sum(_right(r, C.JUDGE_TEACHER) == _right(r, C.JUDGE_STRICT) for r in judged)
+                              / len(judged), 4) if judged else None,
+            "disagreements": [{"id": r.id, "teacher": r.teacher, "strict": r.strict, "strict_by": r.strict_by,
+                               "question": r.question, "reference": r.reference, "answer": r.answer}
+                              for r in judged if _right(r, C.JUDGE_TEACHER) != _right(r, C.JUDGE_STRICT)],
+        },
+        "tokens": {"input": input_tokens, "output": output_tokens, "total": input_tokens + output_tokens},
+        "latency_s": {"mean": round(statistics.fmean(latencies), 3) if latencies else None,
+                      "p50": round(_quantile(latencies, 0.5), 3) if latencies else None,
+                      "p95": round(_quantile(latencies, 0.95), 3) if latencies else None},
+        "cost_usd": None if prices is None else round(prices.cost(input_tokens, output_tokens), 6),
+        "prices_usd_per_mtok": None if prices is None else {"input": prices.input_per_mtok,
+                                                             "output": prices.output_per_mtok},
+    }
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values, linear between the closest ranks (the default of NumPy and of
+    ``statistics.quantiles(method="inclusive")``)."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _pct(p: dict[str, Any]) -> str:
+    low, high = p["ci95"]
+    return f"{p['accuracy']:.1%} ({p['correct']}/{p['n']}; 95% CI {low:.1%}–{high:.1%})"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """``report`` as Markdown: headline, tables by group, agreement and disagreements, cost, failures."""
+    run = report["run"]
+    lines = [f"# Evaluation {run['id']}: set v{run['set_version']}, {run['model']} ({run['provider']})", "",
+             f"{report['items']} items, {report['judged']} judged, {len(report['failed'])} failed; "
+             f"{run['seconds']:.0f} s, concurrency {run['concurrency']}.", "",
+             "| judge | accuracy |", "| --- | --- |"]
+    lines += [f"| {judge} | {_pct(report['accuracy'][judge])} |" for judge in C.JUDGES]
+    for title, key in (("Subject", "by_subject"), ("Difficulty", "by_difficulty"), ("Language", "by_language"),
+                       ("Trap", "by_trap")):
+        if report[key]:
+            lines += ["", f"| {title.lower()} | teacher | strict |", "| --- | --- | --- |"]
+            lines += [f"| {name} | {_pct(row[C.JUDGE_TEACHER])} | {_pct(row[C.JUDGE_STRICT])} |"
+                      for name, row in report[key].items()]
+    agreement = report["agreement"]
+    kappa = agreement["cohens_kappa"]
+    lines += ["", f"Judges' agreement: Cohen's κ = {'undefined' if kappa is None else f'{kappa:.3f}'} "
+                  f"(observed {agreement['observed'] if agreement['observed'] is not None else '–'}), "
+                  f"{len(agreement['disagreements'])} disagreements."]
+    if agreement["disagreements"]:
+        lines += ["", "| item | teacher | strict (by) | answer |", "| --- | --- | --- | --- |"]
+        lines += [f"| {d['id']} | {d['teacher']} | {d['strict']} ({d['strict_by']}) | {_cell(d['answer'])} |"
+                  for d in agreement["disagreements"]]
+    tokens, latency = report["tokens"], report["latency_s"]
+    lines += ["", f"Tokens: {tokens['input']} in, {tokens['output']} out. Latency per item: mean "
+                  f"{latency['mean']} s, p50 {latency['p50']} s, p95 {latency['p95']} s."]
+    if report["cost_usd"] is not None:
+        prices = report["prices_usd_per_mtok"]
+        lines += [f"Cost: ${report['cost_usd']:.4f} (USD {prices['input']}/{prices['output']} per million "
+                  "input/output tokens)."]
+    if report["failed"]:
+        lines += ["", "Failed items (counted as not correct):", ""]
+        lines += [f"- {f['id']}: {f['error']} ({f['detail']})" for f in report["failed"]]
+    return "\n".join(lines) + "\n"
+
+
+ALPHA = 0.05  # the level at which a paired difference is called more than chance
+
+
+def compare(a: Sequence[ItemResult], b: Sequence[ItemResult], name_a: str, name_b: str) -> dict[str, Any]:
+    """Two runs of the same items (two prompt versions), paired by item: each judge's accuracy under A and
+    under B, B − A, and the exact McNemar test of the items only one of them got right (a failed item counts
+    as not correct). Raises ``ValueError`` unless both runs hold the same items."""
+    by_id = {r.id: r for r in b}
+    if sorted(by_id) != sorted(r.id for r in a):
+        raise ValueError("the two runs must hold the same items")
+    pairs = [(r, by_id[r.id]) for r in a]
+    judges: dict[str, Any] = {}
+    for judge in C.JUDGES:
+        test = mcnemar_exact([_right(x, judge) for x, _ in pairs], [_right(y, judge) for _, y in pairs])
+        right_a, right_b = sum(_right(x, judge) for x, _ in pairs), sum(_right(y, judge) for _, y in pairs)
+        better = name_b if test.difference > 0 else name_a
+        judges[judge] = {
+            name_a: _proportion(wilson(right_a, len(pairs))), name_b: _proportion(wilson(right_b, len(pairs))),
+            "difference": round(test.difference, 4), "only_a": test.only_a, "only_b": test.only_b,
+            "p_value": round(test.p_value, 6),
+            "conclusion": ("no item changed" if test.only_a + test.only_b == 0 else
+                           f"{better} is better by {abs(test.difference):.1%} "
+                           + (f"(p = {test.p_value:.3g} < {ALPHA}: more than chance)" if test.p_value < ALPHA
+                              else f"(p = {test.p_value:.3g}: within chance)")),
+            "changed": [{"id": x.id, name_a: x.strict if judge == C.JUDGE_STRICT else x.teacher,
+                         name_b: y.strict if judge == C.JUDGE_STRICT else y.teacher}
+                        for x, y in pairs if _right(x, judge) != _right(y, judge)],
+        }
+    return {"a": name_a, "b": name_b, "items": len(pairs), "test": "exact McNemar (two-sided)", "judges": judges}
+
+
+def compare_markdown(comparison: dict[str, Any]) -> str:
+    """A comparison (``compare()``) as Markdown."""
+    a, b = comparison["a"], comparison["b"]
+    lines = [f"# {a} against {b}: {comparison['items']} paired items, {comparison['test']}", "",
+             f"| judge | {a} | {b} | {b} − {a} | only {a} right | only {b} right | p | conclusion |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for judge, row in comparison["judges"].items():
+        lines.append(f"| {judge} | {_pct(row[a])} | {_pct(row[b])} | {row['difference']:+.1%} | {row['only_a']} "
+                     f"| {row['only_b']} | {row['p_value']:.3g} | {row['conclusion']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str | None) -> str:
+    """Model text for a Markdown table cell, as text: one line, at most 120 characters, with ``&``, ``<``,
+    ``>``, ``|`` and backticks escaped (a renderer must never take a model's words for markup)."""
+    flat = " ".join((text or "").split())
+    flat = flat if len(flat) <= 120 else flat[:119] + "…"
+    return html.escape(flat, quote=False).replace("|", "\\|").replace("`", "\\`")
