@@ -127,7 +127,7 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{len(agreement['disagreements'])} disagreements."]
     if agreement["disagreements"]:
         lines += ["", "| item | teacher | strict (by) | answer |", "| --- | --- | --- | --- |"]
-        lines += [f"| {d['id']} | {d['teacher']} | {d['strict']} ({d['strict_by']}) | {_cell(d['answer'])} |"
+        lines += [f"| {d['id']} | {d['teacher']} | {d['strict']} ({d['strict_by']}) | {cell(d['answer'])} |"
                   for d in agreement["disagreements"]]
     tokens, latency = report["tokens"], report["latency_s"]
     lines += ["", f"Tokens: {tokens['input']} in, {tokens['output']} out. Latency per item: mean "
@@ -185,7 +185,7 @@ def compare_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: str | None) -> str:
+def cell(text: str | None) -> str:
     """Model text for a Markdown table cell, as text: one line, at most 120 characters, with ``&``, ``<``,
     ``>``, ``|`` and backticks escaped (a renderer must never take a model's words for markup)."""
     flat = " ".join((text or "").split())

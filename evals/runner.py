@@ -32,6 +32,7 @@ from evals.dataset import Item
 from evals.judges import JUDGE_SYSTEM, judge_prompt, mechanical
 from graphs.context import QuizAgents, QuizContext
 from graphs.graph import QuizGraph, build_graph
+from graphs.prompts import Prompts
 from graphs.state import InputState, RoundResult, Verdict
 from telemetry import Telemetry, current_trace_id
 from telemetry import contract as C
@@ -78,10 +79,12 @@ class Runner:
     set_version: int
     graph: QuizGraph | None = None
     agents: QuizAgents | None = None
+    prompts: Prompts | None = None  # default: the settings' versions (a candidate's, when optimising)
 
     def __post_init__(self) -> None:
         self.graph = self.graph or build_graph(None)
         self.agents = self.agents or QuizAgents.create(teacher=self.llm.chat, student=self.llm.chat)
+        self.prompts = self.prompts or self.settings.prompts()
 
     def _context(self, item: Item) -> QuizContext:
         assert self.agents is not None
@@ -90,7 +93,7 @@ class Runner:
                            step_duration=self.telemetry.instruments.step_duration,
                            structured_output_attempts=self.settings.structured_output_attempts,
                            call_deadline_s=self.settings.llm_call_deadline_s, rounds_kept=1,
-                           prompts=self.settings.prompts())
+                           prompts=self.prompts or self.settings.prompts())
 
     async def evaluate(self, item: Item) -> ItemResult:
         """Play ``item`` and judge the answer twice; never raises for an LLM or output failure (the result

@@ -117,6 +117,16 @@ ATTR_EVAL_JUDGE: Final = "quiz.eval.judge"  # JUDGES
 JUDGE_TEACHER: Final = "teacher"  # the Teacher's grading step, as in live rounds
 JUDGE_STRICT: Final = "strict"  # a mechanical check against the reference, else an independent judge prompt
 JUDGES: Final = (JUDGE_TEACHER, JUDGE_STRICT)
+# Prompt optimisation (``question-app optimize``): one trace per search, a span per round and candidate.
+SPAN_OPTIMIZE: Final = "quiz.optimize"  # INTERNAL, root: gen_ai.prompt.name, quiz.prompt.version (the start)
+SPAN_OPTIMIZE_ROUND: Final = "quiz.optimize.round"
+SPAN_OPTIMIZE_CANDIDATE: Final = "quiz.optimize.candidate"  # the candidate scored on a split; items beneath
+ATTR_OPTIMIZE_ROUND: Final = "quiz.optimize.round"  # int: 0 for the start, then 1, 2, …
+ATTR_OPTIMIZE_CANDIDATE: Final = "quiz.optimize.candidate"  # the candidate's id (r1.2-v1: round, index, parent)
+ATTR_OPTIMIZE_SPLIT: Final = "quiz.optimize.split"  # train | validation
+ATTR_OPTIMIZE_SCORE: Final = "quiz.optimize.score"  # double: the strict judge's accuracy on the split
+# A candidate's score as a GenAI evaluation: label the split, value the accuracy.
+EVALUATION_PROMPT_ACCURACY: Final = "prompt_accuracy"
 # A resource attribute on everything a process emits: live traffic (the service) or an evaluation run.
 RESOURCE_TRAFFIC: Final = "quiz.traffic"
 TRAFFIC_LIVE: Final = "live"

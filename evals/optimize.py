@@ -1,0 +1,357 @@
+"""``question-app optimize``: beam search over rewrites of one agent's system prompt, guided by textual
+"gradients" — the LLM's own critique of the items a prompt got wrong (ProTeGi: Pryzant et al. 2023,
+"Automatic Prompt Optimization with 'Gradient Descent' and Beam Search", EMNLP).
+
+    question-app optimize --agent student --start 1 --rounds 2 --beam 2 --expand 2 --budget 600
+
+Round 0 scores the starting prompt on the set's ``train`` split (the strict judge's accuracy). Each round,
+every prompt in the beam shows the LLM up to ``ERRORS_SHOWN`` items it got wrong; the LLM says why the prompt
+led there (the gradient) and writes a rewrite, ``--expand`` times; every rewrite that keeps the template's
+placeholders is scored on ``train``, and the best ``--beam`` prompts go on. The best prompt found is then run
+on the ``validation`` split beside the starting one (paired, exact McNemar): it becomes a new prompt version
+file only when its validation accuracy is higher than the start's. ``--budget`` bounds the LLM calls of the
+whole search (each scored item costs its Student, Teacher and judge calls, each rewrite one); the search stops
+before a step would pass it. Everything is traced: one trace for the search, a span per round and candidate
+(``quiz.optimize.*``), each candidate's train score as a ``gen_ai.evaluation.result`` event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from langchain_core.messages import HumanMessage, SystemMessage
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
+from pydantic import BaseModel, Field
+
+import telemetry
+from app.errors import classify
+from app.llm import LLM, build_llm
+from app.settings import Settings
+from evals import report
+from evals.dataset import SET_PATH, Item, load
+from evals.runner import ItemResult, Runner, new_run_id, run_items, write_json
+from graphs import prompts
+from graphs.prompts import Prompts, StudentPrompt, TeacherPrompt
+from graphs.structured import StructuredCall, call_structured
+from telemetry import Telemetry
+from telemetry import contract as C
+
+log = logging.getLogger("evals.optimize")
+ERRORS_SHOWN = 5  # wrong items shown to the LLM per rewrite
+
+REWRITE_SYSTEM = (
+    "You improve the system prompt of an agent in a quiz. You are shown the prompt and questions it answered "
+    "wrongly under it, with its answers and the reference answers. First say in one or two sentences what in "
+    "the prompt led to these mistakes; then write a better system prompt. Keep every placeholder in curly "
+    "braces exactly as it is, add no new ones, and keep the prompt short. Do not put any quiz answer in it."
+)
+REWRITE_PROMPT = (
+    "The system prompt:\n<prompt>\n{system}\n</prompt>\n"
+    "Placeholders it must keep: {placeholders}\n"
+    "Questions answered wrongly:\n{errors}"
+)
+
+
+class Rewrite(BaseModel):
+    """The LLM's textual gradient and the prompt it proposes."""
+
+    critique: str = Field(description="Why the prompt led to these wrong answers, in one or two sentences.")
+    system: str = Field(description="The rewritten system prompt, with the same {placeholders}.")
+
+
+@dataclass
+class Candidate:
+    """A prompt in the search: its ``system`` template, where it came from, and its train score."""
+
+    id: str
+    prompt: StudentPrompt | TeacherPrompt
+    round: int
+    parent: str | None = None
+    critique: str | None = None
+    results: list[ItemResult] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """The strict judge's accuracy on the train items (failed items count as not correct)."""
+        return report.accuracy(self.results, C.JUDGE_STRICT).value if self.results else 0.0
+
+
+def placeholders(template: str) -> set[str]:
+    """The ``{names}`` a ``str.format`` template uses."""
+    import string
+
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def calls_for(items: list[Item]) -> int:
+    """LLM calls that scoring ``items`` takes without retries: the Student, the Teacher's grade, and the
+    strict judge's prompt for ``judge`` items."""
+    return sum(3 if item.match == "judge" else 2 for item in items)
+
+
+@dataclass
+class Search:
+    """One optimisation run's shared parts and its LLM-call budget."""
+
+    llm: LLM
+    tel: Telemetry
+    settings: Settings
+    run_id: str
+    set_version: int
+    agent: C.AgentName
+    out_dir: Path
+    concurrency: int
+    budget: int
+    calls: int = 0
+    rewrite: StructuredCall[Rewrite] | None = None
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # rewrites not scored, and why
+
+    def __post_init__(self) -> None:
+        self.rewrite = StructuredCall.bind("rewrite", self.llm.chat, Rewrite)
+
+    def affordable(self, cost: int) -> bool:
+        """Whether ``cost`` more LLM calls stay within ``--budget``."""
+        return self.calls + cost <= self.budget
+
+    def _prompts(self, prompt: StudentPrompt | TeacherPrompt) -> Prompts:
+        base = self.settings.prompts()
+        return Prompts(teacher=prompt, student=base.student) if isinstance(prompt, TeacherPrompt) else \
+            Prompts(teacher=base.teacher, student=prompt)
+
+    async def score(self, candidate: Candidate, items: list[Item], split: str) -> list[ItemResult]:
+        """Run ``items`` under ``candidate``'s prompt; the results (also in ``out_dir/<split>/<id>``)."""
+        self.calls += calls_for(items)
+        runner = Runner(self.llm, self.tel, self.settings, self.run_id, self.set_version,
+                        prompts=self._prompts(candidate.prompt))
+        with self.tel.tracer.start_as_current_span(C.SPAN_OPTIMIZE_CANDIDATE, attributes={
+                C.ATTR_OPTIMIZE_CANDIDATE: candidate.id, C.ATTR_OPTIMIZE_ROUND: candidate.round,
+                C.ATTR_OPTIMIZE_SPLIT: split}) as span:
+            results = await run_items(runner, items, self.out_dir / split / candidate.id, self.concurrency)
+            accuracy = report.accuracy(results, C.JUDGE_STRICT).value
+            span.set_attribute(C.ATTR_OPTIMIZE_SCORE, accuracy)
+            self.tel.evaluations.record(C.EVALUATION_PROMPT_ACCURACY, split, accuracy, None, {
+                C.ATTR_OPTIMIZE_CANDIDATE: candidate.id, C.ATTR_OPTIMIZE_ROUND: candidate.round,
+                C.ATTR_OPTIMIZE_SPLIT: split, C.ATTR_EVAL_JUDGE: C.JUDGE_STRICT})
+        return results
+
+    async def propose(self, parent: Candidate, round_no: int, index: int) -> Candidate | None:
+        """One rewrite of ``parent`` from its wrong train items; ``None`` when the LLM failed or the rewrite
+        lost a placeholder (logged)."""
+        assert self.rewrite is not None
+        wrong = [r for r in parent.results if r.strict != "correct"][:ERRORS_SHOWN]
+        errors = "\n".join(f"- Q: {r.question}\n  agent's answer: {r.answer or '(none)'}\n  reference: {r.reference}"
+                           for r in wrong)
+        needed = placeholders(parent.prompt.system)
+        self.calls += 1
+        try:
+            rewrite, _ = await call_structured(self.rewrite, [
+                SystemMessage(REWRITE_SYSTEM),
+                HumanMessage(REWRITE_PROMPT.format(system=parent.prompt.system,
+                                                   placeholders=", ".join(f"{{{n}}}" for n in sorted(needed)),
+                                                   errors=errors or "(none)"))],
+                attempts=self.settings.structured_output_attempts, deadline_s=self.settings.llm_call_deadline_s)
+        except Exception as exc:
+            if classify(exc, self.settings.rate_limit_retry_after_s) is None:
+                raise
+            log.warning("rewrite of %s failed: %s", parent.id, exc)
+            self.dropped.append({"parent": parent.id, "round": round_no, "reason": f"the LLM failed: {exc}"})
+            return None
+        try:
+            found = placeholders(rewrite.system)
+        except ValueError as exc:  # not a str.format template at all (a stray brace)
+            self._drop(parent, round_no, rewrite.system, f"not a template: {exc}")
+            return None
+        if found != needed:
+            self._drop(parent, round_no, rewrite.system, f"placeholders {sorted(found)} instead of {sorted(needed)}")
+            return None
+        prompt = parent.prompt.model_copy(update={"system": rewrite.system,
+                                                  "version": f"{parent.prompt.version}+r{round_no}.{index}"})
+        return Candidate(f"r{round_no}.{index}-{parent.id}", prompt, round_no, parent.id, rewrite.critique)
+
+
+    def _drop(self, parent: Candidate, round_no: int, system: str, reason: str) -> None:
+        log.warning("rewrite of %s dropped: %s", parent.id, reason)
+        self.dropped.append({"parent": parent.id, "round": round_no, "reason": reason, "system": system})
+
+
+def next_version(*directories: Path) -> str:
+    """One more than the largest numeric version in any of ``directories`` (the bundled prompts among them, so
+    a version written elsewhere can be copied in without a clash)."""
+    numbers = [int(p.stem) for d in directories for p in d.glob("*.yaml") if p.stem.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def write_version(directory: Path, prompt: StudentPrompt | TeacherPrompt, provenance: str) -> Path:
+    """``prompt`` as the next version file in ``directory`` (a YAML document under a provenance comment)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    version = next_version(directory, prompts.PROMPT_DIR / prompt.name)
+    document = prompt.model_dump()
+    document["version"] = version
+    path = directory / f"{version}.yaml"
+    comment = "".join(f"# {line}\n" for line in provenance.splitlines())
+    path.write_text(comment + yaml.safe_dump(document, allow_unicode=True, sort_keys=False, width=110),
+                    encoding="utf-8")
+    return path
+
+
+async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    """The whole optimisation: the beam search on ``train``, the check on ``validation``, the new version."""
+    from app.main import VERSION
+
+    question_set = load(args.set)
+    train = question_set.select(split="train", limit=args.train_limit)
+    validation = question_set.select(split="validation", limit=args.validation_limit)
+    tel = telemetry.configure(VERSION, traffic=C.TRAFFIC_EVALUATION)
+    llm = await build_llm(settings)
+    started = time.perf_counter()
+    try:
+        s = Search(llm, tel, settings, run_id, question_set.version, args.agent, args.out, args.concurrency,
+                   args.budget)
+        start = Candidate(f"v{args.start}", prompts.load(args.agent, args.start), 0)
+        history: list[dict[str, Any]] = []
+        with tel.tracer.start_as_current_span(C.SPAN_OPTIMIZE, attributes={
+                C.ATTR_EVAL_RUN: run_id, GenAI.GEN_AI_PROMPT_NAME: args.agent, C.ATTR_PROMPT_VERSION: args.start}):
+            stopped = None
+            if not s.affordable(calls_for(train) + 2 * calls_for(validation)):
+                stopped = "the budget does not cover scoring the start on train and validation"
+            else:
+                start.results = await s.score(start, train, "train")
+            history.append(_row(start, kept=True))
+            beam = [start]
+            for round_no in range(1, args.rounds + 1):
+                if stopped:
+                    break
+                with tel.tracer.start_as_current_span(C.SPAN_OPTIMIZE_ROUND, attributes={
+                        C.ATTR_OPTIMIZE_ROUND: round_no}):
+                    fresh: list[Candidate] = []
+                    for parent in beam:
+                        for index in range(1, args.expand + 1):
+                            # Reserve the final validation run of the winner and the start.
+                            if not s.affordable(1 + calls_for(train) + 2 * calls_for(validation)):
+                                stopped = f"budget reached in round {round_no}"
+                                break
+                            child = await s.propose(parent, round_no, len(fresh) + index)
+                            if child is None:
+                                continue
+                            child.results = await s.score(child, train, "train")
+                            fresh.append(child)
+                        if stopped:
+                            break
+                    ranked = sorted(beam + fresh, key=lambda c: c.score, reverse=True)[:args.beam]
+                    history += [_row(c, kept=c in ranked) for c in fresh]
+                    beam = ranked
+            best = max(beam, key=lambda c: c.score)
+            outcome: dict[str, Any] = {"best": best.id, "best_train": round(best.score, 4),
+                                       "start_train": round(start.score, 4)}
+            if not start.results:
+                outcome.update(accepted=False, reason=stopped)
+            elif best is start:  # a rewrite must score strictly higher to displace the start
+                outcome.update(accepted=False, reason="no rewrite scored higher than the start on train")
+            else:
+                start_val = await s.score(start, validation, "validation")
+                best_val = await s.score(best, validation, "validation")
+                comparison = report.compare(start_val, best_val, f"{args.agent} prompt {args.start}", best.id)
+                strict = comparison["judges"][C.JUDGE_STRICT]
+                better = strict["only_b"] > strict["only_a"]
+                outcome.update(validation=comparison, accepted=better)
+                if better:
+                    provenance = (f"Written by question-app optimize (run {run_id}, set v{question_set.version}) from "
+                                  f"{args.agent} prompt {args.start}: train {start.score:.1%} → {best.score:.1%}; "
+                                  f"validation {strict['conclusion']}.\nCritique that led here: {best.critique}")
+                    path = write_version(args.write_to / args.agent, best.prompt, provenance)
+                    outcome.update(written=str(path), version=path.stem)
+                else:
+                    outcome["reason"] = f"not better on validation: {strict['conclusion']}"
+    finally:
+        await llm.aclose()
+        tel.shutdown(settings.telemetry_shutdown_timeout_s)
+    return {"run": {"id": run_id, "agent": args.agent, "start": args.start, "set_version": question_set.version,
+                    "model": llm.model, "train_items": len(train), "validation_items": len(validation),
+                    "beam": args.beam, "expand": args.expand, "rounds": args.rounds, "budget": args.budget,
+                    "llm_calls": s.calls, "seconds": round(time.perf_counter() - started, 1),
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds")},
+            "stopped": stopped, "candidates": history, "dropped": s.dropped, "outcome": outcome}
+
+
+def _row(candidate: Candidate, kept: bool) -> dict[str, Any]:
+    return {"id": candidate.id, "round": candidate.round, "parent": candidate.parent,
+            "train": round(candidate.score, 4), "kept": kept, "critique": candidate.critique,
+            "system": candidate.prompt.system}
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The optimisation report as Markdown."""
+    run, outcome = document["run"], document["outcome"]
+    lines = [f"# Prompt optimisation {run['id']}: {run['agent']} prompt {run['start']}, {run['model']}", "",
+             f"{run['train_items']} train and {run['validation_items']} validation items; beam {run['beam']}, "
+             f"{run['expand']} rewrites per prompt, {run['rounds']} round{'s' if run['rounds'] != 1 else ''}; "
+             f"{run['llm_calls']} of "
+             f"{run['budget']} LLM calls; {run['seconds']:.0f} s." + (f" Stopped: {document['stopped']}."
+                                                                       if document["stopped"] else ""),
+             "", "| candidate | round | parent | train accuracy | kept | critique |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {c['id']} | {c['round']} | {c['parent'] or '–'} | {c['train']:.1%} | "
+              f"{'yes' if c['kept'] else 'no'} | {report.cell(c['critique'])} |" for c in document["candidates"]]
+    if document["dropped"]:
+        lines += ["", f"Rewrites dropped before scoring: {len(document['dropped'])}", ""]
+        lines += [f"- from {d['parent']} in round {d['round']}: {d['reason']} — {report.cell(d.get('system'))}"
+                  for d in document["dropped"]]
+    lines += ["", f"Best on train: {outcome['best']} ({outcome['best_train']:.1%}; the start "
+                  f"{outcome['start_train']:.1%})."]
+    if "validation" in outcome:
+        lines += ["", report.compare_markdown(outcome["validation"]).strip()]
+    lines += ["", f"Written: `{outcome['written']}` (version {outcome['version']})." if outcome.get("accepted")
+              else f"Not written: {outcome.get('reason')}."]
+    return "\n".join(lines) + "\n"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``question-app optimize``."""
+    p = argparse.ArgumentParser(prog="question-app optimize", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--agent", choices=C.AGENTS, default="student", help="whose system prompt to optimise")
+    p.add_argument("--start", default="1", help="the prompt version to start from (default 1)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--beam", type=int, default=2, help="prompts kept after each round")
+    p.add_argument("--expand", type=int, default=2, help="rewrites proposed per kept prompt and round")
+    p.add_argument("--budget", type=int, default=600, help="the most LLM calls the whole search may make")
+    p.add_argument("--train-limit", type=int, help="score on the first N train items only")
+    p.add_argument("--validation-limit", type=int, help="check on the first N validation items only")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--set", type=Path, default=SET_PATH)
+    p.add_argument("--out", type=Path, help="where to write (default: eval-results/optimize-<date>-<run id>)")
+    p.add_argument("--write-to", type=Path, default=prompts.PROMPT_DIR,
+                   help="where the new version goes: <dir>/<agent>/<n>.yaml (default: the bundled prompts)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``question-app optimize``; 0 whether or not a better prompt was found (the report says which),
+    2 for bad arguments."""
+    args = parser().parse_args(argv)
+    if min(args.rounds, args.beam, args.expand, args.budget, args.concurrency) < 1:
+        parser().error("--rounds, --beam, --expand, --budget and --concurrency must be ≥ 1")
+    if args.start not in prompts.versions(args.agent):
+        parser().error(f"no {args.agent} prompt version {args.start!r}: {', '.join(prompts.versions(args.agent))}")
+    run_id = new_run_id()
+    args.out = args.out or Path("eval-results") / f"optimize-{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = asyncio.run(search(Settings(), args, run_id))
+    write_json(args.out / "optimize.json", document)
+    (args.out / "optimize.md").write_text(markdown(document), encoding="utf-8")
+    outcome = document["outcome"]
+    print(f"{args.out / 'optimize.md'}: " + (f"new {args.agent} prompt version {outcome['version']} written to "
+                                             f"{outcome['written']}" if outcome.get("accepted")
+                                             else f"no new version ({outcome.get('reason')})"))
+    print(json.dumps({"llm_calls": document["run"]["llm_calls"], "best_train": outcome["best_train"]}),
+          file=sys.stderr)
+    return 0

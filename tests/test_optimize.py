@@ -1,0 +1,129 @@
+"""``question-app optimize`` end to end, as a process against the fake OpenAI-protocol server: the scripted
+model answers right only under some system prompts, and proposes scripted rewrites — so the search must keep
+a better candidate (and write it as a new version), reject a worse one, reject one that is better on train
+but not on validation, drop a rewrite that loses a placeholder, and stay within its budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from evals.dataset import load
+from graphs.prompts import StudentPrompt
+from telemetry import contract as C
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.test_eval import eval_env
+
+ITEMS = {i.question: i for i in load().items}
+TRAIN = [i.id for i in load().select(split="train", limit=4)]
+
+
+def asked(prompt: str):
+    return next(i for q, i in ITEMS.items() if q in prompt)
+
+
+def script(fake: FakeOpenAI, rewrite: str, right_when: Any) -> None:
+    """The Student answers with the reference when ``right_when(prompt, item)``; the Rewrite tool proposes
+    ``rewrite``; the Teacher and the judge grade by the reference."""
+    def student(prompt: str) -> dict[str, Any]:
+        item = asked(prompt)
+        return {"answer": item.reference if right_when(prompt, item) else "no idea"}
+
+    def grade(prompt: str) -> dict[str, Any]:
+        item = asked(prompt)
+        return {"verdict": "correct" if f"Student's answer: {item.reference}" in prompt else "incorrect",
+                "feedback": "ok"}
+
+    fake.respond("StudentAnswer", student)
+    fake.respond("Grade", grade)
+    fake.respond("Rewrite", lambda _: {"critique": "It never asks for the final answer.", "system": rewrite})
+
+
+def optimize(tmp_path: Path, fake: FakeOpenAI, *args: str, otlp: OTLPReceiver | None = None) -> dict[str, Any]:
+    done = subprocess.run([str(Path(sys.executable).parent / "question-app"), "optimize", "--rounds", "1",
+                           "--beam", "1", "--expand", "1", "--train-limit", "4", "--validation-limit", "4",
+                           "--out", str(tmp_path / "out"), "--write-to", str(tmp_path / "prompts"), *args],
+                          env=eval_env(fake, otlp), capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return json.loads((tmp_path / "out" / "optimize.json").read_text())
+
+
+GOOD = "GOOD-RULE: state the final answer first. {persona} Answer in {language}."
+
+
+def test_a_better_prompt_is_kept_and_written_as_the_next_version(fake_llm: FakeOpenAI, otlp: OTLPReceiver,
+                                                                tmp_path: Path) -> None:
+    script(fake_llm, GOOD, lambda prompt, item: "GOOD-RULE" in prompt)
+    otlp.clear()
+    document = optimize(tmp_path, fake_llm, otlp=otlp)
+    outcome = document["outcome"]
+    assert (outcome["start_train"], outcome["best_train"]) == (0.0, 1.0) and outcome["accepted"] is True
+    strict = outcome["validation"]["judges"]["strict"]
+    assert (strict["only_a"], strict["only_b"]) == (0, 4)
+    written = Path(outcome["written"])
+    assert written == tmp_path / "prompts" / "student" / "3.yaml"  # after the bundled 1 and 2
+    text = written.read_text()
+    assert text.startswith("# Written by question-app optimize") and "never asks for the final answer" in text
+    prompt = StudentPrompt.model_validate(yaml.safe_load(text))
+    assert (prompt.version, prompt.system) == ("3", GOOD)
+    assert [c["id"] for c in document["candidates"]] == ["v1", "r1.1-v1"]
+    assert document["run"]["llm_calls"] <= document["run"]["budget"]
+    assert "Written:" in (tmp_path / "out" / "optimize.md").read_text()
+    # Traced: the search, its round, each candidate's score as an evaluation.
+    names = otlp.wait_for(lambda: {s.name for s in otlp.spans()} >= {C.SPAN_OPTIMIZE, C.SPAN_OPTIMIZE_ROUND,
+                                                                    C.SPAN_OPTIMIZE_CANDIDATE} and otlp.spans())
+    (root,) = [s for s in names if s.name == C.SPAN_OPTIMIZE]
+    candidates = [s for s in names if s.name == C.SPAN_OPTIMIZE_CANDIDATE]
+    assert {s.trace_id for s in candidates} == {root.trace_id}
+    assert sorted((s.attributes[C.ATTR_OPTIMIZE_CANDIDATE], s.attributes[C.ATTR_OPTIMIZE_SPLIT],
+                   s.attributes[C.ATTR_OPTIMIZE_SCORE]) for s in candidates) == [
+        ("r1.1-v1", "train", 1.0), ("r1.1-v1", "validation", 1.0), ("v1", "train", 0.0), ("v1", "validation", 0.0)]
+    scores = otlp.wait_for(lambda: [e for e in otlp.events(C.EVENT_EVALUATION_RESULT)
+                                    if e.attributes.get("gen_ai.evaluation.name") == C.EVALUATION_PROMPT_ACCURACY])
+    assert len(scores) == 4
+
+
+def test_a_worse_prompt_is_rejected_and_nothing_is_written(fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    script(fake_llm, "BAD-RULE: {persona} Answer in {language}.", lambda prompt, item: "BAD-RULE" not in prompt)
+    outcome = optimize(tmp_path, fake_llm)["outcome"]
+    assert (outcome["start_train"], outcome["best_train"], outcome["accepted"]) == (1.0, 1.0, False)
+    assert outcome["best"] == "v1" and "no rewrite scored higher" in outcome["reason"]
+    assert not (tmp_path / "prompts").exists()
+
+
+def test_a_prompt_better_on_train_only_is_rejected_on_validation(fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    script(fake_llm, GOOD, lambda prompt, item: "GOOD-RULE" in prompt and item.id in TRAIN)
+    outcome = optimize(tmp_path, fake_llm)["outcome"]
+    assert outcome["best_train"] == 1.0 and outcome["accepted"] is False
+    assert outcome["reason"].startswith("not better on validation") and not (tmp_path / "prompts").exists()
+
+
+@pytest.mark.parametrize("rewrite", ["GOOD-RULE without the persona, in {language}.",
+                                     "GOOD-RULE {persona} in {language}. }",  # not a template (seen on SmolLM2)
+                                     "GOOD-RULE {persona} in {language} {answer}."])
+def test_a_rewrite_that_is_not_the_same_template_is_dropped(fake_llm: FakeOpenAI, tmp_path: Path,
+                                                             rewrite: str) -> None:
+    script(fake_llm, rewrite, lambda prompt, item: "GOOD-RULE" in prompt)
+    document = optimize(tmp_path, fake_llm)
+    assert [c["id"] for c in document["candidates"]] == ["v1"] and document["outcome"]["accepted"] is False
+    (dropped,) = document["dropped"]
+    assert dropped["parent"] == "v1" and dropped["system"] == rewrite
+    assert "Rewrites dropped before scoring: 1" in (tmp_path / "out" / "optimize.md").read_text()
+
+
+def test_the_budget_bounds_the_search(fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    script(fake_llm, GOOD, lambda prompt, item: "GOOD-RULE" in prompt)
+    document = optimize(tmp_path, fake_llm, "--budget", "10")
+    assert document["run"]["llm_calls"] == 0 and document["outcome"]["accepted"] is False
+    assert "budget" in document["stopped"] and fake_llm.requests == []
+    document = optimize(tmp_path, fake_llm, "--budget", "40", "--expand", "3")  # room for one rewrite only
+    assert document["run"]["llm_calls"] <= 40 and len(document["candidates"]) == 2
+    assert document["stopped"] == "budget reached in round 1"
