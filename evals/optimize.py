@@ -40,6 +40,7 @@ from app.settings import Settings
 from evals import report
 from evals.dataset import SET_PATH, Item, load
 from evals.runner import ItemResult, Runner, new_run_id, run_items, write_json
+from evals.stats import mcnemar_exact
 from graphs import prompts
 from graphs.prompts import Prompts, StudentPrompt, TeacherPrompt
 from graphs.structured import StructuredCall, call_structured
@@ -69,6 +70,18 @@ class Rewrite(BaseModel):
     system: str = Field(description="The rewritten system prompt, with the same {placeholders}.")
 
 
+def successes(results: list[ItemResult], agent: str) -> list[bool]:
+    """What a prompt of ``agent`` is judged by, per item: for the Student's, the strict judge found the answer
+    correct; for the Teacher's (which grades), the Teacher's verdict agrees with the strict judge's (correct or
+    not). A failed item is no success."""
+    if agent == "teacher":
+        return [r.error is None and (r.teacher == "correct") == (r.strict == "correct") for r in results]
+    return [r.strict == "correct" for r in results]
+
+
+METRICS = {"student": "the strict judge's accuracy", "teacher": "agreement with the strict judge"}
+
+
 @dataclass
 class Candidate:
     """A prompt in the search: its ``system`` template, where it came from, and its train score."""
@@ -82,8 +95,9 @@ class Candidate:
 
     @property
     def score(self) -> float:
-        """The strict judge's accuracy on the train items (failed items count as not correct)."""
-        return report.accuracy(self.results, C.JUDGE_STRICT).value if self.results else 0.0
+        """The share of train items that are successes (``successes``) for this prompt's agent."""
+        won = successes(self.results, self.prompt.name)
+        return sum(won) / len(won) if won else 0.0
 
 
 def placeholders(template: str) -> set[str]:
@@ -137,7 +151,8 @@ class Search:
                 C.ATTR_OPTIMIZE_CANDIDATE: candidate.id, C.ATTR_OPTIMIZE_ROUND: candidate.round,
                 C.ATTR_OPTIMIZE_SPLIT: split}) as span:
             results = await run_items(runner, items, self.out_dir / split / candidate.id, self.concurrency)
-            accuracy = report.accuracy(results, C.JUDGE_STRICT).value
+            won = successes(results, self.agent)
+            accuracy = sum(won) / len(won) if won else 0.0
             span.set_attribute(C.ATTR_OPTIMIZE_SCORE, accuracy)
             self.tel.evaluations.record(C.EVALUATION_PROMPT_ACCURACY, split, accuracy, None, {
                 C.ATTR_OPTIMIZE_CANDIDATE: candidate.id, C.ATTR_OPTIMIZE_ROUND: candidate.round,
@@ -148,9 +163,11 @@ class Search:
         """One rewrite of ``parent`` from its wrong train items; ``None`` when the LLM failed or the rewrite
         lost a placeholder (logged)."""
         assert self.rewrite is not None
-        wrong = [r for r in parent.results if r.strict != "correct"][:ERRORS_SHOWN]
-        errors = "\n".join(f"- Q: {r.question}\n  agent's answer: {r.answer or '(none)'}\n  reference: {r.reference}"
-                           for r in wrong)
+        missed = [r for r, won in zip(parent.results, successes(parent.results, self.agent), strict=True)
+                  if not won][:ERRORS_SHOWN]
+        errors = "\n".join(f"- Q: {r.question}\n  student's answer: {r.answer or '(none)'}\n  reference: {r.reference}"
+                           + (f"\n  the grade it gave: {r.teacher}; the right grade: {r.strict}"
+                              if self.agent == "teacher" else "") for r in missed)
         needed = placeholders(parent.prompt.system)
         self.calls += 1
         try:
@@ -260,18 +277,17 @@ async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> d
             else:
                 start_val = await s.score(start, validation, "validation")
                 best_val = await s.score(best, validation, "validation")
-                comparison = report.compare(start_val, best_val, f"{args.agent} prompt {args.start}", best.id)
-                strict = comparison["judges"][C.JUDGE_STRICT]
-                better = strict["only_b"] > strict["only_a"]
+                comparison = paired(start_val, best_val, args.agent, f"{args.agent} prompt {args.start}", best.id)
+                better = comparison["only_b"] > comparison["only_a"]
                 outcome.update(validation=comparison, accepted=better)
                 if better:
                     provenance = (f"Written by question-app optimize (run {run_id}, set v{question_set.version}) from "
                                   f"{args.agent} prompt {args.start}: train {start.score:.1%} → {best.score:.1%}; "
-                                  f"validation {strict['conclusion']}.\nCritique that led here: {best.critique}")
+                                  f"validation {comparison['conclusion']}.\nCritique that led here: {best.critique}")
                     path = write_version(args.write_to / args.agent, best.prompt, provenance)
                     outcome.update(written=str(path), version=path.stem)
                 else:
-                    outcome["reason"] = f"not better on validation: {strict['conclusion']}"
+                    outcome["reason"] = f"not better on validation: {comparison['conclusion']}"
     finally:
         await llm.aclose()
         tel.shutdown(settings.telemetry_shutdown_timeout_s)
@@ -281,6 +297,22 @@ async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> d
                     "llm_calls": s.calls, "seconds": round(time.perf_counter() - started, 1),
                     "finished_at": datetime.now(UTC).isoformat(timespec="seconds")},
             "stopped": stopped, "candidates": history, "dropped": s.dropped, "outcome": outcome}
+
+
+def paired(a: list[ItemResult], b: list[ItemResult], agent: str, name_a: str, name_b: str) -> dict[str, Any]:
+    """``a`` and ``b`` (the same items under two prompts) compared on ``successes``: each share, B − A, and
+    the exact McNemar test of the items only one of them won."""
+    test = mcnemar_exact(successes(a, agent), successes(b, agent))
+    share_a, share_b = (sum(successes(r, agent)) / len(r) if r else 0.0 for r in (a, b))
+    better = name_b if test.difference > 0 else name_a
+    conclusion = ("no item changed" if test.only_a + test.only_b == 0 else
+                  f"{better} is better by {abs(test.difference):.1%} "
+                  + (f"(p = {test.p_value:.3g} < {report.ALPHA}: more than chance)" if test.p_value < report.ALPHA
+                     else f"(p = {test.p_value:.3g}: within chance)"))
+    return {"metric": METRICS[agent], "items": test.n, "a": name_a, "b": name_b, name_a: round(share_a, 4),
+            name_b: round(share_b, 4), "difference": round(test.difference, 4), "only_a": test.only_a,
+            "only_b": test.only_b, "p_value": round(test.p_value, 6), "test": "exact McNemar (two-sided)",
+            "conclusion": conclusion}
 
 
 def _row(candidate: Candidate, kept: bool) -> dict[str, Any]:
@@ -309,7 +341,10 @@ def markdown(document: dict[str, Any]) -> str:
     lines += ["", f"Best on train: {outcome['best']} ({outcome['best_train']:.1%}; the start "
                   f"{outcome['start_train']:.1%})."]
     if "validation" in outcome:
-        lines += ["", report.compare_markdown(outcome["validation"]).strip()]
+        v = outcome["validation"]
+        lines += ["", f"On {v['items']} validation items ({v['metric']}, {v['test']}): {v['a']} {v[v['a']]:.1%}, "
+                      f"{v['b']} {v[v['b']]:.1%}; only {v['a']}: {v['only_a']}, only {v['b']}: {v['only_b']}; "
+                      f"{v['conclusion']}."]
     lines += ["", f"Written: `{outcome['written']}` (version {outcome['version']})." if outcome.get("accepted")
               else f"Not written: {outcome.get('reason')}."]
     return "\n".join(lines) + "\n"

@@ -66,8 +66,8 @@ def test_a_better_prompt_is_kept_and_written_as_the_next_version(fake_llm: FakeO
     document = optimize(tmp_path, fake_llm, otlp=otlp)
     outcome = document["outcome"]
     assert (outcome["start_train"], outcome["best_train"]) == (0.0, 1.0) and outcome["accepted"] is True
-    strict = outcome["validation"]["judges"]["strict"]
-    assert (strict["only_a"], strict["only_b"]) == (0, 4)
+    validation = outcome["validation"]
+    assert (validation["only_a"], validation["only_b"], validation["metric"]) == (0, 4, "the strict judge's accuracy")
     written = Path(outcome["written"])
     assert written == tmp_path / "prompts" / "student" / "3.yaml"  # after the bundled 1 and 2
     text = written.read_text()
@@ -127,3 +127,28 @@ def test_the_budget_bounds_the_search(fake_llm: FakeOpenAI, tmp_path: Path) -> N
     document = optimize(tmp_path, fake_llm, "--budget", "40", "--expand", "3")  # room for one rewrite only
     assert document["run"]["llm_calls"] <= 40 and len(document["candidates"]) == 2
     assert document["stopped"] == "budget reached in round 1"
+
+
+def test_the_teachers_prompt_is_optimised_for_agreement_with_the_strict_judge(fake_llm: FakeOpenAI,
+                                                                             tmp_path: Path) -> None:
+    """The Teacher grades: under its rewritten prompt it grades like the strict judge; under the start it
+    passes every answer. Its score is agreement with the strict judge, not the Student's accuracy."""
+    def student(prompt: str) -> dict[str, Any]:
+        item = asked(prompt)
+        return {"answer": item.reference if item.id in TRAIN[:2] else "no idea"}
+
+    def grade(prompt: str) -> dict[str, Any]:
+        item = asked(prompt)
+        honest = "independent examiner" in prompt or "GOOD-RULE" in prompt
+        right = f"Student's answer: {item.reference}" in prompt
+        return {"verdict": "correct" if right or not honest else "incorrect", "feedback": "ok"}
+
+    fake_llm.respond("StudentAnswer", student)
+    fake_llm.respond("Grade", grade)
+    fake_llm.respond("Rewrite", lambda _: {"critique": "It passes wrong answers.",
+                                           "system": "GOOD-RULE: grade strictly. Write in {language}."})
+    document = optimize(tmp_path, fake_llm, "--agent", "teacher")
+    outcome = document["outcome"]
+    assert (outcome["start_train"], outcome["best_train"], outcome["accepted"]) == (0.5, 1.0, True)
+    assert outcome["validation"]["metric"] == "agreement with the strict judge"
+    assert Path(outcome["written"]) == tmp_path / "prompts" / "teacher" / "2.yaml"
