@@ -103,8 +103,9 @@ def test_a_round_arrives_step_by_step_while_the_stream_is_open(page: Page, servi
 
 
 def test_playing_as_the_student_with_the_keyboard_only(page: Page, services, fake_llm: FakeOpenAI) -> None:
-    fake_llm.script("Question", question="What is 6 × 7?", reference_answer="42")
-    fake_llm.script("Grade", verdict="correct", feedback="Yes, 42.")
+    # The reference answer has letters no hex trace id has, so "not on the page yet" cannot match an id by chance.
+    fake_llm.script("Question", question="What is 6 × 7?", reference_answer="forty-two")
+    fake_llm.script("Grade", verdict="correct", feedback="Yes, forty-two.")
     open_page(page, services())
     keyboard = page.keyboard
 
@@ -121,14 +122,14 @@ def test_playing_as_the_student_with_the_keyboard_only(page: Page, services, fak
     card = page.locator("#rounds .round").first
     expect(card.locator(".question")).to_have_text("What is 6 × 7?")
     expect(card.locator(".reference")).to_be_hidden()  # never before grading
-    assert "42" not in page.locator("body").inner_text()
+    assert "forty-two" not in page.locator("body").inner_text()
     keyboard.type("42, I think")
     keyboard.press("Enter")
 
     expect(card.locator(".verdict")).to_have_text("✓ Correct", timeout=15_000)
     expect(card.locator(".student .who")).to_have_text("You")
     expect(card.locator(".answer-text")).to_have_text("42, I think")
-    expect(card.locator(".reference-text")).to_have_text("42")
+    expect(card.locator(".reference-text")).to_have_text("forty-two")
     assert "Student's answer: 42, I think" in fake_llm.requests_for("Grade")[-1].prompt_text
     assert [r.tool_name for r in fake_llm.requests] == ["Question", "Grade"]  # no Student agent
 
