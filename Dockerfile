@@ -21,6 +21,8 @@ COPY app ./app
 COPY graphs ./graphs
 COPY telemetry ./telemetry
 COPY evals ./evals
+COPY quiz ./quiz
+COPY question_app ./question_app
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable
 

@@ -10,30 +10,17 @@
 | ``BodyTooLarge`` | 413 | ``validation`` | body over ``MAX_BODY_BYTES`` |
 | ``Overloaded`` | 503 + ``Retry-After`` | ``overloaded`` | ``MAX_CONCURRENT_ROUNDS`` rounds already in progress |
 | ``SessionStoreUnavailable`` | 503 + ``Retry-After`` | ``session_store`` | the checkpointer's database is unreachable |
-| ``LLMRateLimited`` | 503 + ``Retry-After`` | ``rate_limited`` | the LLM answered 429 after the client's retries |
-| ``LLMTimeout`` | 504 | ``timeout`` | an LLM call timed out after the client's retries |
-| ``LLMAuthError`` | 502 | ``auth`` | the LLM refused our credentials, or no Entra ID token could be had |
-| ``LLMUpstreamError`` | 502 | ``upstream`` | any other LLM failure (5xx, connection refused, malformed answer) |
 | ``LLMInvalidOutput`` | 502 | ``invalid_output`` | structured output failed validation on every attempt |
 
-This module knows nothing of HTTP frameworks: ``app.problems`` turns a ``QuizError`` into a response.
+The LLM's own failures (rate limited, timeout, auth, upstream) are ``app.llm.errors``'s, next to the client
+that raises them; a session store names the errors of its database driver (``SessionStore.errors``). This
+module knows nothing of HTTP frameworks or drivers: ``app.http.problems`` turns a ``QuizError`` into a response.
 Exception text from libraries is logged (with the trace id), never put into an error's ``detail``.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
-import math
-import sqlite3
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import ClassVar
-
-import openai
-import psycopg
-from azure.core.exceptions import ClientAuthenticationError
-from psycopg_pool import PoolTimeout
 
 from graphs.structured import StructuredOutputError
 from telemetry.contract import ErrorType
@@ -115,30 +102,6 @@ class SessionStoreUnavailable(QuizError):
                          "Retry shortly; finished rounds are not lost.", {"Retry-After": "5"})
 
 
-class LLMRateLimited(QuizError):
-    """503: the LLM answered 429 on every attempt; ``Retry-After`` is its own, else the default."""
-
-    status, slug, title, error_type = 503, "llm-rate-limited", "The language model is rate limited", "rate_limited"
-
-
-class LLMTimeout(QuizError):
-    """504: an LLM call timed out on every attempt, or passed its overall deadline."""
-
-    status, slug, title, error_type = 504, "llm-timeout", "The language model did not answer in time", "timeout"
-
-
-class LLMAuthError(QuizError):
-    """502: the LLM refused our key or Entra ID token, or no token could be had."""
-
-    status, slug, title, error_type = 502, "llm-auth", "The language model refused our credentials", "auth"
-
-
-class LLMUpstreamError(QuizError):
-    """502: any other LLM failure (5xx after retries, connection refused, unreadable answer)."""
-
-    status, slug, title, error_type = 502, "llm-upstream", "The language model failed", "upstream"
-
-
 class LLMInvalidOutput(QuizError):
     """502: the structured output failed validation on every attempt."""
 
@@ -146,59 +109,22 @@ class LLMInvalidOutput(QuizError):
                                        "invalid_output")
 
 
-# What the session stores raise when their database cannot be reached (SQLite locked or gone; Postgres
-# down, connection lost, pool exhausted).
-STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, psycopg.OperationalError,
-                                                 psycopg.InterfaceError, PoolTimeout)
 
 
-def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> int | None:
-    """Whole seconds to wait, from an LLM response's ``retry-after-ms`` (Azure OpenAI, OpenAI) or
-    ``Retry-After`` (delay-seconds or HTTP-date, RFC 9110 §10.2.3), rounded up and at least 1 (a date that
-    has passed means "retry now", which a client should not hear as "hammer"); ``None`` when absent or
-    unreadable."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(1, math.ceil(float(ms) / 1000))
-        except ValueError:
-            pass
-    value = (headers.get("retry-after") or "").strip()
-    if value.isdigit():
-        return max(1, int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
-        when = when.replace(tzinfo=UTC)
-    return max(1, math.ceil((when - (now or datetime.now(UTC))).total_seconds()))
-
-
-def classify(exc: BaseException, default_retry_after_s: int) -> QuizError | None:
+def classify(exc: BaseException, default_retry_after_s: int,
+             store_errors: tuple[type[BaseException], ...] = ()) -> QuizError | None:
     """The domain error for an exception raised while playing a round; ``None`` when it is unexpected (a bug).
 
-    ``default_retry_after_s``: the ``Retry-After`` for an LLM 429 that named none.
+    ``default_retry_after_s``: the ``Retry-After`` for an LLM 429 that named none; ``store_errors``: what the
+    session store raises when its database cannot be reached (``SessionStore.errors``).
     """
+    from app.llm.errors import llm_failure
+
     if isinstance(exc, QuizError):
         return exc
-    if isinstance(exc, STORE_ERRORS):
+    if isinstance(exc, store_errors):
         return SessionStoreUnavailable()
     if isinstance(exc, StructuredOutputError):
         return LLMInvalidOutput(f"The model did not return a valid {exc.step} result after {exc.attempts} "
                                 "attempt(s). Try again; if it persists, use a more capable model.")
-    if isinstance(exc, openai.RateLimitError):
-        waited = retry_after_s(exc.response.headers) if exc.response is not None else None
-        seconds = str(waited if waited is not None else default_retry_after_s)
-        return LLMRateLimited(f"The LLM quota is exhausted for now. Retry after {seconds} s.",
-                              {"Retry-After": seconds})
-    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
-        return LLMTimeout("An LLM call timed out (LLM_TIMEOUT_S per attempt, LLM_MAX_RETRIES retries). "
-                          "Retry later; if it persists, check the model endpoint's health.")
-    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, ClientAuthenticationError)):
-        return LLMAuthError("The LLM endpoint rejected the service's credentials. Operators: check the API key "
-                            "or the workload identity's role assignment (Cognitive Services OpenAI User).")
-    if isinstance(exc, openai.APIStatusError):
-        return LLMUpstreamError(f"The LLM endpoint answered HTTP {exc.status_code}. Retry later.")
-    if isinstance(exc, (openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError)):
-        return LLMUpstreamError("The LLM endpoint could not be reached or sent an unreadable answer. Retry later.")
-    return None
+    return llm_failure(exc, default_retry_after_s)

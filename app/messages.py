@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from telemetry.contract import Difficulty, Language
+from quiz.vocabulary import Difficulty, Language
 
 K = TypeVar("K", bound=str)
 
-# Words that name each of the known subjects (telemetry.contract.SUBJECTS; a test keeps the keys equal).
+# Words that name each of the known subjects (quiz.vocabulary.SUBJECTS; a test keeps the keys equal).
 SUBJECT_WORDS: dict[str, tuple[str, ...]] = {
     "math": ("math", "maths", "mathematics", "수학", "산수"),
     "science": ("science", "physics", "chemistry", "biology", "과학", "물리", "화학", "생물"),

@@ -19,12 +19,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from graphs.prompts import Prompts
-from graphs.prompts import load as load_prompt
-from telemetry.contract import STEPS
+from graphs import agents
+from graphs.prompts import AgentPrompt
 
 
 class Provider(StrEnum):
@@ -66,10 +65,15 @@ class Settings(BaseSettings):
     llm_deadline_margin_s: float = Field(
         10.0, ge=0, le=600, description="Added to LLM_TIMEOUT_S × attempts for the whole call (retry backoff).")
     llm_max_connections: int = Field(100, ge=1, le=10_000, description="Connection pool size to the LLM endpoint.")
-    teacher_prompt_version: str = Field(
-        "1", description="The Teacher's prompt: graphs/prompt_files/teacher/<version>.yaml (on every agent span).")
-    student_prompt_version: str = Field(
-        "1", description="The Student's prompt: graphs/prompt_files/student/<version>.yaml (on every agent span).")
+    prompt_versions: dict[str, str] = Field(
+        default_factory=dict, description='Each agent\'s prompt version, JSON: {"student": "2"} plays the Student with '
+        "graphs/prompt_files/student/2.yaml; agents not named use version 1 (on every agent span).")
+    teacher_prompt_version: str | None = Field(
+        None, description="Deprecated: use PROMPT_VERSIONS. The Teacher's prompt version.")
+    student_prompt_version: str | None = Field(
+        None, description="Deprecated: use PROMPT_VERSIONS. The Student's prompt version.")
+    disabled_agents: str = Field(
+        "", description="Comma-separated optional agents to switch off (see the agent table, graphs/agents.py).")
     structured_output_attempts: int = Field(
         2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
     rate_limit_retry_after_s: int = Field(
@@ -123,16 +127,30 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("teacher_prompt_version", "student_prompt_version")
-    @classmethod
-    def _prompt_exists(cls, value: str, info: ValidationInfo) -> str:
-        agent = "teacher" if info.field_name == "teacher_prompt_version" else "student"
-        load_prompt(agent, value)  # ValueError naming the versions that exist
-        return value
+    @model_validator(mode="after")
+    def _agents_exist(self) -> Settings:
+        self.prompts()  # ValueError naming the agents or versions that exist
+        agents.steps(self.disabled)
+        return self
 
-    def prompts(self) -> Prompts:
-        """The agents' prompts at the configured versions."""
-        return Prompts.of(teacher=self.teacher_prompt_version, student=self.student_prompt_version)
+    @property
+    def agent_prompt_versions(self) -> dict[str, str]:
+        """Each agent's prompt version: ``PROMPT_VERSIONS``, else the deprecated ``<AGENT>_PROMPT_VERSION``."""
+        deprecated = {"teacher": self.teacher_prompt_version, "student": self.student_prompt_version}
+        return {**{agent: v for agent, v in deprecated.items() if v is not None}, **self.prompt_versions}
+
+    def prompts(self) -> dict[str, AgentPrompt]:
+        """Every agent's prompt at its configured version (``graphs.agents.prompts``)."""
+        return agents.prompts(self.agent_prompt_versions)
+
+    @property
+    def disabled(self) -> tuple[str, ...]:
+        """The agents ``DISABLED_AGENTS`` switches off."""
+        return tuple(name.strip() for name in self.disabled_agents.split(",") if name.strip())
+
+    def steps(self) -> list[agents.Step]:
+        """The agent table's steps a round plays with these settings."""
+        return agents.steps(self.disabled)
 
     @field_validator("app_insights_link_template")
     @classmethod
@@ -162,7 +180,7 @@ class Settings(BaseSettings):
     def round_deadline_s(self) -> float:
         """Longest a round can take (each agent step up to its attempts of a whole LLM call), seconds: how
         long a session's lease lasts if the process holding it dies."""
-        return len(STEPS) * self.structured_output_attempts * self.llm_call_deadline_s
+        return agents.llm_calls_per_round(self.steps()) * self.structured_output_attempts * self.llm_call_deadline_s
 
     @property
     def provider(self) -> Provider:

@@ -82,7 +82,7 @@ class Service:
         if workers == 1:
             command = [str(Path(sys.executable).parent / "question-app")]
         else:
-            command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port",
+            command = [sys.executable, "-m", "uvicorn", "--factory", "app.http.factory:create_app", "--port",
                        str(self.port), "--workers", str(workers), "--log-level", "warning"]
         self.log = open(ROOT / "bench" / "results" / f"service-{self.port}.log", "w")
         self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log,

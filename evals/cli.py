@@ -24,13 +24,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import telemetry
-from app.llm import build_llm
+from app import bootstrap
 from app.settings import Settings
 from evals import report
 from evals.dataset import SET_PATH, load
 from evals.runner import ItemResult, Runner, done_ids, new_run_id, run_items, write_json
-from graphs import prompts
+from graphs import agents, prompts
+from quiz.vocabulary import DIFFICULTIES, LANGUAGES, SUBJECTS
 from telemetry import contract as C
 
 log = logging.getLogger("evals")
@@ -42,9 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="question-app eval", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--set", type=Path, default=SET_PATH, help="the question set (YAML; default: the bundled one)")
     p.add_argument("--ids", nargs="+", default=[], metavar="ID", help="only these items")
-    p.add_argument("--subject", nargs="+", default=[], choices=C.SUBJECTS)
-    p.add_argument("--difficulty", nargs="+", default=[], choices=C.DIFFICULTIES)
-    p.add_argument("--language", nargs="+", default=[], choices=C.LANGUAGES)
+    p.add_argument("--subject", nargs="+", default=[], choices=SUBJECTS)
+    p.add_argument("--difficulty", nargs="+", default=[], choices=DIFFICULTIES)
+    p.add_argument("--language", nargs="+", default=[], choices=LANGUAGES)
     p.add_argument("--split", choices=("train", "validation"), help="only one part of the set")
     p.add_argument("--limit", type=int, help="at most this many items (after the filters)")
     p.add_argument("--concurrency", type=int, default=4, help="items evaluated at once (default 4)")
@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
                    help="exit 1 when the strict judge's accuracy over all selected items is below this")
     p.add_argument("--prompts", metavar="A,B", help="run the items under two prompt versions of --prompt-agent "
                    "and compare them (exact McNemar test); default: the versions the settings choose")
-    p.add_argument("--prompt-agent", choices=C.AGENTS, default="student", help="whose prompt --prompts varies")
+    p.add_argument("--prompt-agent", choices=list(agents.AGENTS), default="student",
+                   help="whose prompt --prompts varies")
     p.add_argument("--print-report", action="store_true", help="also print the Markdown report (a Job's log)")
     p.add_argument("--price-per-mtok", nargs=2, type=float, metavar=("INPUT", "OUTPUT"),
                    help="USD per million input and output tokens of the model: adds the run's cost")
@@ -103,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                                         "prompt_agent": agent})
     status, runs = 0, []
     for version in versions:
-        chosen = settings if version is None else settings.model_copy(update={f"{agent}_prompt_version": version})
+        chosen = settings if version is None else settings.model_copy(
+            update={"prompt_versions": {**settings.agent_prompt_versions, agent: version}})
         where = out_dir if version is None else out_dir / f"{agent}-prompt-{version}"
         started = time.perf_counter()
         results, model, provider = asyncio.run(_run(chosen, run_id, question_set.version, items, where,
                                                     args.concurrency, resume=bool(args.resume)))
         document = report.build(results, prices=prices, run={
             "id": run_id, "set_version": question_set.version, "model": model, "provider": provider,
-            "prompts": {"teacher": chosen.teacher_prompt_version, "student": chosen.student_prompt_version},
+            "prompts": {name: prompt.version for name, prompt in chosen.prompts().items()},
             "concurrency": args.concurrency, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1), "out_dir": str(where)})
         write_json(where / "report.json", document)
@@ -143,19 +145,12 @@ def _advance(bar: tqdm) -> None:
 async def _run(settings: Settings, run_id: str, set_version: int, items: list, out_dir: Path, concurrency: int,
                *, resume: bool) -> tuple[list[ItemResult], str, str]:
     """Evaluate the items not finished yet; every item's result in ``items`` order, the model and provider."""
-    from app.main import VERSION
-
     finished = done_ids(out_dir) if resume else {}
     todo = [item for item in items if item.id not in finished]
-    tel = telemetry.configure(VERSION, traffic=C.TRAFFIC_EVALUATION)
-    llm = await build_llm(settings)
-    try:
+    async with bootstrap.process(settings, traffic=C.TRAFFIC_EVALUATION) as (tel, llm):
         runner = Runner(llm, tel, settings, run_id, set_version)
         with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", desc=f"eval {run_id}",
                   file=sys.stderr) as bar:
             fresh = await run_items(runner, todo, out_dir, concurrency, on_done=lambda _: _advance(bar))
-    finally:
-        await llm.aclose()
-        tel.shutdown(settings.telemetry_shutdown_timeout_s)
     by_id = {**finished, **{r.id: r for r in fresh}}
     return [by_id[item.id] for item in items], llm.model, llm.provider.value

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from telemetry.contract import SUBJECTS, Difficulty, Language
+from quiz.vocabulary import SUBJECTS, Difficulty, Language
 
 SET_PATH = Path(__file__).with_name("questions.yaml")
 SCHEMA_PATH = Path(__file__).with_name("questions.schema.json")
@@ -28,7 +28,7 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
-    subject: Literal[SUBJECTS]  # type: ignore[valid-type]  # the API's subjects (telemetry.contract.SUBJECTS)
+    subject: Literal[SUBJECTS]  # type: ignore[valid-type]  # the API's subjects (quiz.vocabulary.SUBJECTS)
     difficulty: Difficulty
     language: Language
     question: Text

@@ -33,19 +33,19 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from pydantic import BaseModel, Field
 
-import telemetry
+from app import bootstrap
 from app.errors import classify
-from app.llm import LLM, build_llm
+from app.llm import LLM
 from app.settings import Settings
 from evals import report
 from evals.dataset import SET_PATH, Item, load
 from evals.runner import ItemResult, Runner, new_run_id, run_items, write_json
 from evals.stats import mcnemar_exact
-from graphs import prompts
-from graphs.prompts import Prompts, StudentPrompt, TeacherPrompt
+from graphs import agents, prompts
+from graphs.prompts import AgentPrompt
 from graphs.structured import StructuredCall, call_structured
-from telemetry import Telemetry
 from telemetry import contract as C
+from telemetry.sdk import Telemetry
 
 log = logging.getLogger("evals.optimize")
 ERRORS_SHOWN = 5  # wrong items shown to the LLM per rewrite
@@ -87,7 +87,7 @@ class Candidate:
     """A prompt in the search: its ``system`` template, where it came from, and its train score."""
 
     id: str
-    prompt: StudentPrompt | TeacherPrompt
+    prompt: AgentPrompt
     round: int
     parent: str | None = None
     critique: str | None = None
@@ -107,10 +107,11 @@ def placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
-def calls_for(items: list[Item]) -> int:
-    """LLM calls that scoring ``items`` takes without retries: the Student, the Teacher's grade, and the
-    strict judge's prompt for ``judge`` items."""
-    return sum(3 if item.match == "judge" else 2 for item in items)
+def calls_for(items: list[Item], steps: list[agents.Step]) -> int:
+    """LLM calls that scoring ``items`` takes without retries: a round's calls with a preset question (the agent
+    table's ``steps``: the Student, the Teacher's grade …), and the strict judge's prompt for ``judge`` items."""
+    per_round = agents.llm_calls_per_round(steps, preset=True)
+    return sum(per_round + (item.match == "judge") for item in items)
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Search:
     settings: Settings
     run_id: str
     set_version: int
-    agent: C.AgentName
+    agent: str
     out_dir: Path
     concurrency: int
     budget: int
@@ -137,14 +138,16 @@ class Search:
         """Whether ``cost`` more LLM calls stay within ``--budget``."""
         return self.calls + cost <= self.budget
 
-    def _prompts(self, prompt: StudentPrompt | TeacherPrompt) -> Prompts:
-        base = self.settings.prompts()
-        return Prompts(teacher=prompt, student=base.student) if isinstance(prompt, TeacherPrompt) else \
-            Prompts(teacher=base.teacher, student=prompt)
+    def calls_for(self, items: list[Item]) -> int:
+        """``calls_for`` with the configured steps."""
+        return calls_for(items, self.settings.steps())
+
+    def _prompts(self, prompt: AgentPrompt) -> dict[str, AgentPrompt]:
+        return {**self.settings.prompts(), prompt.name: prompt}
 
     async def score(self, candidate: Candidate, items: list[Item], split: str) -> list[ItemResult]:
         """Run ``items`` under ``candidate``'s prompt; the results (also in ``out_dir/<split>/<id>``)."""
-        self.calls += calls_for(items)
+        self.calls += self.calls_for(items)
         runner = Runner(self.llm, self.tel, self.settings, self.run_id, self.set_version,
                         prompts=self._prompts(candidate.prompt))
         with self.tel.tracer.start_as_current_span(C.SPAN_OPTIMIZE_CANDIDATE, attributes={
@@ -208,7 +211,7 @@ def next_version(*directories: Path) -> str:
     return str(max(numbers, default=0) + 1)
 
 
-def write_version(directory: Path, prompt: StudentPrompt | TeacherPrompt, provenance: str) -> Path:
+def write_version(directory: Path, prompt: AgentPrompt, provenance: str) -> Path:
     """``prompt`` as the next version file in ``directory`` (a YAML document under a provenance comment)."""
     directory.mkdir(parents=True, exist_ok=True)
     version = next_version(directory, prompts.PROMPT_DIR / prompt.name)
@@ -223,23 +226,19 @@ def write_version(directory: Path, prompt: StudentPrompt | TeacherPrompt, proven
 
 async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     """The whole optimisation: the beam search on ``train``, the check on ``validation``, the new version."""
-    from app.main import VERSION
-
     question_set = load(args.set)
     train = question_set.select(split="train", limit=args.train_limit)
     validation = question_set.select(split="validation", limit=args.validation_limit)
-    tel = telemetry.configure(VERSION, traffic=C.TRAFFIC_EVALUATION)
-    llm = await build_llm(settings)
     started = time.perf_counter()
-    try:
+    async with bootstrap.process(settings, traffic=C.TRAFFIC_EVALUATION) as (tel, llm):
         s = Search(llm, tel, settings, run_id, question_set.version, args.agent, args.out, args.concurrency,
                    args.budget)
-        start = Candidate(f"v{args.start}", prompts.load(args.agent, args.start), 0)
+        start = Candidate(f"v{args.start}", prompts.load(args.agent, args.start, agents.agent(args.agent).prompt), 0)
         history: list[dict[str, Any]] = []
         with tel.tracer.start_as_current_span(C.SPAN_OPTIMIZE, attributes={
                 C.ATTR_EVAL_RUN: run_id, GenAI.GEN_AI_PROMPT_NAME: args.agent, C.ATTR_PROMPT_VERSION: args.start}):
             stopped = None
-            if not s.affordable(calls_for(train) + 2 * calls_for(validation)):
+            if not s.affordable(s.calls_for(train) + 2 * s.calls_for(validation)):
                 stopped = "the budget does not cover scoring the start on train and validation"
             else:
                 start.results = await s.score(start, train, "train")
@@ -254,7 +253,7 @@ async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> d
                     for parent in beam:
                         for index in range(1, args.expand + 1):
                             # Reserve the final validation run of the winner and the start.
-                            if not s.affordable(1 + calls_for(train) + 2 * calls_for(validation)):
+                            if not s.affordable(1 + s.calls_for(train) + 2 * s.calls_for(validation)):
                                 stopped = f"budget reached in round {round_no}"
                                 break
                             child = await s.propose(parent, round_no, len(fresh) + index)
@@ -288,9 +287,6 @@ async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> d
                     outcome.update(written=str(path), version=path.stem)
                 else:
                     outcome["reason"] = f"not better on validation: {comparison['conclusion']}"
-    finally:
-        await llm.aclose()
-        tel.shutdown(settings.telemetry_shutdown_timeout_s)
     return {"run": {"id": run_id, "agent": args.agent, "start": args.start, "set_version": question_set.version,
                     "model": llm.model, "train_items": len(train), "validation_items": len(validation),
                     "beam": args.beam, "expand": args.expand, "rounds": args.rounds, "budget": args.budget,
@@ -353,7 +349,7 @@ def markdown(document: dict[str, Any]) -> str:
 def parser() -> argparse.ArgumentParser:
     """The command line of ``question-app optimize``."""
     p = argparse.ArgumentParser(prog="question-app optimize", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--agent", choices=C.AGENTS, default="student", help="whose system prompt to optimise")
+    p.add_argument("--agent", choices=list(agents.AGENTS), default="student", help="whose system prompt to optimise")
     p.add_argument("--start", default="1", help="the prompt version to start from (default 1)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--beam", type=int, default=2, help="prompts kept after each round")

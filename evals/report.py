@@ -14,6 +14,7 @@ import html
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from evals.runner import ItemResult
@@ -74,6 +75,7 @@ def build(results: Sequence[ItemResult], *, run: dict[str, Any], prices: Prices 
         "by_difficulty": _by(results, lambda r: r.difficulty),
         "by_language": _by(results, lambda r: r.language),
         "by_trap": _by([r for r in results if r.trap], lambda r: r.trap or ""),
+        "by_step": by_step(results),
         "agreement": {
             "cohens_kappa": None if kappa is None else round(kappa, 4),
             "observed": round(sum(_right(r, C.JUDGE_TEACHER) == _right(r, C.JUDGE_STRICT) for r in judged)
@@ -106,6 +108,28 @@ def _pct(p: dict[str, Any]) -> str:
     return f"{p['accuracy']:.1%} ({p['correct']}/{p['n']}; 95% CI {low:.1%}–{high:.1%})"
 
 
+def step_outcome(result: ItemResult, step: str) -> str | None:
+    """What ``step`` of the agent table did in ``result``'s round: its outcome, with how many times it ran when
+    it ran more than once (a question sent back); ``None`` when it reported no outcome."""
+    for done in result.steps:
+        if done.step == step and done.outcome is not None:
+            return done.outcome if done.runs == 1 else f"{done.outcome} (ran {done.runs}×)"
+    return None
+
+
+def by_step(results: Sequence[ItemResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """For every step of the agent table that reported an outcome, the items by that outcome with each
+    judge's accuracy: e.g. ``grade`` by verdict, a review by ``accepted`` / ``rejected``. Steps in the order
+    the rounds played them; read from the results, so a new step needs no code here."""
+    steps = list(dict.fromkeys(done.step for r in results for done in r.steps if done.outcome is not None))
+    return {step: _by([r for r in results if step_outcome(r, step)], partial(_outcome_of, step=step))
+            for step in steps}
+
+
+def _outcome_of(result: ItemResult, step: str) -> str:
+    return step_outcome(result, step) or ""
+
+
 def markdown(report: dict[str, Any]) -> str:
     """``report`` as Markdown: headline, tables by group, agreement and disagreements, cost, failures."""
     run = report["run"]
@@ -120,6 +144,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", f"| {title.lower()} | teacher | strict |", "| --- | --- | --- |"]
             lines += [f"| {name} | {_pct(row[C.JUDGE_TEACHER])} | {_pct(row[C.JUDGE_STRICT])} |"
                       for name, row in report[key].items()]
+    for step, rows in report.get("by_step", {}).items():
+        lines += ["", f"| step `{step}`: outcome | items | teacher | strict |", "| --- | --- | --- | --- |"]
+        lines += [f"| {cell(name)} | {row[C.JUDGE_STRICT]['n']} | {_pct(row[C.JUDGE_TEACHER])} | "
+                  f"{_pct(row[C.JUDGE_STRICT])} |" for name, row in rows.items()]
     agreement = report["agreement"]
     kappa = agreement["cohens_kappa"]
     lines += ["", f"Judges' agreement: Cohen's κ = {'undefined' if kappa is None else f'{kappa:.3f}'} "

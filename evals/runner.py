@@ -15,27 +15,27 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
-from opentelemetry.semconv.attributes import error_attributes
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
-from app.errors import classify
+from app.errors import QuizError
 from app.llm import LLM
+from app.play import Quiz
 from app.settings import Settings
 from evals.dataset import Item
 from evals.judges import JUDGE_SYSTEM, judge_prompt, mechanical
-from graphs.context import QuizAgents, QuizContext
-from graphs.graph import QuizGraph, build_graph
-from graphs.prompts import Prompts
-from graphs.state import InputState, RoundResult, Verdict
-from telemetry import Telemetry, current_trace_id
+from graphs.prompts import AgentPrompt
+from graphs.state import Grade, InputState
+from graphs.views import StepOutcome
+from quiz.vocabulary import ANSWERED_BY_MODEL, Verdict
 from telemetry import contract as C
+from telemetry.sdk import Telemetry
+from telemetry.spans import current_trace_id
 
 RESULTS_FILE = "items.jsonl"
 
@@ -65,97 +65,74 @@ class ItemResult(BaseModel):
     trace_id: str | None = None
     error: str | None = None
     error_detail: str | None = None
+    steps: list[StepOutcome] = []  # what each step of the agent table did (its outcome), in table order
 
 
 @dataclass
 class Runner:
-    """What every item shares: the graph (no checkpointer: one round per item), the LLM, telemetry, the
-    service's settings, and the run's identity (``run_id``, the set's ``set_version``)."""
+    """What every item shares: the quiz (no checkpointer: one round per item), the LLM, telemetry, the
+    service's settings, and the run's identity (``run_id``, the set's ``set_version``). ``prompts``: the agents'
+    prompts (default: the settings' versions; a candidate's, when optimising)."""
 
     llm: LLM
     telemetry: Telemetry
     settings: Settings
     run_id: str
     set_version: int
-    graph: QuizGraph | None = None
-    agents: QuizAgents | None = None
-    prompts: Prompts | None = None  # default: the settings' versions (a candidate's, when optimising)
+    prompts: Mapping[str, AgentPrompt] | None = None
+    quiz: Quiz = field(init=False)
 
     def __post_init__(self) -> None:
-        self.graph = self.graph or build_graph(None)
-        self.agents = self.agents or QuizAgents.create(teacher=self.llm.chat, student=self.llm.chat)
-        self.prompts = self.prompts or self.settings.prompts()
-
-    def _context(self, item: Item) -> QuizContext:
-        assert self.agents is not None
-        return QuizContext(agents=self.agents, session_id=f"eval-{self.run_id}-{item.id}",
-                           provider=self.llm.gen_ai_provider, model=self.llm.model, tracer=self.telemetry.tracer,
-                           step_duration=self.telemetry.instruments.step_duration,
-                           structured_output_attempts=self.settings.structured_output_attempts,
-                           call_deadline_s=self.settings.llm_call_deadline_s, rounds_kept=1,
-                           prompts=self.prompts or self.settings.prompts())
+        self.quiz = Quiz.create(self.llm, self.telemetry, self.settings, prompts=self.prompts)
+        self.quiz.rounds_kept = 1
 
     async def evaluate(self, item: Item) -> ItemResult:
         """Play ``item`` and judge the answer twice; never raises for an LLM or output failure (the result
         carries ``error``)."""
-        assert self.graph is not None
-        ctx = self._context(item)
+        session_id = f"eval-{self.run_id}-{item.id}"
         started = time.perf_counter()
-        attributes = {
-            GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value,
-            GenAI.GEN_AI_WORKFLOW_NAME: C.WORKFLOW_NAME, GenAI.GEN_AI_CONVERSATION_ID: ctx.session_id,
-            GenAI.GEN_AI_PROVIDER_NAME: self.llm.gen_ai_provider, GenAI.GEN_AI_REQUEST_MODEL: self.llm.model,
-            C.ATTR_SUBJECT: item.subject, C.ATTR_DIFFICULTY: item.difficulty, C.ATTR_LANGUAGE: item.language,
-            C.ATTR_ANSWERED_BY: C.ANSWERED_BY_MODEL, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id,
-            C.ATTR_EVAL_SET_VERSION: self.set_version,
-        }
         base = ItemResult(id=item.id, subject=item.subject, difficulty=item.difficulty, language=item.language,
                           split=item.split, trap=item.trap, question=item.question, reference=item.reference,
                           strict_by=item.match)
-        with self.telemetry.tracer.start_as_current_span(C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=attributes,
-                                                         record_exception=False, set_status_on_exception=False) as span:
-            base.trace_id = current_trace_id()
-            try:
-                inputs = InputState(subject=item.subject, difficulty=item.difficulty, language=item.language,
-                                    student=C.ANSWERED_BY_MODEL,
-                                    preset={"question": item.question, "reference_answer": item.reference})
-                final = await self.graph.ainvoke(inputs, {"configurable": {"thread_id": ctx.session_id}},
-                                                 context=ctx)
-                played = RoundResult.of(final)  # type: ignore[arg-type]
-                strict, tokens = await self._strict(ctx, item, played.student_answer)
-            except Exception as exc:
-                error = classify(exc, self.settings.rate_limit_retry_after_s)
-                if error is None:
-                    raise
-                span.set_attribute(error_attributes.ERROR_TYPE, error.error_type)
-                span.set_status(Status(StatusCode.ERROR, error.title))
-                return base.model_copy(update={"error": error.error_type, "error_detail": error.title,
-                                               "latency_s": time.perf_counter() - started})
-            span.set_attribute(C.ATTR_VERDICT, played.verdict)
-            span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, played.input_tokens + tokens["input_tokens"])
-            span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, played.output_tokens + tokens["output_tokens"])
-            for judge, verdict, feedback in ((C.JUDGE_TEACHER, played.verdict, played.feedback),
-                                             (C.JUDGE_STRICT, strict, None)):
-                labels = {C.ATTR_EVAL_JUDGE: judge, C.ATTR_SUBJECT: item.subject, C.ATTR_DIFFICULTY: item.difficulty}
-                self.telemetry.evaluations.record(
-                    C.EVALUATION_CORRECTNESS, verdict, C.VERDICT_SCORES[verdict], feedback,
-                    {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id})
-                self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict})
+        inputs = InputState(subject=item.subject, difficulty=item.difficulty, language=item.language,
+                            student=ANSWERED_BY_MODEL,
+                            preset={"question": item.question, "reference_answer": item.reference})
+        attributes = {C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id,
+                      C.ATTR_EVAL_SET_VERSION: self.set_version}
+        try:
+            with self.quiz.round_span(session_id, inputs, attributes=attributes) as span:
+                base.trace_id = current_trace_id()
+                played = (await self.quiz.play(session_id, inputs)).finished
+                assert played is not None  # the Student is the model: the round never pauses
+                strict, tokens = await self._strict(session_id, item, played.student_answer)
+                input_tokens = played.usage.input_tokens + tokens["input_tokens"]
+                output_tokens = played.usage.output_tokens + tokens["output_tokens"]
+                span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
+                span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+                for judge, verdict, feedback in ((C.JUDGE_TEACHER, played.verdict, played.feedback),
+                                                 (C.JUDGE_STRICT, strict, None)):
+                    labels = {C.ATTR_EVAL_JUDGE: judge, C.ATTR_SUBJECT: item.subject,
+                              C.ATTR_DIFFICULTY: item.difficulty}
+                    self.telemetry.evaluations.record(
+                        C.EVALUATION_CORRECTNESS, verdict, C.VERDICT_SCORES[verdict], feedback,
+                        {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id})
+                    self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict})
+        except QuizError as error:
+            return base.model_copy(update={"error": error.error_type, "error_detail": error.title,
+                                           "latency_s": time.perf_counter() - started})
         return base.model_copy(update={
             "answer": played.student_answer, "teacher": played.verdict, "teacher_feedback": played.feedback,
-            "strict": strict, "input_tokens": played.input_tokens + tokens["input_tokens"],
-            "output_tokens": played.output_tokens + tokens["output_tokens"],
+            "strict": strict, "input_tokens": input_tokens, "output_tokens": output_tokens, "steps": played.steps,
             "latency_s": time.perf_counter() - started})
 
-    async def _strict(self, ctx: QuizContext, item: Item, answer: str) -> tuple[Verdict, dict[str, int]]:
+    async def _strict(self, session_id: str, item: Item, answer: str) -> tuple[Verdict, dict[str, int]]:
         """The strict judge's verdict (``correct`` or ``incorrect`` from a mechanical check; the judge prompt's
-        verdict otherwise) and the tokens it spent."""
+        verdict otherwise, through the grading step's bound call) and the tokens it spent."""
         check = mechanical(item, answer)
         if check is not None:
             return ("correct" if check.right else "incorrect"), {"input_tokens": 0, "output_tokens": 0}
-        assert self.agents is not None
-        grade, usage = await ctx.call(self.agents.grade, [SystemMessage(JUDGE_SYSTEM),
-                                                          HumanMessage(judge_prompt(item, answer))])
+        grade, usage = await self.quiz.context(session_id).call(
+            "grade", Grade, [SystemMessage(JUDGE_SYSTEM), HumanMessage(judge_prompt(item, answer))])
         return grade.verdict, {"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"]}
 
 

@@ -1,57 +1,72 @@
-"""The graph's public events: what each agent step tells the world as it finishes.
+"""The graph's public events: what each agent step tells the world as it starts and as it finishes.
 
-Each node writes its event to LangGraph's custom stream (``runtime.stream_writer``), so a consumer runs
-the graph with ``stream_mode=["custom", "values"]`` and reads typed events without knowing a node's name:
+Each step writes its events to LangGraph's custom stream (``runtime.stream_writer``), so a consumer runs the
+graph with ``stream_mode=["custom", "values"]`` and reads them without knowing a node's name:
 
     async for mode, chunk in graph.astream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
         if mode == "custom":   # a RoundEvent, in graph order
             ...
 
-Every event names its ``kind`` (the server-sent event's name on ``POST /ask``), the ``agent`` that spoke
-and the ``step`` it played; its fields are the payload. No event carries the reference answer: it is
-revealed only with the finished round (``graphs.state.RoundResult``). Before an agent step runs, its
-``StepStarted`` comes (not a ``RoundEvent``: it says that a step began, not what it produced), so a
-consumer can show who is at work while the LLM call is in flight (AG-UI's ``STEP_STARTED``).
+Every event carries what a consumer needs to render it without knowing its class: the ``step`` and ``agent``
+(the agent table's names, ``graphs.agents``), the ``speaker`` (the agent's display name), the ``text`` said,
+its ``status`` (``started`` while the step works, ``finished`` once it has spoken), the bounded ``outcome``
+when the step has one (a verdict, a review's ``accepted``/``rejected``) and whether a ``person`` spoke. A
+subclass adds typed fields for consumers that know it (``QuestionAsked.question``); its ``kind`` names it (the
+server-sent event's name on ``POST /ask``). No event carries a reference answer: it is revealed only with the
+finished round (``graphs.views.FinishedRound``).
 (LangGraph custom streams: https://docs.langchain.com/oss/python/langgraph/streaming#stream-custom-data)
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from telemetry.contract import AgentName, Step, Student, Verdict
+from quiz.vocabulary import Student, Verdict
 
 
 class RoundEvent(BaseModel):
-    """Base of every public event of a round. ``model_dump()`` is the payload."""
+    """Base of every public event of a round; ``model_dump()`` is the payload.
+
+    ``kind``: the event's name (a step's own, or ``step`` for a start); ``round``: 1-based round number;
+    ``step``/``agent``/``speaker``: who; ``status``: ``started`` | ``finished``; ``text``: what was said (empty
+    for a start); ``outcome``: a bounded result of the step, or ``None``; ``by``: ``agent``, or ``person`` when
+    the person playing the Student spoke.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: ClassVar[str]
-    agent: ClassVar[AgentName]
-    step: ClassVar[Step]
+    kind: str
+    round: int
+    step: str
+    agent: str
+    speaker: str
+    status: Literal["started", "finished"] = "finished"
+    text: str = ""
+    outcome: str | None = None
+    by: Literal["agent", "person"] = "agent"
+
+
+class StepStarted(RoundEvent):
+    """A step began; its finished event follows when it has spoken (or the run fails). A person playing the
+    Student has no step: their answer arrives as ``AnswerGiven`` with ``by="person"``."""
+
+    kind: str = "step"
+    status: Literal["started", "finished"] = "started"
 
 
 class QuestionAsked(RoundEvent):
-    """The Teacher asked ``question`` in round ``round`` (1-based) of the session."""
+    """The Teacher asked ``question``."""
 
-    kind = "question"
-    agent = "teacher"
-    step = "ask"
-
-    round: int
+    kind: str = "question"
     question: str
 
 
 class AnswerGiven(RoundEvent):
     """The Student answered: the Student agent (``answered_by="model"``) or the person playing it."""
 
-    kind = "answer"
-    agent = "student"
-    step = "answer"
-
+    kind: str = "answer"
     student_answer: str
     answered_by: Student = "model"
 
@@ -59,26 +74,9 @@ class AnswerGiven(RoundEvent):
 class AnswerGraded(RoundEvent):
     """The Teacher graded the answer; the round is finished."""
 
-    kind = "grade"
-    agent = "teacher"
-    step = "grade"
-
+    kind: str = "grade"
     verdict: Verdict
     feedback: str
-
-
-EVENTS: tuple[type[RoundEvent], ...] = (QuestionAsked, AnswerGiven, AnswerGraded)  # in the order they come
-
-
-class StepStarted(BaseModel):
-    """``agent`` began ``step`` of round ``round``; the step's ``RoundEvent`` follows when it finishes (or
-    the run fails). A person playing the Student has no step: their answer arrives as ``AnswerGiven``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    agent: AgentName
-    step: Step
-    round: int
 
 
 class AnswerAwaited(BaseModel):

@@ -1,99 +1,72 @@
 """Prompts as versioned data: one YAML file per agent and version, ``graphs/prompt_files/<agent>/<version>.yaml``
-(reviewed like code; a change is a new version, never an edit of a shipped one). The service picks a version
-per agent (``TEACHER_PROMPT_VERSION``, ``STUDENT_PROMPT_VERSION``; default ``1``), ``question-app eval
---prompts 1,2`` compares two, and every agent span says which it used (``gen_ai.prompt.name``,
-``quiz.prompt.version``).
+(reviewed like code; a change is a new version, never an edit of a shipped one). Each agent's prompt has its
+own model (a subclass of ``AgentPrompt``, named in the agent table, ``graphs.agents``); the service picks a
+version per agent (``PROMPT_VERSIONS``; default ``1``), ``question-app eval --prompts 1,2`` compares two, and
+every agent span says which it used (``gen_ai.prompt.name``, ``quiz.prompt.version``).
 
-Templates are filled per call with ``str.format``. User-supplied text (the subject) is quoted as data inside
-the prompt and the Student never sees the reference answer: its prompt is built from the question text alone.
+Templates are filled per call with ``str.format``. User-supplied text (the subject, a person's answer) is
+quoted as data inside the prompt, and the Student never sees the reference answer: its prompt is built from
+the question text alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from telemetry.contract import AgentName, Difficulty
+from quiz.vocabulary import Difficulty
 
-LANGUAGE_NAMES = {"ko": "Korean", "en": "English"}
 PROMPT_DIR = Path(__file__).with_name("prompt_files")
 DEFAULT_VERSION = "1"
 
 
-class TeacherPrompt(BaseModel):
-    """The Teacher's templates: ``system`` ({language}), ``ask`` ({difficulty} {subject} {history}) and
-    ``grade`` ({question} {reference_answer} {answer})."""
+class AgentPrompt(BaseModel):
+    """What every prompt file has: the agent's ``name`` and the file's ``version``; each agent's subclass adds
+    its templates."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["teacher"]
+    name: str
     version: str
     system: str
+
+
+PromptT = TypeVar("PromptT", bound=AgentPrompt)
+
+
+class TeacherPrompt(AgentPrompt):
+    """The Teacher's templates: ``system`` ({language}), ``ask`` ({difficulty} {subject} {history}) and
+    ``grade`` ({question} {reference_answer} {answer})."""
+
     ask: str
     grade: str
 
 
-class StudentPrompt(BaseModel):
+class StudentPrompt(AgentPrompt):
     """The Student's templates: a ``persona`` per difficulty, ``system`` ({persona} {language}) and ``answer``
     ({question})."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Literal["student"]
-    version: str
     personas: dict[Difficulty, str]
-    system: str
     answer: str
 
 
-def versions(agent: AgentName) -> list[str]:
+def versions(agent: str) -> list[str]:
     """The versions of ``agent``'s prompt that exist, in file-name order."""
     return sorted(path.stem for path in (PROMPT_DIR / agent).glob("*.yaml"))
 
 
 @cache
-def load(agent: AgentName, version: str) -> TeacherPrompt | StudentPrompt:
-    """``agent``'s prompt ``version``. Raises ``ValueError`` naming the versions that exist (a missing file)
-    or the problem (a file whose name, version or fields do not match)."""
+def load(agent: str, version: str, model: type[PromptT]) -> PromptT:
+    """``agent``'s prompt ``version`` as ``model``. Raises ``ValueError`` naming the versions that exist (a missing
+    file) or the problem (a file whose name, version or fields do not match)."""
     path = PROMPT_DIR / agent / f"{version}.yaml"
     if not path.is_file():
         raise ValueError(f"no {agent} prompt version {version!r}; there are: {', '.join(versions(agent))}")
-    model = TeacherPrompt if agent == "teacher" else StudentPrompt
     prompt = model.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    if prompt.version != version:
-        raise ValueError(f"{path} says version {prompt.version!r}")
+    if prompt.name != agent or prompt.version != version:
+        raise ValueError(f"{path} says name {prompt.name!r}, version {prompt.version!r}")
     return prompt
-
-
-def _teacher(version: str = DEFAULT_VERSION) -> TeacherPrompt:
-    prompt = load("teacher", version)
-    assert isinstance(prompt, TeacherPrompt)
-    return prompt
-
-
-def _student(version: str = DEFAULT_VERSION) -> StudentPrompt:
-    prompt = load("student", version)
-    assert isinstance(prompt, StudentPrompt)
-    return prompt
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """The prompt version each agent plays with in a run."""
-
-    teacher: TeacherPrompt = field(default_factory=_teacher)
-    student: StudentPrompt = field(default_factory=_student)
-
-    @classmethod
-    def of(cls, teacher: str = DEFAULT_VERSION, student: str = DEFAULT_VERSION) -> Prompts:
-        """The prompts at these versions (``ValueError`` for a version that does not exist)."""
-        return cls(_teacher(teacher), _student(student))
-
-    def for_agent(self, agent: AgentName) -> TeacherPrompt | StudentPrompt:
-        """``agent``'s prompt."""
-        return self.teacher if agent == "teacher" else self.student

@@ -1,28 +1,19 @@
-"""What goes into a round, what a session keeps, and what comes out.
+"""The graph's state: what a session's checkpoint holds, and what a run takes as input.
 
-- ``InputState``: the graph's input, narrower than its state (as in langchain-ai/react-agent ``state.py``).
-- ``QuizState``: what the checkpointer keeps per session (LangGraph thread = session id).
-- ``Question``, ``StudentAnswer``, ``Grade``: what the agents must return (structured output through a
-  forced function call).
-- ``RoundResult``: the one projection of a finished round's state that consumers read.
-
-The bounded vocabularies (``Difficulty``, ``Language``, ``Verdict``, ``Step``) are the telemetry contract's
-label values, defined once in ``telemetry.contract``.
+Checkpoints hold only JSON-like data (``TypedDict``s of plain values), which every checkpointer serialises
+without an allow-list. The structured outputs the agents produce are pydantic models (``Question``,
+``StudentAnswer``, ``Grade``), stored as their ``model_dump()``. Consumers do not read this state: they read
+the graph's events (``graphs.events``) and its read models (``graphs.views``).
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
-from telemetry.contract import Difficulty, Language, Step, Student, Verdict
-
-__all__ = ["Difficulty", "Grade", "InputState", "Language", "Question", "QuizState", "RoundResult", "Step",
-           "StoredRound", "Student", "StudentAnswer", "TokenUsage", "Verdict"]
+from quiz.vocabulary import Difficulty, Language, Student, Verdict
 
 
 class Question(BaseModel):
@@ -50,6 +41,38 @@ class TokenUsage(TypedDict):
 
     input_tokens: int
     output_tokens: int
+
+
+NO_TOKENS = TokenUsage(input_tokens=0, output_tokens=0)
+
+
+class StepRecord(TypedDict):
+    """What one step of the table did in round ``round``: its ``agent``, the bounded ``outcome`` it reported
+    (``None`` when the step has none), a ``detail`` for people (a review's reason), how many times it ``runs``
+    in the round (a step sent back to runs again) and its tokens over those runs."""
+
+    round: int
+    agent: str
+    outcome: str | None
+    detail: str | None
+    runs: int
+    input_tokens: int
+    output_tokens: int
+
+
+def merge_steps(old: dict[str, StepRecord] | None, new: dict[str, StepRecord] | None) -> dict[str, StepRecord]:
+    """A reducer keyed by step: a step's record of a new round replaces its last one; a second run in the same
+    round adds its tokens and runs and takes the newest outcome and detail. Bounded by the number of steps."""
+    merged = dict(old or {})
+    for step, record in (new or {}).items():
+        earlier = merged.get(step)
+        if earlier is not None and earlier["round"] == record["round"]:
+            record = StepRecord(round=record["round"], agent=record["agent"], outcome=record["outcome"],
+                                detail=record["detail"], runs=earlier["runs"] + record["runs"],
+                                input_tokens=earlier["input_tokens"] + record["input_tokens"],
+                                output_tokens=earlier["output_tokens"] + record["output_tokens"])
+        merged[step] = record
+    return merged
 
 
 def keep_last(limit: int) -> Callable[[list[str] | None, list[str] | None], list[str]]:
@@ -93,14 +116,24 @@ class StoredGrade(TypedDict):
     feedback: str
 
 
+class StoredStep(TypedDict):
+    """A step's outcome as a kept round remembers it (``StepRecord`` without its round and tokens)."""
+
+    step: str
+    agent: str
+    outcome: str | None
+    detail: str | None
+    runs: int
+
+
 class StoredRound(TypedDict):
-    """One finished round as the session keeps it for looking back (``GET /sessions/{id}``).
+    """One finished round as the session keeps it for looking back (``graphs.views.KeptRound``).
 
     ``answered_by``: who played the Student (``model``: the Student agent; ``person``: the caller).
     ``trace_id``: the W3C trace id of the request that graded it (App Insights ``operation_Id``), ``None``
-    without telemetry. ``finished_at``:
-    ISO 8601, UTC. Tokens: the round's, summed over its steps and their attempts. ``span_id``: the grading
-    step's span (16 hex), where feedback on the round is attached.
+    without telemetry. ``finished_at``: ISO 8601, UTC. Tokens: the round's, summed over its steps and their
+    attempts. ``span_id``: the grading step's span (16 hex), where feedback on the round is attached.
+    ``steps``: every step's outcome, in table order.
     """
 
     round: int
@@ -115,6 +148,7 @@ class StoredRound(TypedDict):
     input_tokens: int
     output_tokens: int
     finished_at: str
+    steps: NotRequired[list[StoredStep]]
 
 
 class InputState(TypedDict):
@@ -123,7 +157,7 @@ class InputState(TypedDict):
     ``reset``: play this round as round 1 of a fresh session under the same id (no history). It takes
     effect only when the round finishes: a reset round that fails leaves the old session as it was.
     ``student``: who answers (default ``model``). With ``person`` the round pauses after the question
-    (``graphs.graph.person_answer``) until the caller's answer resumes it.
+    (``graphs.nodes.person_answer``) until the caller's answer resumes it.
     ``preset``: a question (and its reference answer) to ask instead of the Teacher's — an evaluation item
     (``evals``); the Teacher's asking step then makes no LLM call. For a one-round thread only.
     """
@@ -145,46 +179,17 @@ class QuizState(InputState):
 
     round: NotRequired[int]  # rounds finished; a failed round does not count
     history: NotRequired[Annotated[list[str], keep_last(HISTORY_LIMIT)]]  # earlier questions, newest last
-    # The current round's results, as plain dicts (``Question.model_dump()`` …): checkpoints hold only
-    # JSON-like data, which every checkpointer serialises without an allow-list.
+    # What each step contributed to the current round (``Question.model_dump()`` …), by the table's ``writes``.
     question: NotRequired[StoredQuestion]
     answer: NotRequired[StoredAnswer]
     grade: NotRequired[StoredGrade]
-    usage: NotRequired[Annotated[dict[Step, TokenUsage], operator.or_]]  # by step
+    # What each step of the table did, its latest round's record per step (outcome, runs, tokens).
+    steps: NotRequired[Annotated[dict[str, StepRecord], merge_steps]]
     # The last ``QuizContext.rounds_kept`` finished rounds, oldest first (written whole by the last step).
     rounds: NotRequired[list[StoredRound]]
     # Verdicts of every finished round since the session began (or was reset): the session's score.
     score: NotRequired[Annotated[dict[Verdict, int], add_counts]]
 
 
-@dataclass(frozen=True, slots=True)
-class RoundResult:
-    """A finished round, read from the graph's final state (``RoundResult.of(state)``).
-
-    ``input_tokens``/``output_tokens``: summed over the round's agent steps and their attempts.
-    """
-
-    round: int
-    subject: str
-    difficulty: Difficulty
-    language: Language
-    question: str
-    reference_answer: str
-    student_answer: str
-    answered_by: Student
-    verdict: Verdict
-    feedback: str
-    input_tokens: int
-    output_tokens: int
-
-    @classmethod
-    def of(cls, state: QuizState) -> RoundResult:
-        """Project the state after ``teacher_grade``. Raises ``KeyError`` if the round did not finish."""
-        question, answer, grade = state["question"], state["answer"], state["grade"]
-        usage = state.get("usage", {}).values()
-        return cls(round=state["round"], subject=state["subject"], difficulty=state["difficulty"],
-                   language=state["language"], question=question["question"],
-                   reference_answer=question["reference_answer"], student_answer=answer["answer"],
-                   answered_by=state.get("student", "model"), verdict=grade["verdict"], feedback=grade["feedback"],
-                   input_tokens=sum(u["input_tokens"] for u in usage),
-                   output_tokens=sum(u["output_tokens"] for u in usage))
+__all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredRound", "StoredStep",
+           "StudentAnswer", "TokenUsage", "add_counts", "keep_last", "merge_steps"]

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from pydantic import BaseModel, ValidationError
 
-from graphs.state import Step, TokenUsage
+from graphs.state import TokenUsage
 from telemetry import contract as C
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
@@ -30,7 +30,7 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 class StructuredOutputError(Exception):
     """The model's output did not validate against the step's schema after every allowed attempt."""
 
-    def __init__(self, step: Step | str, attempts: int) -> None:
+    def __init__(self, step: str, attempts: int) -> None:
         super().__init__(f"{step}: no valid structured output after {attempts} attempt(s)")
         self.step = step
         self.attempts = attempts
@@ -46,13 +46,13 @@ class StructuredCall(Generic[SchemaT]):
     chain (whose ``inspect.signature`` calls cost ~14 % of the service's CPU per round, see bench/README.md).
     """
 
-    step: Step | str  # an agent step, or another task's name (the prompt optimiser's ``rewrite``)
+    step: str  # an agent step, or another task's name (the prompt optimiser's ``rewrite``)
     schema: type[SchemaT]
     runnable: Runnable[Any, BaseMessage]
     parser: PydanticToolsParser
 
     @classmethod
-    def bind(cls, step: Step | str, model: BaseChatModel, schema: type[SchemaT]) -> StructuredCall[SchemaT]:
+    def bind(cls, step: str, model: BaseChatModel, schema: type[SchemaT]) -> StructuredCall[SchemaT]:
         """Bind ``model`` to call ``schema`` as its one tool. Converts the schema to JSON Schema once."""
         runnable = model.bind_tools([schema], tool_choice=schema.__name__, parallel_tool_calls=False)
         return cls(step, schema, runnable, PydanticToolsParser(tools=[schema], first_tool_only=True))

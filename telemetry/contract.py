@@ -20,13 +20,12 @@ from typing import Final, Literal, get_args
 from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 
-# --- bounded values: the quiz's vocabulary, which is also the set of allowed label values -----------------
-Difficulty = Literal["easy", "medium", "hard"]
-Language = Literal["ko", "en"]
-Verdict = Literal["correct", "partially_correct", "incorrect"]
-Rating = Literal["up", "down"]  # ``quiz.rating``: a person's thumbs on a graded round
-AgentName = Literal["teacher", "student"]  # ``gen_ai.agent.name``
-Step = Literal["ask", "answer", "grade"]  # ``quiz.step``: one per agent step of the graph
+from quiz.vocabulary import Rating, Verdict, subject_of
+
+# --- bounded values -------------------------------------------------------------------------------------
+# The quiz's own words (difficulty, language, verdict, subject, who answered) are label values too; they live
+# in ``quiz.vocabulary``. Agent and step names (``gen_ai.agent.name``, ``quiz.step``) are the graph's agent
+# table (``graphs.agents``): bounded by it, not spelled here.
 # ``error.type`` of a request answered with a problem body (``quiz.errors``, the workflow span):
 ErrorType = Literal[
     "validation",  # 400 body not JSON, 413 body too large, 422 a field is wrong
@@ -53,22 +52,6 @@ SERVER_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
 # ``error.type`` of a failed agent step (``quiz.agent.step.duration``, the agent span) is the exception's
 # class name, as the semantic conventions recommend when there is no better code (bounded: the set of
 # exception classes the step can raise).
-
-# Who plays the Student (``quiz.answered_by``; ``student`` of ``POST /ask``, ``answered_by`` of a round):
-# ``model`` — the Student agent; ``person`` — the caller, who answers the Teacher's question themselves.
-Student = Literal["model", "person"]
-ANSWERED_BY_MODEL: Final = "model"
-ANSWERED_BY_PERSON: Final = "person"
-
-SUBJECTS: Final = ("math", "science", "history", "english", "general", "programming", "geography")
-OTHER_SUBJECT: Final = "other"  # the label of any free-text subject
-
-DIFFICULTIES: Final[tuple[Difficulty, ...]] = get_args(Difficulty)
-LANGUAGES: Final[tuple[Language, ...]] = get_args(Language)
-VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
-AGENTS: Final[tuple[AgentName, ...]] = get_args(AgentName)
-STUDENTS: Final[tuple[Student, ...]] = get_args(Student)
-STEPS: Final[tuple[Step, ...]] = get_args(Step)
 ERROR_TYPES: Final[tuple[ErrorType, ...]] = get_args(ErrorType)
 
 # --- spans --------------------------------------------------------------------------------------------
@@ -76,7 +59,7 @@ WORKFLOW_NAME: Final = "quiz"
 SPAN_ROUND: Final = f"{GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value} {WORKFLOW_NAME}"  # INTERNAL
 
 
-def agent_span_name(agent: AgentName) -> str:
+def agent_span_name(agent: str) -> str:
     """``invoke_agent {gen_ai.agent.name}``: INTERNAL, one per agent step, child of ``SPAN_ROUND``
     (GenAI agent spans, https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-agent-spans/)."""
     return f"{GenAI.GenAiOperationNameValues.INVOKE_AGENT.value} {agent}"
@@ -104,7 +87,8 @@ ATTR_DIFFICULTY: Final = "quiz.difficulty"
 ATTR_LANGUAGE: Final = "quiz.language"
 ATTR_ROUND: Final = "quiz.round"  # int: the number of the round being played, 1-based
 ATTR_VERDICT: Final = "quiz.verdict"
-ATTR_STEP: Final = "quiz.step"
+ATTR_STEP: Final = "quiz.step"  # a step of the agent table (graphs/agents.py): ask, answer, grade …
+ATTR_STEP_OUTCOME: Final = "quiz.step.outcome"  # the bounded outcome a step reports (the table's ``outcomes``)
 ATTR_RATING: Final = "quiz.rating"
 ATTR_ANSWERED_BY: Final = "quiz.answered_by"  # STUDENTS: who played the Student in the round
 ATTR_PROMPT_VERSION: Final = "quiz.prompt.version"  # the agent's prompt version (graphs/prompt_files), with
@@ -135,6 +119,7 @@ TRAFFIC_EVALUATION: Final = "evaluation"
 # --- metrics ------------------------------------------------------------------------------------------
 METRIC_ROUNDS: Final = "quiz.rounds"
 METRIC_STEP_DURATION: Final = "quiz.agent.step.duration"
+METRIC_STEP_OUTCOMES: Final = "quiz.agent.step.outcomes"
 METRIC_ERRORS: Final = "quiz.errors"
 METRIC_FEEDBACK: Final = "quiz.feedback"
 METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
@@ -152,8 +137,7 @@ REQUEST_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 def subject_label(subject: str) -> str:
     """The bounded metric label for a free-text subject: a known subject, else ``other``."""
-    s = subject.strip().lower()
-    return s if s in SUBJECTS else OTHER_SUBJECT
+    return subject_of(subject)
 
 
 @dataclass(frozen=True)
@@ -164,7 +148,11 @@ class QuizInstruments:
       (bounded), ``quiz.difficulty``, ``quiz.verdict``, ``quiz.answered_by`` (``STUDENTS``) — finished
       rounds; accuracy = correct / all, for the Student agent and for people apart.
     - ``step_duration``: Histogram ``quiz.agent.step.duration`` s [``quiz_agent_step_duration_seconds``],
-      attributes ``gen_ai.agent.name`` (``AGENTS``), ``quiz.step`` (``STEPS``), ``error.type``.
+      attributes ``gen_ai.agent.name`` (the agent table), ``quiz.step`` (its steps), ``error.type``.
+    - ``step_outcomes``: Counter ``quiz.agent.step.outcomes`` {outcome} [``quiz_agent_step_outcomes_total``],
+      attributes ``gen_ai.agent.name``, ``quiz.step``, ``quiz.step.outcome`` (each bounded by the agent table),
+      ``quiz.subject`` (bounded), ``quiz.difficulty`` — one count per run of a step that reports an outcome (a
+      grade's verdict, a review's ``accepted`` or ``rejected``).
     - ``errors``: Counter ``quiz.errors`` {error} [``quiz_errors_total``], attribute ``error.type``
       (``ERROR_TYPES``) — every request answered with a problem body, streamed or not.
     - ``feedback``: Counter ``quiz.feedback`` {feedback} [``quiz_feedback_total``], attributes ``quiz.rating``
@@ -176,6 +164,7 @@ class QuizInstruments:
 
     rounds: Counter
     step_duration: Histogram
+    step_outcomes: Counter
     errors: Counter
     feedback: Counter
     eval_items: Counter
@@ -188,6 +177,8 @@ class QuizInstruments:
             step_duration=meter.create_histogram(
                 METRIC_STEP_DURATION, unit="s", description="Duration of one agent step of a round.",
                 explicit_bucket_boundaries_advisory=STEP_DURATION_BUCKETS),
+            step_outcomes=meter.create_counter(METRIC_STEP_OUTCOMES, unit="{outcome}",
+                                               description="Outcomes of agent steps, by agent, step and outcome."),
             errors=meter.create_counter(METRIC_ERRORS, unit="{error}",
                                         description="Requests answered with a problem body, by cause."),
             feedback=meter.create_counter(METRIC_FEEDBACK, unit="{feedback}",

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, sync_playwright
 
-from app.main import create_app
+from app.http.factory import create_app
 from app.settings import Settings
 from tests.browser import launch
 from tests.fakes.openai_server import FakeOpenAI

@@ -209,8 +209,15 @@ def test_streaming_sends_one_event_per_agent_step(client: TestClient, fake_llm: 
 
     assert [e for e, _ in events] == ["trace", "question", "answer", "grade", "round"]
     trace, question, _, grade, final = (d for _, d in events)
-    assert question == {"round": 1, "question": "What is H2O?"}  # the reference answer is not streamed early
-    assert grade == {"verdict": "correct", "feedback": "Yes."}
+    # Each event says who spoke and what, so a client renders a step it does not know; no reference answer early.
+    assert question == {"kind": "question", "round": 1, "step": "ask", "agent": "teacher", "speaker": "Teacher",
+                        "status": "finished", "text": "What is H2O?", "outcome": None, "by": "agent",
+                        "question": "What is H2O?"}
+    assert "water" not in json.dumps([question, _])
+    assert grade | {"verdict": "correct", "feedback": "Yes.", "outcome": "correct", "text": "Yes.", "step": "grade"} \
+        == grade
+    assert [s["step"] for s in final["steps"]] == ["ask", "answer", "grade"]
+    assert final["steps"][-1] == {"step": "grade", "agent": "teacher", "outcome": "correct", "detail": None, "runs": 1}
     assert final["reference_answer"] == "water"
     assert trace["trace_id"] == final["trace_id"] and HEX32.match(trace["trace_id"])
     assert trace["session_id"] == final["session_id"]

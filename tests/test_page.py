@@ -241,7 +241,7 @@ def test_the_page_is_labelled_and_its_language_follows_the_choice(page: Page, se
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
     assert not re.search(r"\son[a-z]+\s*=", response.text)  # no inline event handler attributes
     assert "<script>" not in response.text and "style=" not in response.text
-    script = (ROOT / "app/web/static/app.js").read_text()
+    script = (ROOT / "app/http/web/static/app.js").read_text()
     for markup_sink in ("innerHTML", "outerHTML =", "insertAdjacentHTML", "document.write", "eval("):
         assert markup_sink not in script  # model text goes in with textContent only
     open_page(page, base)

@@ -104,7 +104,8 @@ def test_the_stream_ends_with_the_question_then_continues_with_the_answer(client
 
     second = sse(client, session_id=pending["session_id"], answer="argon")
     assert [name for name, _ in second] == ["trace", "answer", "grade", "round"]
-    assert second[1][1] == {"student_answer": "argon", "answered_by": "person"}
+    assert second[1][1] | {"student_answer": "argon", "answered_by": "person", "by": "person", "text": "argon",
+                           "speaker": "Student"} == second[1][1]
     assert second[-1][1]["answered_by"] == "person" and second[-1][1]["reference_answer"] == "neon"
 
 

@@ -14,10 +14,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.leases import TABLE, SqliteLeases
+from app.sessions import LEASES as TABLE
 from app.sessions import CheckpointerUnavailable, open_session_store
+from app.sessions.memory import BoundedMemorySaver
+from app.sessions.sqlite import SqliteLeases
 from app.settings import Settings
-from graphs.checkpoint import BoundedMemorySaver
 from tests.conftest import CANARY_KEY
 from tests.fakes import free_port, wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
@@ -60,7 +61,7 @@ def test_idle_sessions_expire(make_client) -> None:
 
 def test_memory_per_session_does_not_grow_with_rounds(make_client) -> None:
     client = make_client(session_rounds_kept=3)
-    saver: BoundedMemorySaver = client.app_state["rounds"].checkpointer
+    saver: BoundedMemorySaver = client.app_state["rounds"].store.checkpointer
     sid = new_round(client)["session_id"]
     sizes = []
     for _ in range(24):
@@ -80,7 +81,7 @@ def test_the_session_count_stays_at_the_cap(make_client) -> None:
     client = make_client(max_sessions=25)
     for _ in range(60):
         new_round(client)
-    saver: BoundedMemorySaver = client.app_state["rounds"].checkpointer
+    saver: BoundedMemorySaver = client.app_state["rounds"].store.checkpointer
     assert saver.thread_count() == 25
     assert len(saver.storage) == 25 and len({k[0] for k in saver.blobs}) == 25
 
@@ -366,7 +367,7 @@ def test_idle_sessions_expire_on_sqlite_and_postgres_too(store: str, make_client
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_a_sweep_spares_a_session_whose_round_plays_and_two_sweepers_delete_each_once(
         store: str, tmp_path: Path, request) -> None:
-    from app.expiry import sweep
+    from app.sessions.sweeper import sweep
 
     url = f"sqlite:///{tmp_path}/sessions.db" if store == "sqlite" else request.getfixturevalue("postgres").url
     async with open_session_store(Settings(checkpointer_url=url)) as sessions:
@@ -375,7 +376,7 @@ async def test_a_sweep_spares_a_session_whose_round_plays_and_two_sweepers_delet
             await sessions.activity.touch(session_id)
         await asyncio.sleep(0.05)
         assert await sessions.leases.acquire(ids[0], "a-round", 30)  # its round is playing
-        args = (sessions.checkpointer, sessions.leases, sessions.activity, 0.01, 30, 1000)
+        args = (sessions, 0.01, 30, 1000)
         before = set(await sessions.activity.idle(0.01, 1000))  # (a shared database may hold other tests' too)
         first, second = await asyncio.gather(sweep(*args), sweep(*args))
         after = set(await sessions.activity.idle(0.01, 1000))

@@ -302,7 +302,7 @@ def test_the_newest_app_in_a_process_owns_the_instrumentation(make_client, telem
                                                                fake_llm: FakeOpenAI) -> None:
     """Instrumentors are process-wide: an app built before (and never started or shut down) must not keep
     the LLM and LangGraph spans of the next one, and a closed app must not take them away from it."""
-    from app.main import create_app
+    from app.http.factory import create_app
     from tests.conftest import settings_for
 
     idle = create_app(settings_for(fake_llm))  # built, never started: instrumented first

@@ -16,9 +16,9 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Unauthorized
-from app.problems import Problems
+from app.http.problems import Problems
+from app.http.schemas import Health
 from app.rounds import RoundService
-from app.schemas import Health
 
 
 class AppState(TypedDict):

@@ -12,10 +12,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
-from app.problems import FEEDBACK_ERRORS, ROUND_ERRORS, SESSION_ERRORS, SESSION_LOOKUP_ERRORS, Problems, route_of
-from app.rounds import PreparedRound, RoundService
-from app.schemas import (
+from app.http.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
+from app.http.problems import (
+    FEEDBACK_ERRORS,
+    ROUND_ERRORS,
+    SESSION_ERRORS,
+    SESSION_LOOKUP_ERRORS,
+    Problems,
+    route_of,
+)
+from app.http.schemas import (
     SESSION_ID_PATTERN,
     SSE_AWAITING_ANSWER,
     SSE_EVENTS,
@@ -25,9 +31,10 @@ from app.schemas import (
     PendingRound,
     Round,
     Session,
+    ended,
 )
-from graphs.events import RoundEvent, StepStarted
-from telemetry import current_trace_id
+from app.rounds import PreparedRound, RoundPlayed, RoundService
+from telemetry.spans import current_trace_id
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -44,28 +51,31 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, problems: Prob
               scope: Annotated[AsyncExitStack, Depends(round_scope)],
               accept: Annotated[str | None, Header()] = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
-    prepared = await rounds.prepare(body, scope)
+    prepared = await rounds.prepare(body.domain(), scope)
     if accept and "text/event-stream" in accept:
         return EventSourceResponse(_events(rounds, problems, prepared, route_of(request)),
                                    headers={"Cache-Control": "no-cache"})
-    return await rounds.play(prepared)
+    return ended(await rounds.play(prepared))
 
 
 async def _events(rounds: RoundService, problems: Problems, prepared: PreparedRound,
                   route: str | None) -> AsyncIterator[bytes]:
-    """The round as server-sent events: ``trace``, one per ``RoundEvent`` (its ``kind``), ``round`` (or
-    ``awaiting_answer`` when the round pauses for a person's answer); a failure ends the stream with an
-    ``error`` event holding the problem body (``Problems.failed_stream``: traced and counted).
+    """The round as server-sent events: ``trace``, one per finished step's ``RoundEvent`` (named by its
+    ``kind``, whatever step it comes from), ``round`` (or ``awaiting_answer`` when the round pauses for a
+    person's answer); a failure ends the stream with an ``error`` event holding the problem body
+    (``Problems.failed_stream``: traced and counted). A step's start is not sent: this stream tells what a step
+    produced (``POST /ag-ui`` tells both).
     """
     try:
         trace = {"trace_id": current_trace_id(), "session_id": prepared.session_id}
         yield format_sse_event(event="trace", data_str=json.dumps(trace, separators=(",", ":")))
         async for item in rounds.run(prepared):
-            if isinstance(item, StepStarted):  # this stream tells what a step produced, not that it began
-                continue
-            name = (item.kind if isinstance(item, RoundEvent)
-                    else SSE_AWAITING_ANSWER if isinstance(item, PendingRound) else "round")
-            yield format_sse_event(event=name, data_str=item.model_dump_json())
+            if isinstance(item, RoundPlayed):
+                result = ended(item)
+                name = SSE_AWAITING_ANSWER if isinstance(result, PendingRound) else "round"
+                yield format_sse_event(event=name, data_str=result.model_dump_json())
+            elif item.status == "finished":
+                yield format_sse_event(event=item.kind, data_str=item.model_dump_json())
     except Exception as exc:  # a QuizError, or a bug: the stream still ends with a problem, never half-way
         problem = problems.failed_stream(exc, route)
         yield format_sse_event(event="error", data_str=problem.model_dump_json(exclude_unset=True))
@@ -78,7 +88,7 @@ SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The
             responses=SESSION_LOOKUP_ERRORS)
 async def get_session(session_id: SessionIdPath, rounds: RoundsDep) -> Session:
     """Look back at a session: its settings and its last rounds (oldest first), reference answers included."""
-    return await rounds.session(session_id)
+    return Session(**dict(await rounds.session(session_id)), session_id=session_id)
 
 
 @router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=SESSION_ERRORS)
@@ -94,7 +104,7 @@ async def rate_round(session_id: SessionIdPath, round_no: Annotated[int, Path(ge
                      feedback: Feedback, rounds: RoundsDep) -> Response:
     """Thumbs up or down (and a comment) on a graded round: recorded as a GenAI evaluation result attached to
     that round's trace, and counted."""
-    await rounds.feedback(session_id, round_no, feedback)
+    await rounds.feedback(session_id, round_no, feedback.rating, feedback.comment)
     return Response(status_code=204)
 
 

@@ -21,7 +21,7 @@ const TEXT = {
     no_rounds: "No rounds yet: play one.",
     score_line: "Rounds played: {played} · correct {correct} of the last {kept} · accuracy {accuracy}",
     asking: "The Teacher is writing a question…", answering: "The Student is answering…",
-    grading: "The Teacher is grading…", awaiting: "Your turn: answer the Teacher's question.",
+    grading: "The Teacher is grading…", step_done: "{speaker} has spoken…", awaiting: "Your turn: answer the Teacher's question.",
     finished: "Round {n} graded: {verdict}.", retry_in: "You can try again in {s} s.",
     retry_now: "You can try again now.", embedded: "Embedded demo model ({model}): its answers are poor, the play is real.",
     model: "Model: {model}", network: "The service could not be reached",
@@ -45,7 +45,7 @@ const TEXT = {
     correct: "✓ 정답", partially_correct: "◐ 부분 정답", incorrect: "✗ 오답",
     no_rounds: "아직 라운드가 없습니다. 시작해 보세요.",
     score_line: "진행한 라운드: {played} · 최근 {kept}개 중 정답 {correct} · 정확도 {accuracy}",
-    asking: "선생님이 문제를 내는 중…", answering: "학생이 답하는 중…",
+    asking: "선생님이 문제를 내는 중…", answering: "학생이 답하는 중…", step_done: "{speaker}: 완료…",
     grading: "선생님이 채점하는 중…", awaiting: "내 차례: 선생님의 질문에 답하세요.",
     finished: "{n}라운드 채점 완료: {verdict}.", retry_in: "{s}초 후에 다시 시도할 수 있습니다.",
     retry_now: "지금 다시 시도할 수 있습니다.", embedded: "내장 데모 모델({model}): 답의 품질은 낮지만 진행은 실제입니다.",
@@ -226,6 +226,24 @@ function showAnswer(card, answer, answeredBy) {
   relabel(card);
 }
 
+// A step this page has no place of its own for: its speaker, what it said and its outcome, as text, in the
+// order it came (before the first turn not yet shown).
+function showStep(card, event) {
+  const turn = document.createElement("div");
+  turn.className = "turn step";
+  turn.dataset.step = event.step;
+  const who = document.createElement("p");
+  who.className = "who";
+  who.textContent = event.speaker;
+  const said = document.createElement("p");
+  said.className = "step-text";
+  said.textContent = event.outcome ? `${event.outcome}: ${event.text}` : event.text;
+  turn.append(who, said);
+  const next = [".student", ".grade"].map((selector) => $(selector, card)).find((el) => el.hidden);
+  card.insertBefore(turn, next || $(".meta", card));
+  ui.progress.textContent = t("step_done", { speaker: event.speaker });
+}
+
 function showGrade(card, verdict, feedback) {
   card.dataset.verdict = verdict;
   card.classList.add(`verdict-${verdict}`);
@@ -390,6 +408,8 @@ function handle(block, card) {
       showProblem(payload);
       return true;
     default:
+      // Any other step of the agent table (graphs/agents.py): every step event says who spoke and what.
+      if (payload.speaker !== undefined && payload.text !== undefined) showStep(card, payload);
       break;
   }
   return false;

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import BodyTooLarge
-from app.problems import Problems
+from app.http.problems import Problems
 
 
 class BodySizeLimit:

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from ag_ui.core import (
     PROTOCOL_VERSION,
@@ -65,35 +65,31 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.dependencies import ProblemsDep, RoundsDep, request_scope
 from app.errors import AnswerAwaited, NoAnswerAwaited
-from app.messages import Intent, parse_message
-from app.problems import ROUND_ERRORS, Problems, route_of
-from app.rounds import PreparedRound, RoundService
-from app.schemas import (
+from app.http.dependencies import ProblemsDep, RoundsDep, request_scope
+from app.http.problems import ROUND_ERRORS, Problems, route_of
+from app.http.schemas import (
     Answer,
     AnswerRequest,
     AskRequest,
-    AwaitedQuestion,
     DifficultyIn,
     PendingRound,
-    Round,
-    Score,
     SessionId,
     Subject,
+    ended,
 )
-from graphs.events import AnswerGiven, AnswerGraded, QuestionAsked, RoundEvent, StepStarted
-from graphs.graph import round_to_play
-from graphs.state import Difficulty, Language, QuizState, Student
-from telemetry import contract as C
-from telemetry import current_trace_id
+from app.messages import parse_message
+from app.rounds import GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
+from graphs.events import RoundEvent
+from graphs.views import AwaitedQuestion, Score, SessionView
+from quiz.vocabulary import Language, Student, Verdict
+from telemetry.spans import current_trace_id
 
 AG_UI_PATH = "/ag-ui"
 TRACE_EVENT = "trace"  # the CUSTOM event that comes first: {trace_id, session_id}
 INTERRUPT_REASON = "answer_awaited"  # Interrupt.reason of a question waiting for the person's answer
-AUTHORS: dict[C.AgentName, str] = {"teacher": "Teacher", "student": "Student"}  # TEXT_MESSAGE_START.name
-# The first words of the Teacher's grading message, by language (the verdict, then the feedback).
-VERDICT_WORDS: dict[str, dict[C.Verdict, str]] = {
+# The first words of a message whose step's outcome is a verdict, by language (the verdict, then the feedback).
+VERDICT_WORDS: dict[str, dict[Verdict, str]] = {
     "en": {"correct": "Correct.", "partially_correct": "Partially correct.", "incorrect": "Incorrect."},
     "ko": {"correct": "정답입니다.", "partially_correct": "부분 정답입니다.", "incorrect": "오답입니다."},
 }
@@ -154,22 +150,26 @@ class QuizRunInput(RunAgentInput):
                            Field(discriminator="status")]] | None = None  # type: ignore[assignment]  # narrower
 
 
-class QuizAgentState(BaseModel):
-    """The agent's state, as ``STATE_SNAPSHOT`` sends it: the session before and after the round.
+class QuizAgentState(SessionView):
+    """The agent's state, as ``STATE_SNAPSHOT`` sends it: the session (``graphs.views.SessionView``) before
+    and after the round, without its kept rounds (they hold reference answers: those come only with the graded
+    round in ``RUN_FINISHED.result``).
 
     ``round``: the round this run plays (1-based); ``rounds_played``: rounds graded so far; ``score``: their
     verdicts counted; ``awaiting_answer``: the question a person must answer (no reference answer, ever).
     """
 
     session_id: str
-    subject: str
-    difficulty: Difficulty
-    language: Language
-    student: Student
     round: int = Field(ge=1)
-    rounds_played: int = Field(ge=0)
-    score: Score
-    awaiting_answer: AwaitedQuestion | None = None
+
+    @classmethod
+    def at(cls, session_id: str, view: SessionView, round_no: int) -> QuizAgentState:
+        """The state of ``view`` while round ``round_no`` is played."""
+        return cls(**{**dict(view), "rounds": []}, session_id=session_id, round=round_no)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What ``STATE_SNAPSHOT`` sends (no ``rounds``)."""
+        return self.model_dump(exclude={"rounds"})
 
 
 def interrupt_id(round_no: int) -> str:
@@ -188,20 +188,20 @@ def last_user_text(messages: Sequence[Message]) -> str | None:
     return text
 
 
-def to_request(run: QuizRunInput) -> tuple[AskRequest | AnswerRequest, Intent | None, str | None]:
-    """The ``/ask`` request a run amounts to, what its last message asked for, and the id of the interrupt
-    it answers (``None``: a new round). Settings: ``forwardedProps`` > the message > ``state`` > the session."""
+def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
+    """The round-service request a run amounts to and the id of the interrupt it answers (``None``: a new
+    round). Settings: ``forwardedProps`` > the last message (if the user's) > ``state`` > the session."""
     for entry in run.resume or []:
         if isinstance(entry, ResolvedEntry):
-            return AnswerRequest(session_id=run.thread_id, answer=entry.payload.answer), None, entry.interrupt_id
+            return GiveAnswer(session_id=run.thread_id, answer=entry.payload.answer), entry.interrupt_id
     settings = run.state.settings() if run.state else {}
     said = last_user_text(run.messages)
-    intent = parse_message(said) if said else None
-    if intent is not None:
-        settings.update({k: v for k, v in (("subject", intent.subject), ("difficulty", intent.difficulty),
-                                           ("language", intent.language)) if v is not None})
+    intent = parse_message(said)
+    settings.update({k: v for k, v in (("subject", intent.subject), ("difficulty", intent.difficulty),
+                                       ("language", intent.language)) if v is not None})
     settings.update(run.forwarded_props.settings() if run.forwarded_props else {})
-    return AskRequest(session_id=run.thread_id, **settings), intent, None
+    request = AskRequest(session_id=run.thread_id, **settings).domain(create=True)
+    return PlayRound(**{**request.__dict__, "intent": intent}), None
 
 
 @router.post(AG_UI_PATH, response_class=Response, responses={
@@ -227,20 +227,18 @@ async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, rout
     are taken here, on the request's ``scope``, which releases them when the response ends or the client goes
     away. (One generator, like ``/ask``'s stream: the round's spans open and close in it.)"""
     encoder = EventEncoder()
-    ask, intent, answering = to_request(run)
+    ask, answering = to_request(run)
     yield _encode(encoder, RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id,
                                            protocol_version=PROTOCOL_VERSION))
     yield _encode(encoder, CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(),
                                                                 "session_id": run.thread_id}))
     try:
         scope.enter_context(rounds.admission())
-        prepared = await _prepare(rounds, ask, intent, answering, scope)
+        prepared = await _prepare(rounds, ask, answering, scope)
         state = _state(prepared)
-        yield _encode(encoder, StateSnapshotEvent(snapshot=state.model_dump()))
-        step: StepStarted | None = None
+        yield _encode(encoder, StateSnapshotEvent(snapshot=state.snapshot()))
         async for item in rounds.run(prepared):
-            events, step = _translate(item, step, run, rounds, prepared, state)
-            for event in events:
+            for event in _translate(item, run, rounds, prepared):
                 yield _encode(encoder, event)
     except Exception as exc:  # a QuizError, or a bug: the run still ends with RUN_ERROR, never half-way
         problem = problems.failed_stream(exc, route)
@@ -255,12 +253,12 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
     return encoder.encode(event).encode()
 
 
-async def _prepare(rounds: RoundService, ask: AskRequest | AnswerRequest, intent: Intent | None,
-                   answering: str | None, scope: AsyncExitStack) -> PreparedRound:
+async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering: str | None,
+                   scope: AsyncExitStack) -> PreparedRound:
     """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
     protocol's words, and a resume checked against the interrupt that waits."""
     try:
-        prepared = await rounds.prepare(ask, scope, create=True, intent=intent)
+        prepared = await rounds.prepare(ask, scope)
     except AnswerAwaited:
         raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
                             "asked it; GET /sessions/{threadId} shows it): resume it with status "
@@ -276,77 +274,66 @@ async def _prepare(rounds: RoundService, ask: AskRequest | AnswerRequest, intent
     return prepared
 
 
-def _translate(item: StepStarted | RoundEvent | Round | PendingRound, step: StepStarted | None,
-               run: QuizRunInput, rounds: RoundService, prepared: PreparedRound,
-               state: QuizAgentState) -> tuple[list[BaseEvent], StepStarted | None]:
-    """The AG-UI events for one item of ``RoundService.run``, and the step that is open after it."""
-    if isinstance(item, StepStarted):
-        return [StepStartedEvent(step_name=f"{item.agent}.{item.step}")], item
+def _translate(item: RoundEvent | RoundPlayed, run: QuizRunInput, rounds: RoundService,
+               prepared: PreparedRound) -> list[BaseEvent]:
+    """The AG-UI events for one item of ``RoundService.run``: any step's start and finish (its name
+    ``<agent>.<step>``, what it said as a text message by its speaker), whatever the step; then the end."""
     if isinstance(item, RoundEvent):
+        name = f"{item.agent}.{item.step}"
+        if item.status == "started":
+            return [StepStartedEvent(step_name=name)]
         said = _said(item, prepared.inputs["language"])
-        if step is not None and step.agent == item.agent and step.step == item.step:
-            return [*said, StepFinishedEvent(step_name=f"{step.agent}.{step.step}")], None
-        return said, step
-    if isinstance(item, PendingRound):
-        waiting = AwaitedQuestion(round=item.round, question=item.question)
-        return [StateSnapshotEvent(snapshot=state.model_copy(update={"awaiting_answer": waiting}).model_dump()),
+        # A person's answer is no agent step: it is said, not started or finished.
+        return said if item.by == "person" else [*said, StepFinishedEvent(step_name=name)]
+    result = ended(item)
+    after = QuizAgentState.at(prepared.session_id, item.session, result.round)
+    if isinstance(result, PendingRound):
+        return [StateSnapshotEvent(snapshot=after.snapshot()),
                 RunFinishedEvent(
-                    thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
-                    usage=[_usage(rounds, item.usage.input_tokens, item.usage.output_tokens)],
+                    thread_id=run.thread_id, run_id=run.run_id, result=result.model_dump(),
+                    usage=[_usage(rounds, result.usage.input_tokens, result.usage.output_tokens)],
                     outcome=RunFinishedInterruptOutcome(interrupts=[Interrupt(
-                        id=interrupt_id(item.round), reason=INTERRUPT_REASON, message=item.question,
-                        response_schema=RESPONSE_SCHEMA, metadata={"round": item.round},
-                        expires_at=_expiry(rounds))]))], None
-    before = prepared.previous.get("usage", {}).get("ask", {}) if prepared.resume else {}
-    return [StateSnapshotEvent(snapshot=_after(state, item).model_dump()),
-            RunFinishedEvent(  # a resumed run reports its own calls only (the question's came before)
-                thread_id=run.thread_id, run_id=run.run_id, result=item.model_dump(),
-                usage=[_usage(rounds, item.usage.input_tokens - before.get("input_tokens", 0),
-                              item.usage.output_tokens - before.get("output_tokens", 0))])], None
+                        id=interrupt_id(result.round), reason=INTERRUPT_REASON, message=result.question,
+                        response_schema=RESPONSE_SCHEMA, metadata={"round": result.round},
+                        expires_at=_expiry(rounds))]))]
+    before = prepared.paused.usage if prepared.paused else None  # a resumed run reports its own calls only
+    return [StateSnapshotEvent(snapshot=after.snapshot()),
+            RunFinishedEvent(
+                thread_id=run.thread_id, run_id=run.run_id, result=result.model_dump(),
+                usage=[_usage(rounds, result.usage.input_tokens - (before.input_tokens if before else 0),
+                              result.usage.output_tokens - (before.output_tokens if before else 0))])]
 
 
 def _said(event: RoundEvent, language: str) -> list[BaseEvent]:
-    """What an agent step said, as one text message: by the Teacher or the Student agent (``assistant``),
-    or a person's answer (``user``, name Student)."""
-    if isinstance(event, QuestionAsked):
-        text = event.question
-    elif isinstance(event, AnswerGiven):
-        text = event.student_answer
-    elif isinstance(event, AnswerGraded):
-        text = f"{VERDICT_WORDS.get(language, VERDICT_WORDS['en'])[event.verdict]} {event.feedback}"
-    else:
-        return []
-    role: Literal["assistant", "user"] = (
-        "user" if isinstance(event, AnswerGiven) and event.answered_by == C.ANSWERED_BY_PERSON else "assistant")
+    """What a step said, as one text message by its speaker: an agent's (``assistant``) or, when a person
+    played the Student, the person's (``user``). A verdict is said in words first."""
+    words = VERDICT_WORDS.get(language, VERDICT_WORDS["en"]).get(event.outcome or "")  # type: ignore[call-overload]
+    text = f"{words} {event.text}" if words else event.text
     message_id = str(uuid.uuid4())
-    return [TextMessageStartEvent(message_id=message_id, role=role, name=AUTHORS[event.agent]),
-            TextMessageContentEvent(message_id=message_id, delta=text),
+    return [TextMessageStartEvent(message_id=message_id, role="user" if event.by == "person" else "assistant",
+                                  name=event.speaker),
+            TextMessageContentEvent(message_id=message_id, delta=text or "…"),
             TextMessageEndEvent(message_id=message_id)]
 
 
 def _state(prepared: PreparedRound) -> QuizAgentState:
-    """The session as the round begins."""
-    previous, inputs = prepared.previous, prepared.inputs
-    waiting = prepared.awaited
-    return QuizAgentState(
-        session_id=prepared.session_id, subject=inputs["subject"], difficulty=inputs["difficulty"],
-        language=inputs["language"], student=inputs.get("student", C.ANSWERED_BY_MODEL),
-        round=waiting.round if waiting else round_to_play(cast(QuizState, {**previous, **inputs})),
-        rounds_played=previous.get("round", 0), score=Score(**previous.get("score", {})),
-        awaiting_answer=AwaitedQuestion(round=waiting.round, question=waiting.question) if waiting else None)
-
-
-def _after(state: QuizAgentState, played: Round) -> QuizAgentState:
-    """The session once ``played`` is graded."""
-    score = state.score.model_copy(update={played.verdict: getattr(state.score, played.verdict) + 1})
-    if played.round == 1 and state.rounds_played:  # a reset: the score starts again
-        score = Score(**{played.verdict: 1})
-    return state.model_copy(update={"round": played.round, "rounds_played": played.round, "score": score,
-                                    "awaiting_answer": None})
+    """The session as the round begins (its settings are the round's)."""
+    inputs = prepared.inputs
+    view = prepared.before or SessionView(subject=inputs["subject"], difficulty=inputs["difficulty"],
+                                          language=inputs["language"], student=inputs.get("student", "model"),
+                                          rounds_played=0, score=Score(), rounds=[])
+    view = view.model_copy(update={"subject": inputs["subject"], "difficulty": inputs["difficulty"],
+                                   "language": inputs["language"], "student": inputs.get("student", view.student)})
+    if prepared.awaited is None:
+        view = view.model_copy(update={"awaiting_answer": None})
+    else:
+        view = view.model_copy(update={"awaiting_answer": AwaitedQuestion(round=prepared.awaited.round,
+                                                                          question=prepared.awaited.question)})
+    return QuizAgentState.at(prepared.session_id, view, prepared.round)
 
 
 def _usage(rounds: RoundService, input_tokens: int, output_tokens: int) -> TokenUsage:
-    return TokenUsage(provider=rounds.llm.gen_ai_provider, model=rounds.llm.model, input_tokens=input_tokens,
+    return TokenUsage(provider=rounds.quiz.llm.gen_ai_provider, model=rounds.quiz.llm.model, input_tokens=input_tokens,
                       output_tokens=output_tokens, total_tokens=input_tokens + output_tokens)
 
 

@@ -29,9 +29,9 @@ from opentelemetry.trace import Status, StatusCode, get_current_span
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import QuizError
-from app.schemas import Problem
-from telemetry import current_trace_id
+from app.http.schemas import Problem
 from telemetry.contract import ErrorType
+from telemetry.spans import current_trace_id
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"

@@ -1,4 +1,7 @@
-"""A bounded in-memory LangGraph checkpointer: idle sessions expire, the number of sessions is capped.
+"""The ``memory://`` session store: a bounded in-memory LangGraph checkpointer, leases in a dict, and no
+activity table (the saver expires idle sessions itself). For one process; lost on restart.
+
+A bounded in-memory LangGraph checkpointer: idle sessions expire, the number of sessions is capped.
 
 LangGraph's ``InMemorySaver`` keeps every checkpoint of every thread forever, and its ``delete_thread``
 scans every key of every thread. ``BoundedMemorySaver`` keeps only the latest checkpoint of a thread
@@ -11,12 +14,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
+
+from app.sessions import SessionStore
+from app.settings import Settings
 
 
 class BoundedMemorySaver(InMemorySaver):
@@ -85,3 +92,54 @@ class BoundedMemorySaver(InMemorySaver):
             if written > horizon and len(self._last_write) <= self.max_threads:
                 break
             self.delete_thread(thread_id)
+
+
+class MemoryLeases:
+    """Leases in this process, for the in-memory session store. ``clock``: seconds, monotonic."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._held: dict[str, tuple[str, float]] = {}
+        self._clock = clock
+
+    async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
+        """See ``app.sessions.RoundLeases.acquire``."""
+        now = self._clock()
+        held = self._held.get(session_id)
+        if held is not None and held[1] > now:
+            return False
+        self._held[session_id] = (owner, now + ttl_s)
+        return True
+
+    async def release(self, session_id: str, owner: str) -> None:
+        """See ``app.sessions.RoundLeases.release``."""
+        if self._held.get(session_id, ("", 0.0))[0] == owner:
+            del self._held[session_id]
+
+
+class NoActivity:
+    """``memory://``: the in-memory saver expires idle sessions itself."""
+
+    async def touch(self, session_id: str) -> None:
+        """Nothing to record."""
+
+    async def idle(self, idle_s: float, limit: int) -> list[str]:
+        """Never any: see the class."""
+        return []
+
+    async def still_idle(self, session_id: str, idle_s: float) -> bool:
+        """Never: see the class."""
+        return False
+
+    async def forget(self, session_id: str) -> None:
+        """Nothing to drop."""
+
+
+# The in-memory store never fails to reach itself.
+ERRORS: tuple[type[BaseException], ...] = ()
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
+    """The bounded saver (``MAX_SESSIONS``, ``SESSION_TTL_S``), leases in this process, no activity table."""
+    yield SessionStore(BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s),
+                       MemoryLeases(), NoActivity(), ERRORS)

@@ -18,7 +18,7 @@ from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
-from app.embedded_model import EmbeddedModelServer, find_embedded_model
+from app.llm.embedded import EmbeddedModelServer, find_embedded_model
 from app.settings import EMBEDDED_MODEL_NAME, Provider, Settings
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,10 @@ from pydantic import (
     Tag,
 )
 
-from graphs.events import EVENTS
-from graphs.state import Difficulty, Language, Verdict
-from telemetry.contract import SUBJECTS, Rating, Student
+from app.messages import parse_message
+from app.rounds import GiveAnswer, PlayRound, RoundPlayed
+from graphs.views import FinishedRound, PausedRound, SessionView
+from quiz.vocabulary import SUBJECTS, Difficulty, Language, Rating, Student
 
 # Korean difficulty words accepted as aliases (the upstream chat UI used them).
 DIFFICULTY_ALIASES = {"쉬움": "easy", "보통": "medium", "어려움": "hard"}
@@ -75,6 +76,12 @@ class AskRequest(BaseModel):
         None, description="Who answers: `model` (the Student agent) or `person` (you: the round pauses after "
         "the question until you send `answer`). Default: the session's, else `model`.")
 
+    def domain(self, *, create: bool = False) -> PlayRound:
+        """The round this asks the round service to play (``message`` parsed into what it says)."""
+        return PlayRound(session_id=self.session_id, subject=self.subject, difficulty=self.difficulty,
+                         language=self.language, student=self.student, intent=parse_message(self.message),
+                         create=create)
+
 
 class AnswerRequest(BaseModel):
     """A person's answer to the question their session's round awaits (``student: person``): the Teacher
@@ -85,6 +92,10 @@ class AnswerRequest(BaseModel):
 
     session_id: SessionId = Field(description="The session whose round awaits the answer.")
     answer: Answer = Field(description="Your answer, ≤ 1000 characters.")
+
+    def domain(self) -> GiveAnswer:
+        """The answer this gives to the round service."""
+        return GiveAnswer(session_id=self.session_id, answer=self.answer)
 
 
 def _ask_kind(body: Any) -> str:
@@ -98,73 +109,33 @@ AskBody = Annotated[Annotated[AskRequest, Tag("AskRequest")] | Annotated[AnswerR
                     Discriminator(_ask_kind)]
 
 
-class Usage(BaseModel):
-    """Tokens the round used, summed over its three LLM calls (as reported by the provider)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-
-
-class Round(BaseModel):
-    """A played round: the question, the Student's answer and the Teacher's grade."""
+class Round(FinishedRound):
+    """A played round: the question, the Student's answer, the Teacher's grade, every step's outcome."""
 
     session_id: str = Field(description="Send it back to play the next round of this session.")
-    round: int = Field(ge=1, description="1 for the first round of a session, then 2, 3, …")
-    subject: str
-    difficulty: Difficulty
-    language: Language
-    question: str
-    student_answer: str
-    answered_by: Student = Field("model", description="Who answered: `model` (the Student agent) or `person`.")
-    verdict: Verdict
-    feedback: str
-    reference_answer: str
     model: str = Field(description="The model that played the round (deployment name on Azure).")
-    usage: Usage = Field(description="The round's tokens; for a person's round, the question's and the grade's.")
     trace_id: str | None = Field(None, description="W3C trace id (32 hex) of this request = App Insights "
                                  "operation_Id. Null when tracing is disabled.")
     status: Literal["graded"] = Field("graded", description="`graded`: the round is finished.")
 
 
-class PendingRound(BaseModel):
+class PendingRound(PausedRound):
     """A round that awaits the person playing the Student: the Teacher's question, without its reference
     answer. Finish it with ``POST /ask {"session_id": …, "answer": "…"}``."""
 
     status: Literal["awaiting_answer"] = Field("awaiting_answer", description="The round waits for `answer`.")
     session_id: str
-    round: int = Field(ge=1, description="The number the round will have once graded.")
-    subject: str
-    difficulty: Difficulty
-    language: Language
-    question: str
     model: str = Field(description="The model playing the Teacher.")
-    usage: Usage = Field(description="Tokens so far (the question).")
     trace_id: str | None = Field(None, description="W3C trace id of this request (the question).")
 
 
-class AwaitedQuestion(BaseModel):
-    """The question a session's paused round awaits an answer to."""
-
-    round: int = Field(ge=1)
-    question: str
-
-
-class SessionRound(BaseModel):
-    """One finished round of a session, as it kept it."""
-
-    round: int = Field(ge=1)
-    question: str
-    answered_by: Student = Field(description="Who played the Student: `model` (the Student agent) or `person`.")
-    answer: str
-    verdict: Verdict
-    feedback: str
-    reference_answer: str
-    trace_id: str | None = Field(None, description="W3C trace id of the request that played it (App Insights "
-                                 "operation_Id).")
-    input_tokens: int
-    output_tokens: int
-    finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
+def ended(played: RoundPlayed) -> Round | PendingRound:
+    """The API's shape of how a round ended: a ``Round`` when graded, a ``PendingRound`` when it awaits an answer."""
+    fields = {"session_id": played.session_id, "model": played.model, "trace_id": played.trace_id}
+    if played.finished is not None:
+        return Round(**dict(played.finished), **fields)
+    assert played.paused is not None
+    return PendingRound(**dict(played.paused), **fields)
 
 
 class Feedback(BaseModel):
@@ -177,27 +148,10 @@ class Feedback(BaseModel):
                                 "content capture on).")
 
 
-class Score(BaseModel):
-    """How a session's finished rounds were graded, counted since it began (or was reset)."""
-
-    correct: int = Field(0, ge=0)
-    partially_correct: int = Field(0, ge=0)
-    incorrect: int = Field(0, ge=0)
-
-
-class Session(BaseModel):
-    """A session to look back at: its settings and its last rounds, oldest first."""
+class Session(SessionView):
+    """A session to look back at: its settings, its score and its last rounds, oldest first."""
 
     session_id: str
-    subject: str
-    difficulty: Difficulty
-    language: Language
-    student: Student = Field(description="Who answers in this session's rounds: `model` or `person`.")
-    rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
-    score: Score = Field(description="The verdicts of those rounds, counted (all of them, not only the kept ones).")
-    rounds: list[SessionRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
-    awaiting_answer: AwaitedQuestion | None = Field(
-        None, description="The question of a round paused for the person's answer (no reference answer), or null.")
 
 
 class Problem(BaseModel):
@@ -214,8 +168,9 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for 422.")
 
 
-# The server-sent events of a streamed round, in order (the graph's events between `trace` and `round`).
-SSE_EVENTS = ", ".join(f"`{name}`" for name in ("trace", *(e.kind for e in EVENTS))) + ", then `round`"
+# The server-sent events of a streamed round, in order: each step's finished event is named by its ``kind``.
+SSE_EVENTS = "`trace`, one event per agent step as it finishes (`question`, `answer`, `grade`, or another step's " \
+    "name; every one with `step`, `agent`, `speaker`, `text`, `outcome`), then `round`"
 # The event that ends the first half of a person's round instead of `answer`, `grade` and `round`.
 SSE_AWAITING_ANSWER = "awaiting_answer"
 

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from app.dependencies import HealthDep
+from app.http.dependencies import HealthDep
 from app.settings import Settings
 
 WEB = Path(__file__).parent / "web"

@@ -1,6 +1,6 @@
 """The app factory and its lifespan: ``create_app()`` builds, the lifespan opens and closes.
 
-Run it with ``uvicorn --factory app.main:create_app`` (or ``question-app``). Nothing heavy happens at
+Run it with ``uvicorn --factory app.http.factory:create_app`` (or ``question-app``). Nothing heavy happens at
 import time: ``create_app()`` reads the settings and configures telemetry (instrumentation must wrap the
 app before it starts); the lifespan builds the LLM client, the session store and the graph, yields them as
 typed state (``AppState``), and closes them all on shutdown, telemetry last (flushing spans and metrics).
@@ -14,33 +14,27 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.propagators import TraceResponsePropagator, set_global_response_propagator
 
-import telemetry
-from app import ag_ui
-from app.dependencies import AppState, require_api_key
-from app.expiry import expire_idle_sessions
-from app.limits import BodySizeLimit
-from app.llm import build_llm
-from app.page import UNTRACED_URLS, install_page
-from app.problems import Problems
+from app import bootstrap
+from app.http import ag_ui
+from app.http.dependencies import AppState, require_api_key
+from app.http.limits import BodySizeLimit
+from app.http.page import UNTRACED_URLS, install_page
+from app.http.problems import Problems
+from app.http.routes import probes, router
+from app.http.schemas import Health
+from app.play import Quiz
 from app.rounds import RoundService
-from app.routes import probes, router
-from app.schemas import Health
 from app.sessions import describe, open_session_store
+from app.sessions.sweeper import expire_idle_sessions
 from app.settings import Provider, Settings
-from graphs.graph import build_graph
+from app.version import VERSION
 
 log = logging.getLogger("app")
-
-try:
-    VERSION = version("question-app")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    VERSION = "0.0.0"
 
 
 def tune_gc() -> None:
@@ -55,17 +49,6 @@ def tune_gc() -> None:
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(10_000, second, third)
-
-
-# HTTP-library wire traces print raw request and response headers at DEBUG (credentials, or a secret an
-# upstream echoes back): never below INFO, whatever LOG_LEVEL says.
-WIRE_LOGGERS = ("httpcore", "httpcore2", "hpack")
-
-
-def quiet_wire_loggers() -> None:
-    """Keep the HTTP libraries' header-printing DEBUG traces out of every log."""
-    for name in WIRE_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
 
 
 async def stop(task: asyncio.Task[None]) -> None:
@@ -107,24 +90,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     starts; call its ``shutdown()`` if the app is built but never started.
     """
     settings = settings or Settings()
-    quiet_wire_loggers()
-    tel = telemetry.configure(VERSION)
+    tel = bootstrap.start_telemetry()
     problems = Problems(tel.instruments.errors)
     api_keys = settings.api_key_list()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
-            # Last out: flush spans and metrics of everything below, within a bounded time.
-            stack.callback(tel.shutdown, settings.telemetry_shutdown_timeout_s)
-            llm = await build_llm(settings)
-            stack.push_async_callback(llm.aclose)
+            # The LLM, then telemetry flushed last (bootstrap.running): the spans of everything below leave.
+            llm = await stack.enter_async_context(bootstrap.running(settings, tel))
             store = await stack.enter_async_context(open_session_store(settings))
-            rounds = RoundService(build_graph(store.checkpointer), store.checkpointer, store.leases, llm, tel,
-                                  settings, store.activity)
+            quiz = Quiz.create(llm, tel, settings, store.checkpointer, store_errors=store.errors)
+            rounds = RoundService(quiz, store, settings)
             expiry = asyncio.create_task(expire_idle_sessions(
-                store.checkpointer, store.leases, store.activity, settings.session_ttl_s,
-                settings.round_deadline_s, settings.session_sweep_interval_s), name="session-expiry")
+                store, settings.session_ttl_s, settings.round_deadline_s, settings.session_sweep_interval_s),
+                name="session-expiry")
             stack.push_async_callback(stop, expiry)  # before the store closes
             health = Health(provider=settings.provider.value, model=llm.model,
                             embedded=settings.provider is Provider.EMBEDDED,

@@ -1,0 +1,168 @@
+"""One way to play a round, for the service (``app.rounds``) and the evaluation (``evals.runner``): the
+workflow span, the run's context, the graph streamed, failures classified, the result read.
+
+    quiz = Quiz.create(llm, telemetry, settings, checkpointer)
+    with quiz.round_span(session_id, inputs):            # invoke_workflow quiz; a failure → a QuizError
+        async for item in quiz.stream(session_id, inputs):  # RoundEvents as they happen, then a Played
+            ...
+
+The graph runs with ``durability="exit"``: one checkpoint per round, written when the round ends, so a round
+that fails leaves the session as it was before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
+from opentelemetry.trace import SpanKind
+
+from app.errors import classify
+from app.llm import LLM
+from app.settings import Settings
+from graphs import agents
+from graphs.context import QuizContext
+from graphs.events import AnswerAwaited, RoundEvent
+from graphs.graph import QuizGraph, build_graph
+from graphs.prompts import AgentPrompt
+from graphs.state import InputState, QuizState
+from graphs.structured import StructuredCall
+from graphs.views import FinishedRound, PausedRound
+from quiz.vocabulary import ANSWERED_BY_MODEL
+from telemetry import contract as C
+from telemetry.sdk import Telemetry
+from telemetry.spans import current_trace_id, mark_failed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Played:
+    """How a run ended: ``finished`` (graded) or ``paused`` (awaiting a person's answer), and the session's
+    state after it (``state``, the graph's final values)."""
+
+    state: QuizState
+    finished: FinishedRound | None = None
+    paused: PausedRound | None = None
+
+
+@dataclass
+class Quiz:
+    """The compiled graph of the configured steps and what every run of it shares: the bound calls, the
+    prompts, the LLM, telemetry and settings; ``store_errors``: what the session store raises when down."""
+
+    graph: QuizGraph
+    steps: list[agents.Step]
+    calls: dict[str, StructuredCall[Any]]
+    prompts: Mapping[str, AgentPrompt]
+    llm: LLM
+    telemetry: Telemetry
+    settings: Settings
+    store_errors: tuple[type[BaseException], ...] = ()
+    rounds_kept: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rounds_kept = self.settings.session_rounds_kept
+
+    @classmethod
+    def create(cls, llm: LLM, telemetry: Telemetry, settings: Settings,
+               checkpointer: BaseCheckpointSaver | None = None, *, prompts: Mapping[str, AgentPrompt] | None = None,
+               store_errors: tuple[type[BaseException], ...] = ()) -> Quiz:
+        """The steps ``settings`` choose (``DISABLED_AGENTS``), bound once to ``llm``, with ``prompts`` (default:
+        the configured versions)."""
+        steps = settings.steps()
+        return cls(build_graph(checkpointer, steps), steps, agents.bind(steps, dict.fromkeys(agents.AGENTS, llm.chat)),
+                   prompts or settings.prompts(), llm, telemetry, settings, store_errors)
+
+    def context(self, session_id: str) -> QuizContext:
+        """The context of one run of session ``session_id``."""
+        return QuizContext(steps=agents.infos(self.steps), calls=self.calls, prompts=self.prompts,
+                           session_id=session_id, provider=self.llm.gen_ai_provider, model=self.llm.model,
+                           tracer=self.telemetry.tracer, step_duration=self.telemetry.instruments.step_duration,
+                           step_outcomes=self.telemetry.instruments.step_outcomes,
+                           structured_output_attempts=self.settings.structured_output_attempts,
+                           call_deadline_s=self.settings.llm_call_deadline_s, rounds_kept=self.rounds_kept)
+
+    @contextmanager
+    def round_span(self, session_id: str, inputs: InputState, *, attributes: Mapping[str, Any] | None = None,
+                   link: trace.Link | None = None) -> Iterator[trace.Span]:
+        """The round's ``invoke_workflow quiz`` span, current while the body runs; ``attributes``: more (an
+        evaluation item's), ``link``: to the span of an earlier request (the question a person answers).
+
+        An exception in the body is classified (``app.errors.classify``): an expected failure is written on the
+        span (``error.type``, ERROR status), logged with the trace id and raised as its ``QuizError``; anything
+        else (a bug) propagates unchanged.
+        """
+        names = {
+            GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value,
+            GenAI.GEN_AI_WORKFLOW_NAME: C.WORKFLOW_NAME,
+            GenAI.GEN_AI_CONVERSATION_ID: session_id,
+            GenAI.GEN_AI_PROVIDER_NAME: self.llm.gen_ai_provider,
+            GenAI.GEN_AI_REQUEST_MODEL: self.llm.model,
+            C.ATTR_SUBJECT: C.subject_label(inputs["subject"]),
+            C.ATTR_DIFFICULTY: inputs["difficulty"],
+            C.ATTR_LANGUAGE: inputs["language"],
+            C.ATTR_ANSWERED_BY: inputs.get("student", ANSWERED_BY_MODEL),
+            **(attributes or {}),
+        }
+        with self.telemetry.tracer.start_as_current_span(
+                C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=names, links=[link] if link else None,
+                record_exception=False, set_status_on_exception=False) as span:
+            try:
+                yield span
+            except Exception as exc:
+                error = classify(exc, self.settings.rate_limit_retry_after_s, self.store_errors)
+                if error is None:
+                    raise
+                mark_failed(span, error.error_type, error.title)
+                log.warning("round failed: %s (%s: %s) trace_id=%s", error.title, type(exc).__name__, exc,
+                            current_trace_id())
+                raise error from exc
+
+    async def stream(self, session_id: str, graph_input: InputState | Command) -> AsyncIterator[RoundEvent | Played]:
+        """Run the round of ``session_id`` (its thread) on ``graph_input`` (the round's settings, or the command
+        that resumes a paused round): each ``RoundEvent`` as it happens, then the ``Played``. The result is
+        also written on the current span (``quiz.round``, ``quiz.verdict``, the round's tokens)."""
+        final: QuizState | None = None
+        awaited: AnswerAwaited | None = None
+        async for part in self.graph.astream(graph_input, self.config(session_id), context=self.context(session_id),
+                                             stream_mode=["custom", "values"], durability="exit", version="v2"):
+            if part["type"] == "values":
+                final = part["data"]
+                for pending in part["interrupts"]:
+                    awaited = AnswerAwaited.model_validate(pending.value)
+            elif part["type"] == "custom" and isinstance(part["data"], RoundEvent):
+                yield part["data"]
+        if final is None:
+            raise RuntimeError("the graph ended without a state")
+        span = trace.get_current_span()
+        if awaited is not None:  # paused for the person's answer: no verdict yet
+            span.set_attribute(C.ATTR_ROUND, awaited.round)
+            yield Played(final, paused=PausedRound.of(final, awaited))
+            return
+        finished = FinishedRound.of(final)
+        span.set_attribute(C.ATTR_ROUND, finished.round)
+        span.set_attribute(C.ATTR_VERDICT, finished.verdict)
+        span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, finished.usage.input_tokens)
+        span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, finished.usage.output_tokens)
+        yield Played(final, finished=finished)
+
+    async def play(self, session_id: str, graph_input: InputState | Command) -> Played:
+        """``stream()`` to its end: the ``Played``."""
+        async for item in self.stream(session_id, graph_input):
+            if isinstance(item, Played):
+                return item
+        raise RuntimeError("the round ended without a result")
+
+    @staticmethod
+    def config(session_id: str) -> RunnableConfig:
+        """The graph config of session ``session_id`` (its thread)."""
+        return {"configurable": {"thread_id": session_id}}

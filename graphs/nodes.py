@@ -1,0 +1,136 @@
+"""The agents' steps: small async nodes, one per row of the agent table (``graphs.agents``).
+
+Each runs inside its agent span (``graphs.tracing.agent_step``), gets its structured output through the run's
+context (``QuizContext.call``), writes its finished event to the custom stream (``graphs.events``) and returns
+its state update: what it contributes (the table's ``writes``) and its record (``QuizContext.record``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite, interrupt
+from opentelemetry import trace
+
+from graphs.context import QuizContext
+from graphs.events import AnswerAwaited, AnswerGiven, AnswerGraded, QuestionAsked
+from graphs.prompts import StudentPrompt, TeacherPrompt
+from graphs.state import NO_TOKENS, Grade, Question, QuizState, StoredRound, StoredStep, StudentAnswer
+from graphs.tracing import agent_step
+from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
+from telemetry import contract as C
+from telemetry.spans import span_ids
+
+
+def answer_leaks(question: Question) -> bool:
+    """True when the question text gives its own reference answer away (e.g. after a prompt injection)."""
+    answer = " ".join(question.reference_answer.casefold().split())
+    return len(answer) >= 3 and answer in " ".join(question.question.casefold().split())
+
+
+def round_to_play(state: QuizState) -> int:
+    """The number of the round a run plays on ``state`` (the session's values, with the run's input): 1 after
+    a reset, else one more than the rounds finished."""
+    return 1 if state.get("reset") else state.get("round", 0) + 1
+
+
+def teacher_messages(ctx: QuizContext, state: QuizState, template: str, **fields: str) -> list[BaseMessage]:
+    """The Teacher's system prompt (in the round's language) and one of its templates filled with ``fields``."""
+    prompt = ctx.prompt("teacher", TeacherPrompt)
+    return [SystemMessage(prompt.system.format(language=LANGUAGE_NAMES[state["language"]])),
+            HumanMessage(template.format(**fields))]
+
+
+async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Teacher writes the next question and keeps its reference answer (or asks the input's ``preset``)."""
+    ctx = runtime.context
+    round_no = round_to_play(state)
+    if (preset := state.get("preset")) is not None:  # an evaluation item: the set's question, not the Teacher's
+        runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, preset["question"],
+                                        question=preset["question"]))
+        return {"question": dict(preset), "steps": ctx.record("ask", round_no, state, NO_TOKENS)}
+    with agent_step(runtime, "ask", round_no):
+        earlier = [] if state.get("reset") else state.get("history", [])
+        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).ask,
+                                    difficulty=state["difficulty"], subject=state["subject"],
+                                    history="\n".join(f"- {q}" for q in earlier) or "(none)")
+        # A question that contains its own answer is unusable: asked again, never shown to the Student.
+        question, usage = await ctx.call("ask", Question, messages, acceptable=lambda q: not answer_leaks(q))
+    runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, question.question, question=question.question))
+    return {"question": question.model_dump(), "steps": ctx.record("ask", round_no, state, usage)}
+
+
+async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Student answers from the question text alone (never the reference answer): the Student agent, or
+    the person playing it (``person_answer``)."""
+    if state.get("student") == ANSWERED_BY_PERSON:
+        return person_answer(state, runtime.context)
+    ctx = runtime.context
+    round_no = round_to_play(state)
+    with agent_step(runtime, "answer", round_no):
+        prompt = ctx.prompt("student", StudentPrompt)
+        messages: list[BaseMessage] = [
+            SystemMessage(prompt.system.format(persona=prompt.personas[state["difficulty"]],
+                                               language=LANGUAGE_NAMES[state["language"]])),
+            HumanMessage(prompt.answer.format(question=state["question"]["question"]))]
+        answer, usage = await ctx.call("answer", StudentAnswer, messages)
+    runtime.stream_writer(ctx.event(AnswerGiven, "answer", round_no, answer.answer, student_answer=answer.answer))
+    return {"answer": answer.model_dump(), "steps": ctx.record("answer", round_no, state, usage)}
+
+
+def person_answer(state: QuizState, ctx: QuizContext) -> dict[str, Any]:
+    """A person plays the Student: the round pauses here until their answer resumes it.
+
+    ``interrupt()`` ends the run with ``AnswerAwaited`` (the question, never the reference answer) and the
+    checkpoint keeps the round; ``Command(resume="<answer>")`` runs the step again, where ``interrupt()``
+    returns the answer. Nothing may fail after the answer arrives in this step: a resume value is kept by
+    the checkpoint, so a failure would replay the same answer forever (grading failures are handled by
+    ``graphs.graph.answer_command``).
+    """
+    round_no = round_to_play(state)
+    trace_id, span_id = span_ids(trace.get_current_span())  # on the first run: the request that asks
+    answer = interrupt(AnswerAwaited(round=round_no, question=state["question"]["question"],
+                                     asked_trace_id=trace_id, asked_span_id=span_id).model_dump())
+    return {"answer": {"answer": str(answer)}, "steps": ctx.record("answer", round_no, state, NO_TOKENS)}
+
+
+async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Teacher grades the Student's answer against its reference answer; this finishes the round."""
+    ctx = runtime.context
+    round_no = round_to_play(state)
+    answered_by = state.get("student", ANSWERED_BY_MODEL)
+    answer = state["answer"]["answer"]
+    if answered_by == ANSWERED_BY_PERSON:  # the person's answer reaches the stream when grading starts
+        runtime.stream_writer(ctx.event(AnswerGiven, "answer", round_no, answer, student_answer=answer,
+                                        answered_by=answered_by, by="person"))
+    with agent_step(runtime, "grade", round_no) as span:
+        question = state["question"]
+        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).grade,
+                                    question=question["question"], reference_answer=question["reference_answer"],
+                                    answer=answer)
+        grade, usage = await ctx.call("grade", Grade, messages)
+        span.set_attribute(C.ATTR_VERDICT, grade.verdict)
+        span.set_attribute(C.ATTR_ANSWERED_BY, answered_by)
+    runtime.stream_writer(ctx.event(AnswerGraded, "grade", round_no, grade.feedback, outcome=grade.verdict,
+                                    verdict=grade.verdict, feedback=grade.feedback))
+    # The round's outcome, and a reset's, are committed together here, by the last step.
+    graded = ctx.record("grade", round_no, state, usage, outcome=grade.verdict)
+    records = {step: r for step, r in state.get("steps", {}).items() if r["round"] == round_no} | graded
+    trace_id, span_id = span_ids(span)  # feedback on the round attaches to its grading step
+    played = StoredRound(
+        round=round_no, question=question["question"], answered_by=answered_by, answer=answer,
+        verdict=grade.verdict, feedback=grade.feedback, reference_answer=question["reference_answer"],
+        trace_id=trace_id, span_id=span_id, input_tokens=sum(r["input_tokens"] for r in records.values()),
+        output_tokens=sum(r["output_tokens"] for r in records.values()),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        steps=[StoredStep(step=step, agent=r["agent"], outcome=r["outcome"], detail=r["detail"], runs=r["runs"])
+               for step in ctx.steps if (r := records.get(step)) is not None])
+    reset = state.get("reset", False)
+    kept = [] if reset else state.get("rounds", [])
+    return {"grade": grade.model_dump(), "steps": graded, "round": round_no, "reset": False,
+            "history": Overwrite([question["question"]]) if reset else [question["question"]],
+            "score": Overwrite({grade.verdict: 1}) if reset else {grade.verdict: 1},
+            "rounds": [*kept, played][-ctx.rounds_kept:]}

@@ -1,0 +1,157 @@
+"""Read models: what a session, a finished round and a paused round look like to anyone outside the graph.
+
+Built here from the graph's state (``QuizState`` values, ``StateSnapshot``), so no consumer digs in a
+checkpoint: the API's models inherit these and add only what the API knows (the session id, the model, the
+trace id), and the evaluation reads ``FinishedRound``. Token counts are the provider's, summed over a round's
+steps and their attempts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import StateSnapshot
+from pydantic import BaseModel, Field
+
+from graphs.events import AnswerAwaited
+from graphs.graph import awaited_answer
+from graphs.state import QuizState, StoredRound
+from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
+
+
+class Usage(BaseModel):
+    """Tokens, as the provider reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, input_tokens: int, output_tokens: int) -> Usage:
+        """``Usage`` with its total."""
+        return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens)
+
+
+class StepOutcome(BaseModel):
+    """What one step of the agent table did in a round."""
+
+    step: str = Field(description="The step (`quiz.step`): ask, answer, grade … in the order they ran.")
+    agent: str = Field(description="The agent that played it (`gen_ai.agent.name`).")
+    outcome: str | None = Field(None, description="The step's bounded result (a verdict, a review's accepted "
+                                "or rejected), or null when it has none.")
+    detail: str | None = Field(None, description="Why, for people (a review's reason), or null.")
+    runs: int = Field(1, ge=1, description="How many times the step ran in the round (a question sent back "
+                      "to the Teacher is asked again).")
+
+
+class Score(BaseModel):
+    """How a session's finished rounds were graded, counted since it began (or was reset)."""
+
+    correct: int = Field(0, ge=0)
+    partially_correct: int = Field(0, ge=0)
+    incorrect: int = Field(0, ge=0)
+
+
+class AwaitedQuestion(BaseModel):
+    """The question a session's paused round awaits an answer to."""
+
+    round: int = Field(ge=1)
+    question: str
+
+
+class FinishedRound(BaseModel):
+    """A graded round: the question, the Student's answer, the Teacher's grade and every step's outcome."""
+
+    round: int = Field(ge=1, description="1 for the first round of a session, then 2, 3, …")
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    question: str
+    student_answer: str
+    answered_by: Student = Field(ANSWERED_BY_MODEL, description="Who answered: `model` (the Student agent) or "
+                                 "`person`.")
+    verdict: Verdict
+    feedback: str
+    reference_answer: str
+    usage: Usage = Field(description="The round's tokens; for a person's round, the question's and the grade's.")
+    steps: list[StepOutcome] = Field(default_factory=list, description="What each step of the agent table did, "
+                                     "in table order.")
+
+    @classmethod
+    def of(cls, state: QuizState) -> FinishedRound:
+        """The round the state's last step finished (``KeyError`` if no round finished in it)."""
+        played: StoredRound = state["rounds"][-1]
+        return cls(round=played["round"], subject=state["subject"], difficulty=state["difficulty"],
+                   language=state["language"], question=played["question"], student_answer=played["answer"],
+                   answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
+                   reference_answer=played["reference_answer"],
+                   usage=Usage.of(played["input_tokens"], played["output_tokens"]),
+                   steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])])
+
+
+class PausedRound(BaseModel):
+    """A round that awaits the person playing the Student: the Teacher's question, without its reference answer."""
+
+    round: int = Field(ge=1, description="The number the round will have once graded.")
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    question: str
+    usage: Usage = Field(description="Tokens so far (the question).")
+
+    @classmethod
+    def of(cls, state: QuizState, awaited: AnswerAwaited) -> PausedRound:
+        """The paused round of ``state`` (a session's values) that awaits ``awaited``."""
+        records = [r for r in state.get("steps", {}).values() if r["round"] == awaited.round]
+        input_tokens, output_tokens = (sum(r[k] for r in records) for k in ("input_tokens", "output_tokens"))
+        return cls(round=awaited.round, subject=state["subject"], difficulty=state["difficulty"],
+                   language=state["language"], question=awaited.question, usage=Usage.of(input_tokens, output_tokens))
+
+
+class KeptRound(BaseModel):
+    """One finished round of a session, as it kept it."""
+
+    round: int = Field(ge=1)
+    question: str
+    answered_by: Student = Field(description="Who played the Student: `model` (the Student agent) or `person`.")
+    answer: str
+    verdict: Verdict
+    feedback: str
+    reference_answer: str
+    trace_id: str | None = Field(None, description="W3C trace id of the request that played it (App Insights "
+                                 "operation_Id).")
+    input_tokens: int
+    output_tokens: int
+    finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
+    steps: list[StepOutcome] = Field(default_factory=list, description="What each step did, in table order.")
+
+
+class SessionView(BaseModel):
+    """A session to look back at: its settings, its score and its last rounds, oldest first."""
+
+    subject: str
+    difficulty: Difficulty
+    language: Language
+    student: Student = Field(description="Who answers in this session's rounds: `model` or `person`.")
+    rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
+    score: Score = Field(description="The verdicts of those rounds, counted (all of them, not only the kept ones).")
+    rounds: list[KeptRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
+    awaiting_answer: AwaitedQuestion | None = Field(
+        None, description="The question of a round paused for the person's answer (no reference answer), or null.")
+
+    @classmethod
+    def of(cls, values: QuizState | dict[str, Any], awaited: AnswerAwaited | None = None,
+           **fields: Any) -> SessionView:
+        """The view of a session's ``values`` (a snapshot's, or a run's final state), with the question it
+        ``awaited`` (``awaited_answer``); ``fields``: what a subclass adds (the session id)."""
+        return cls(subject=values["subject"], difficulty=values["difficulty"], language=values["language"],
+                   student=values.get("student", ANSWERED_BY_MODEL), rounds_played=values.get("round", 0),
+                   score=Score.model_validate(values.get("score", {})),
+                   rounds=[KeptRound.model_validate(r) for r in values.get("rounds", [])],
+                   awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question)
+                   if awaited else None, **fields)
+
+    @classmethod
+    def of_snapshot(cls, snapshot: StateSnapshot, **fields: Any) -> SessionView:
+        """The view of the session a checkpoint (``graph.aget_state()``) holds."""
+        return cls.of(snapshot.values, awaited_answer(snapshot), **fields)
