@@ -74,6 +74,8 @@ class Settings(BaseSettings):
         None, description="Deprecated: use PROMPT_VERSIONS. The Student's prompt version.")
     disabled_agents: str = Field(
         "", description="Comma-separated optional agents to switch off (see the agent table, graphs/agents.py).")
+    enabled_agents: str = Field(
+        "", description="Comma-separated optional agents that do not play by default, to switch on.")
     structured_output_attempts: int = Field(
         2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
     rate_limit_retry_after_s: int = Field(
@@ -130,7 +132,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _agents_exist(self) -> Settings:
         self.prompts()  # ValueError naming the agents or versions that exist
-        agents.steps(self.disabled)
+        self.steps()
         return self
 
     @property
@@ -143,14 +145,10 @@ class Settings(BaseSettings):
         """Every agent's prompt at its configured version (``graphs.agents.prompts``)."""
         return agents.prompts(self.agent_prompt_versions)
 
-    @property
-    def disabled(self) -> tuple[str, ...]:
-        """The agents ``DISABLED_AGENTS`` switches off."""
-        return tuple(name.strip() for name in self.disabled_agents.split(",") if name.strip())
-
     def steps(self) -> list[agents.Step]:
-        """The agent table's steps a round plays with these settings."""
-        return agents.steps(self.disabled)
+        """The agent table's steps a round plays with these settings (``DISABLED_AGENTS``, ``ENABLED_AGENTS``)."""
+        return agents.steps(*(tuple(name.strip() for name in names.split(",") if name.strip())
+                              for names in (self.disabled_agents, self.enabled_agents)))
 
     @field_validator("app_insights_link_template")
     @classmethod

@@ -21,8 +21,8 @@ from pydantic import BaseModel
 
 from graphs import nodes
 from graphs.context import QuizContext, StepInfo
-from graphs.prompts import DEFAULT_VERSION, AgentPrompt, StudentPrompt, TeacherPrompt, load
-from graphs.state import Grade, Question, QuizState, StudentAnswer
+from graphs.prompts import DEFAULT_VERSION, AgentPrompt, ReviewerPrompt, StudentPrompt, TeacherPrompt, load
+from graphs.state import Grade, Question, QuizState, Review, StudentAnswer
 from graphs.structured import StructuredCall
 from quiz.vocabulary import VERDICTS
 
@@ -32,12 +32,14 @@ Node = Callable[[QuizState, Runtime[QuizContext]], Awaitable[dict[str, Any]]]
 @dataclass(frozen=True)
 class Agent:
     """An agent: its ``name`` (``gen_ai.agent.name``, its prompt folder), the ``speaker`` it is shown as, its
-    ``prompt`` model, and whether it is ``optional`` (``DISABLED_AGENTS`` may switch it off; on by default)."""
+    ``prompt`` model, whether it is ``optional`` (``DISABLED_AGENTS`` may switch it off) and, if optional,
+    whether it plays ``by_default`` (else ``ENABLED_AGENTS`` switches it on)."""
 
     name: str
     speaker: str
     prompt: type[AgentPrompt]
     optional: bool = False
+    by_default: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,15 @@ class Step(StepInfo):
 
 AGENTS: dict[str, Agent] = {agent.name: agent for agent in (
     Agent("teacher", "Teacher", TeacherPrompt),
+    # Off by default until the tests that count a round's model calls know it (ENABLED_AGENTS=reviewer).
+    Agent("reviewer", "Reviewer", ReviewerPrompt, optional=True, by_default=False),
     Agent("student", "Student", StudentPrompt),
 )}
 
 STEPS: list[Step] = [
     Step("ask", "teacher", "Teacher", nodes.teacher_ask, Question, writes="question", preset_skips=True),
+    Step("review", "reviewer", "Reviewer", nodes.reviewer_review, Review, writes="review",
+         outcomes=("accepted", "rejected"), loop=Loop(to="ask", when=nodes.sent_back)),
     Step("answer", "student", "Student", nodes.student_answer, StudentAnswer, writes="answer"),
     Step("grade", "teacher", "Teacher", nodes.teacher_grade, Grade, writes="grade", outcomes=VERDICTS),
 ]
@@ -88,16 +94,17 @@ def agent(name: str) -> Agent:
         raise KeyError(f"no agent {name!r}; there are: {', '.join(AGENTS)}") from None
 
 
-def steps(disabled: Collection[str] = ()) -> list[Step]:
-    """The table's steps in order, without those of the ``disabled`` agents. ``ValueError`` for an agent that
-    does not exist or cannot be switched off."""
-    for name in disabled:
+def steps(disabled: Collection[str] = (), enabled: Collection[str] = ()) -> list[Step]:
+    """The table's steps in order: of every agent that plays by default or is ``enabled``, and is not
+    ``disabled``. ``ValueError`` for an agent that does not exist or is not optional."""
+    for name in (*disabled, *enabled):
         if name not in AGENTS:
             raise ValueError(f"no agent {name!r}; there are: {', '.join(AGENTS)}")
         if not AGENTS[name].optional:
             optional = [a.name for a in AGENTS.values() if a.optional]
-            raise ValueError(f"agent {name!r} cannot be switched off; optional agents: {', '.join(optional) or 'none'}")
-    return [step for step in STEPS if step.agent not in disabled]
+            raise ValueError(f"agent {name!r} is not optional; optional agents: {', '.join(optional) or 'none'}")
+    playing = {a.name for a in AGENTS.values() if (a.by_default or a.name in enabled) and a.name not in disabled}
+    return [step for step in STEPS if step.agent in playing]
 
 
 def infos(chosen: list[Step]) -> dict[str, StepInfo]:

@@ -63,6 +63,15 @@ class QuestionAsked(RoundEvent):
     question: str
 
 
+class QuestionReviewed(RoundEvent):
+    """The Reviewer checked the question: ``accepted`` or not, and why (``reason``, never the reference answer).
+    A rejected question goes back to the Teacher once; a second rejection is kept and said."""
+
+    kind: str = "review"
+    accepted: bool
+    reason: str
+
+
 class AnswerGiven(RoundEvent):
     """The Student answered: the Student agent (``answered_by="model"``) or the person playing it."""
 

@@ -16,9 +16,9 @@ from langgraph.types import Overwrite, interrupt
 from opentelemetry import trace
 
 from graphs.context import QuizContext
-from graphs.events import AnswerAwaited, AnswerGiven, AnswerGraded, QuestionAsked
-from graphs.prompts import StudentPrompt, TeacherPrompt
-from graphs.state import NO_TOKENS, Grade, Question, QuizState, StoredRound, StoredStep, StudentAnswer
+from graphs.events import AnswerAwaited, AnswerGiven, AnswerGraded, QuestionAsked, QuestionReviewed
+from graphs.prompts import ReviewerPrompt, StudentPrompt, TeacherPrompt
+from graphs.state import NO_TOKENS, Grade, Question, QuizState, Review, StoredRound, StoredStep, StudentAnswer
 from graphs.tracing import agent_step
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
 from telemetry import contract as C
@@ -57,10 +57,53 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
         messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).ask,
                                     difficulty=state["difficulty"], subject=state["subject"],
                                     history="\n".join(f"- {q}" for q in earlier) or "(none)")
+        if sent_back(state):  # the Reviewer rejected this round's first question: say why, ask again
+            review = state["review"]
+            messages.append(HumanMessage(ctx.prompt("reviewer", ReviewerPrompt).feedback.format(
+                question=state["question"]["question"], reason=review["reason"])))
         # A question that contains its own answer is unusable: asked again, never shown to the Student.
         question, usage = await ctx.call("ask", Question, messages, acceptable=lambda q: not answer_leaks(q))
     runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, question.question, question=question.question))
     return {"question": question.model_dump(), "steps": ctx.record("ask", round_no, state, usage)}
+
+
+def sent_back(state: QuizState) -> bool:
+    """The Reviewer rejected this round's question once and the Teacher has not asked again yet: the graph goes
+    back to ``teacher_ask`` (the table's loop), and the Teacher is told why."""
+    record, asked = state.get("steps", {}).get("review"), state.get("steps", {}).get("ask")
+    return (record is not None and asked is not None and record["round"] == round_to_play(state)
+            and record["runs"] == 1 and record["outcome"] == "rejected" and "preset" not in state
+            and asked["runs"] == 1)
+
+
+def without_answer(reason: str, reference_answer: str) -> str:
+    """``reason`` with the reference answer masked: a review's reason is shown before the Student answers."""
+    answer = reference_answer.strip()
+    return reason.replace(answer, "…") if len(answer) >= 2 else reason
+
+
+async def reviewer_review(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Reviewer checks the Teacher's question before anyone answers it: answerable, one correct answer (the
+    reference), the subject, difficulty and language, no answer given away. A first rejection sends the question
+    back to the Teacher (``sent_back``); a second one is kept and said (outcome ``rejected``, run twice)."""
+    ctx = runtime.context
+    round_no = round_to_play(state)
+    question = state["question"]
+    with agent_step(runtime, "review", round_no):
+        prompt = ctx.prompt("reviewer", ReviewerPrompt)
+        language = LANGUAGE_NAMES[state["language"]]
+        messages: list[BaseMessage] = [
+            SystemMessage(prompt.system.format(language=language)),
+            HumanMessage(prompt.review.format(subject=state["subject"], difficulty=state["difficulty"],
+                                              language=language, question=question["question"],
+                                              reference_answer=question["reference_answer"]))]
+        review, usage = await ctx.call("review", Review, messages)
+    outcome = "accepted" if review.verdict == "accept" else "rejected"
+    reason = without_answer(review.reason, question["reference_answer"])
+    runtime.stream_writer(ctx.event(QuestionReviewed, "review", round_no, reason, outcome=outcome,
+                                    accepted=outcome == "accepted", reason=reason))
+    return {"review": {"outcome": outcome, "reason": reason},
+            "steps": ctx.record("review", round_no, state, usage, outcome=outcome, detail=reason)}
 
 
 async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:

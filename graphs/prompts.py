@@ -54,6 +54,14 @@ class StudentPrompt(AgentPrompt):
     answer: str
 
 
+class ReviewerPrompt(AgentPrompt):
+    """The Reviewer's templates: ``system`` ({language}), ``review`` ({subject} {difficulty} {language} {question}
+    {reference_answer}) and ``feedback`` ({question} {reason}: what the Teacher is told of a rejected question)."""
+
+    review: str
+    feedback: str
+
+
 def versions(agent: str) -> list[str]:
     """The versions of ``agent``'s prompt that exist, in file-name order."""
     return sorted(path.stem for path in (PROMPT_DIR / agent).glob("*.yaml"))

@@ -9,7 +9,7 @@ the graph's events (``graphs.events``) and its read models (``graphs.views``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -34,6 +34,15 @@ class Grade(BaseModel):
 
     verdict: Verdict = Field(description="correct, partially_correct or incorrect.")
     feedback: str = Field(description="One or two sentences of feedback for the student.")
+
+
+class Review(BaseModel):
+    """The Reviewer's check of the Teacher's question and reference answer."""
+
+    verdict: Literal["accept", "reject"] = Field(
+        description="accept, or reject when the question is unanswerable, has no single correct answer, misses the "
+                    "subject, difficulty or language, or gives its answer away.")
+    reason: str = Field(description="One sentence: why. Never the reference answer itself.")
 
 
 class TokenUsage(TypedDict):
@@ -116,6 +125,13 @@ class StoredGrade(TypedDict):
     feedback: str
 
 
+class StoredReview(TypedDict):
+    """The Reviewer's outcome for the current question: ``accepted`` or ``rejected``, and why."""
+
+    outcome: Literal["accepted", "rejected"]
+    reason: str
+
+
 class StoredStep(TypedDict):
     """A step's outcome as a kept round remembers it (``StepRecord`` without its round and tokens)."""
 
@@ -181,6 +197,7 @@ class QuizState(InputState):
     history: NotRequired[Annotated[list[str], keep_last(HISTORY_LIMIT)]]  # earlier questions, newest last
     # What each step contributed to the current round (``Question.model_dump()`` …), by the table's ``writes``.
     question: NotRequired[StoredQuestion]
+    review: NotRequired[StoredReview]
     answer: NotRequired[StoredAnswer]
     grade: NotRequired[StoredGrade]
     # What each step of the table did, its latest round's record per step (outcome, runs, tokens).
