@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -67,10 +67,6 @@ class Quiz:
     telemetry: Telemetry
     settings: Settings
     store_errors: tuple[type[BaseException], ...] = ()
-    rounds_kept: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rounds_kept = self.settings.session_rounds_kept
 
     @classmethod
     def create(cls, llm: LLM, telemetry: Telemetry, settings: Settings,
@@ -89,7 +85,8 @@ class Quiz:
                            tracer=self.telemetry.tracer, step_duration=self.telemetry.instruments.step_duration,
                            step_outcomes=self.telemetry.instruments.step_outcomes,
                            structured_output_attempts=self.settings.structured_output_attempts,
-                           call_deadline_s=self.settings.llm_call_deadline_s, rounds_kept=self.rounds_kept)
+                           call_deadline_s=self.settings.llm_call_deadline_s,
+                           rounds_kept=self.settings.session_rounds_kept)
 
     @contextmanager
     def round_span(self, session_id: str, inputs: InputState, *, attributes: Mapping[str, Any] | None = None,

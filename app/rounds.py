@@ -275,8 +275,8 @@ class RoundService:
             await self.store.activity.touch(prepared.session_id)
         except self.store.errors as exc:
             log.warning("could not record the session's activity: %s: %s", type(exc).__name__, exc)
-        awaited = ended.paused and Awaited(round=ended.paused.round, question=ended.paused.question)
-        yield RoundPlayed(prepared.session_id, SessionView.of(ended.state, awaited or None), self.quiz.llm.model,
+        awaited = Awaited(round=ended.paused.round, question=ended.paused.question) if ended.paused else None
+        yield RoundPlayed(prepared.session_id, SessionView.of(ended.state, awaited), self.quiz.llm.model,
                           trace_id, ended.finished, ended.paused)
 
     def _record(self, session_id: str, result: FinishedRound) -> None:

@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             update={"prompt_versions": {**settings.agent_prompt_versions, agent: version}})
         where = out_dir if version is None else out_dir / f"{agent}-prompt-{version}"
         started = time.perf_counter()
+        prompts_of = chosen.prompts()  # the report names the prompts of the agents that play
         results, model, provider = asyncio.run(_run(chosen, run_id, question_set.version, items, where,
                                                     args.concurrency, resume=bool(args.resume)))
         document = report.build(results, prices=prices, run={
             "id": run_id, "set_version": question_set.version, "model": model, "provider": provider,
-            "prompts": {name: prompt.version for name, prompt in chosen.prompts().items()},
+            "prompts": {step.agent: prompts_of[step.agent].version for step in chosen.steps()},
             "concurrency": args.concurrency, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1), "out_dir": str(where)})
         write_json(where / "report.json", document)

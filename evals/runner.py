@@ -84,7 +84,6 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.quiz = Quiz.create(self.llm, self.telemetry, self.settings, prompts=self.prompts)
-        self.quiz.rounds_kept = 1
 
     async def evaluate(self, item: Item) -> ItemResult:
         """Play ``item`` and judge the answer twice; never raises for an LLM or output failure (the result

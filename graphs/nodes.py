@@ -18,7 +18,17 @@ from opentelemetry import trace
 from graphs.context import QuizContext
 from graphs.events import AnswerAwaited, AnswerGiven, AnswerGraded, QuestionAsked, QuestionReviewed
 from graphs.prompts import ReviewerPrompt, StudentPrompt, TeacherPrompt
-from graphs.state import NO_TOKENS, Grade, Question, QuizState, Review, StoredRound, StoredStep, StudentAnswer
+from graphs.state import (
+    NO_TOKENS,
+    Grade,
+    Question,
+    QuizState,
+    Review,
+    StoredRound,
+    StoredStep,
+    StudentAnswer,
+    records_of,
+)
 from graphs.tracing import agent_step
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
 from telemetry import contract as C
@@ -161,7 +171,7 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
                                     verdict=grade.verdict, feedback=grade.feedback))
     # The round's outcome, and a reset's, are committed together here, by the last step.
     graded = ctx.record("grade", round_no, state, usage, outcome=grade.verdict)
-    records = {step: r for step, r in state.get("steps", {}).items() if r["round"] == round_no} | graded
+    records = records_of(state, round_no) | graded
     trace_id, span_id = span_ids(span)  # feedback on the round attaches to its grading step
     played = StoredRound(
         round=round_no, question=question["question"], answered_by=answered_by, answer=answer,

@@ -84,6 +84,11 @@ def merge_steps(old: dict[str, StepRecord] | None, new: dict[str, StepRecord] | 
     return merged
 
 
+def records_of(state: QuizState, round_no: int) -> dict[str, StepRecord]:
+    """The records of the steps that ran in round ``round_no`` (``QuizState.steps`` holds each step's latest)."""
+    return {step: record for step, record in state.get("steps", {}).items() if record["round"] == round_no}
+
+
 def keep_last(limit: int) -> Callable[[list[str] | None, list[str] | None], list[str]]:
     """A reducer that appends new items and keeps the last ``limit`` (bounds per-session memory)."""
 
@@ -209,4 +214,4 @@ class QuizState(InputState):
 
 
 __all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredRound", "StoredStep",
-           "StudentAnswer", "TokenUsage", "add_counts", "keep_last", "merge_steps"]
+           "StudentAnswer", "TokenUsage", "add_counts", "keep_last", "merge_steps", "records_of"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
-from graphs.state import QuizState, StoredRound
+from graphs.state import QuizState, StoredRound, records_of
 from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
 
 
@@ -102,7 +102,7 @@ class PausedRound(BaseModel):
     @classmethod
     def of(cls, state: QuizState, awaited: AnswerAwaited) -> PausedRound:
         """The paused round of ``state`` (a session's values) that awaits ``awaited``."""
-        records = [r for r in state.get("steps", {}).values() if r["round"] == awaited.round]
+        records = records_of(state, awaited.round).values()
         input_tokens, output_tokens = (sum(r[k] for r in records) for k in ("input_tokens", "output_tokens"))
         return cls(round=awaited.round, subject=state["subject"], difficulty=state["difficulty"],
                    language=state["language"], question=awaited.question, usage=Usage.of(input_tokens, output_tokens))

@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -200,8 +201,7 @@ def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
     settings.update({k: v for k, v in (("subject", intent.subject), ("difficulty", intent.difficulty),
                                        ("language", intent.language)) if v is not None})
     settings.update(run.forwarded_props.settings() if run.forwarded_props else {})
-    request = AskRequest(session_id=run.thread_id, **settings).domain(create=True)
-    return PlayRound(**{**request.__dict__, "intent": intent}), None
+    return replace(AskRequest(session_id=run.thread_id, **settings).domain(create=True), intent=intent), None
 
 
 @router.post(AG_UI_PATH, response_class=Response, responses={
@@ -322,13 +322,11 @@ def _state(prepared: PreparedRound) -> QuizAgentState:
     view = prepared.before or SessionView(subject=inputs["subject"], difficulty=inputs["difficulty"],
                                           language=inputs["language"], student=inputs.get("student", "model"),
                                           rounds_played=0, score=Score(), rounds=[])
-    view = view.model_copy(update={"subject": inputs["subject"], "difficulty": inputs["difficulty"],
-                                   "language": inputs["language"], "student": inputs.get("student", view.student)})
-    if prepared.awaited is None:
-        view = view.model_copy(update={"awaiting_answer": None})
-    else:
-        view = view.model_copy(update={"awaiting_answer": AwaitedQuestion(round=prepared.awaited.round,
-                                                                          question=prepared.awaited.question)})
+    waiting = prepared.awaited
+    view = view.model_copy(update={
+        "subject": inputs["subject"], "difficulty": inputs["difficulty"], "language": inputs["language"],
+        "student": inputs.get("student", view.student),
+        "awaiting_answer": AwaitedQuestion(round=waiting.round, question=waiting.question) if waiting else None})
     return QuizAgentState.at(prepared.session_id, view, prepared.round)
 
 

@@ -25,13 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.metrics import Counter
 from opentelemetry.semconv.attributes import error_attributes, http_attributes
-from opentelemetry.trace import Status, StatusCode, get_current_span
+from opentelemetry.trace import get_current_span
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import QuizError
 from app.http.schemas import Problem
 from telemetry.contract import ErrorType
-from telemetry.spans import current_trace_id
+from telemetry.spans import current_trace_id, mark_failed
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -115,9 +115,7 @@ class Problems:
         else:
             log.error("unhandled error in a streamed round (trace_id=%s)", current_trace_id(), exc_info=error)
             problem, error_type = self.internal(route=route), "internal"
-        server = get_current_span()
-        server.set_attribute(error_attributes.ERROR_TYPE, error_type)
-        server.set_status(Status(StatusCode.ERROR, problem.title))
+        mark_failed(get_current_span(), error_type, problem.title)
         return problem
 
     def response(self, error: QuizError, instance: str | None = None, route: str | None = None) -> JSONResponse:
