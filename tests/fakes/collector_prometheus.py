@@ -57,6 +57,9 @@ class CollectorExposition:
         self.transform = transform or (lambda points: points)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
+        self._latest: dict[tuple, MetricPoint] = {}  # the newest point of every series, kept up to date
+        self._read = 0  # metric export requests already folded into _latest
+        self._fold = threading.Lock()
         self._server: WSGIServer = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_Quiet)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -78,12 +81,23 @@ class CollectorExposition:
     def points(self) -> list[MetricPoint]:
         return self.transform(self.receiver.metric_points())
 
+    def latest(self) -> dict[tuple, MetricPoint]:
+        """The newest point of every series, folding in only the requests that arrived since the last call: a
+        scrape must not re-read everything received (over a long test, that outgrew Prometheus' 1 s scrape
+        timeout and every scrape failed)."""
+        with self._fold:
+            arrived = self.receiver.metric_request_count()
+            if arrived < self._read:  # the receiver was cleared
+                self._latest, self._read = {}, 0
+            for p in self.transform(self.receiver.metric_points(self._read)):
+                key = (p.name, tuple(sorted(series_labels(p).items())))
+                if key not in self._latest or p.time_ns >= self._latest[key].time_ns:
+                    self._latest[key] = p
+            self._read = max(self._read, arrived)
+            return dict(self._latest)
+
     def collect(self):  # prometheus_client custom-collector protocol
-        latest: dict[tuple, MetricPoint] = {}
-        for p in self.points():
-            key = (p.name, tuple(sorted(series_labels(p).items())))
-            if key not in latest or p.time_ns >= latest[key].time_ns:
-                latest[key] = p
+        latest = self.latest()
         # One label set per family (prometheus_client needs it): the union of its series' labels, a label a
         # series lacks left empty, which Prometheus treats as absent.
         by_family: dict[str, list[tuple[dict[str, str], MetricPoint]]] = {}

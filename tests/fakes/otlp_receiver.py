@@ -152,6 +152,11 @@ class OTLPReceiver:
         with self._lock:
             into.append(request)
 
+    def metric_request_count(self) -> int:
+        """How many metric export requests arrived (since the last ``clear``)."""
+        with self._lock:
+            return len(self.metric_requests)
+
     def clear(self) -> None:
         with self._lock:
             self.trace_requests.clear()
@@ -192,9 +197,10 @@ class OTLPReceiver:
     def trace(self, trace_id: str) -> list[Span]:
         return [s for s in self.spans() if s.trace_id == trace_id]
 
-    def metric_points(self) -> list[MetricPoint]:
+    def metric_points(self, start: int = 0) -> list[MetricPoint]:
+        """The data points of every metric export request received, from the ``start``-th request on."""
         with self._lock:
-            requests = list(self.metric_requests)
+            requests = list(self.metric_requests)[start:]
         out = []
         for request in requests:
             for rm in request.resource_metrics:
