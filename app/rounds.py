@@ -11,6 +11,8 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, cast
 
 from langgraph.types import Command, StateSnapshot
 from opentelemetry import trace
@@ -33,6 +35,7 @@ from app.settings import Settings
 from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent
 from graphs.graph import answer_command, awaited_answer
+from graphs.nodes import round_to_play
 from graphs.state import InputState, QuizState
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student
@@ -77,16 +80,21 @@ class PreparedRound:
     inputs: InputState
     resume: Command | None = None
     asked: trace.Link | None = None  # a person's answer: a link to the span of the request that asked
-    before: SessionView | None = None  # the session as the round begins (None: a new session)
+    previous: QuizState | None = None  # the session's values as the round begins (None: a new session)
     awaited: Awaited | None = None  # a person's answer: the question it answers
     paused: PausedRound | None = None  # a person's answer: the paused round it finishes (its tokens so far)
+
+    @cached_property
+    def before(self) -> SessionView | None:
+        """The session as the round begins (``None``: a new session); built when asked for (AG-UI's state)."""
+        return SessionView.of(self.previous, self.awaited) if self.previous else None
 
     @property
     def round(self) -> int:
         """The number of the round this plays."""
         if self.awaited is not None:
             return self.awaited.round
-        return 1 if self.inputs.get("reset") else (self.before.rounds_played if self.before else 0) + 1
+        return round_to_play({**(self.previous or {}), **self.inputs})  # type: ignore[typeddict-item]
 
 
 @dataclass(frozen=True)
@@ -95,11 +103,17 @@ class RoundPlayed:
     it is now (``session``), the model that played and the request's trace id."""
 
     session_id: str
-    session: SessionView
+    state: QuizState  # the graph's values after the round
     model: str
     trace_id: str | None
     finished: FinishedRound | None = None
     paused: PausedRound | None = None
+
+    @cached_property
+    def session(self) -> SessionView:
+        """The session as it is now; built when asked for (AG-UI's state), not for every round."""
+        paused = self.paused
+        return SessionView.of(self.state, Awaited(round=paused.round, question=paused.question) if paused else None)
 
 
 def new_session_id() -> str:
@@ -141,7 +155,7 @@ class RoundService:
         for an unknown or expired id, ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not
         fit the session's paused round and ``SessionStoreUnavailable`` when the store cannot be reached.
         """
-        before: SessionView | None = None
+        previous: QuizState | None = None
         if request.session_id is not None:
             await self._lease(request.session_id, scope)
             if isinstance(request, PlayRound) and request.create:
@@ -150,22 +164,22 @@ class RoundService:
                 snapshot = await self._snapshot(request.session_id, "Omit session_id to start a new session.")
             if isinstance(request, GiveAnswer):
                 return self._answer(request.session_id, snapshot, request.answer)
-            if snapshot.values:
-                before = SessionView.of_snapshot(snapshot)
-            if before is not None and before.awaiting_answer is not None:
-                raise AnswerAwaited(f"Round {before.awaiting_answer.round} of session {request.session_id!r} awaits "
+            previous = cast(QuizState, snapshot.values) if snapshot.values else None
+            if previous is not None and (awaited := awaited_answer(snapshot)) is not None:
+                raise AnswerAwaited(f"Round {awaited.round} of session {request.session_id!r} awaits "
                                     'your answer: send {"session_id": …, "answer": "…"} (GET /sessions/{id} shows the '
                                     "question), or omit session_id to start a new session.")
         assert isinstance(request, PlayRound)  # an answer always has its session
         intent = request.intent
-        language = (request.language or intent.language or (before.language if before else None)
+        known: QuizState | dict[str, Any] = previous or {}
+        language = (request.language or intent.language or known.get("language")
                     or ("ko" if is_korean(request.subject) else "en"))
         inputs = InputState(
-            subject=request.subject or intent.subject or (before.subject if before else DEFAULT_SUBJECT),
-            difficulty=request.difficulty or intent.difficulty or (before.difficulty if before else DEFAULT_DIFFICULTY),
+            subject=request.subject or intent.subject or known.get("subject") or DEFAULT_SUBJECT,
+            difficulty=request.difficulty or intent.difficulty or known.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
-            student=request.student or (before.student if before else ANSWERED_BY_MODEL))
-        return PreparedRound(request.session_id or new_session_id(), inputs, before=before)
+            student=request.student or known.get("student") or ANSWERED_BY_MODEL)
+        return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous)
 
     @staticmethod
     def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
@@ -183,8 +197,8 @@ class RoundService:
         if awaited.asked_trace_id and awaited.asked_span_id:
             asked = trace.Link(trace.SpanContext(int(awaited.asked_trace_id, 16), int(awaited.asked_span_id, 16),
                                                  is_remote=True, trace_flags=trace.TraceFlags.get_default()))
-        return PreparedRound(session_id, inputs, resume, asked, before=SessionView.of(values, awaited),
-                             awaited=awaited, paused=PausedRound.of(values, awaited))
+        return PreparedRound(session_id, inputs, resume, asked, previous=values, awaited=awaited,
+                             paused=PausedRound.of(values, awaited))
 
     async def session(self, session_id: str) -> SessionView:
         """The session's settings, score and kept rounds (oldest first). Raises ``SessionNotFound`` (404) and
@@ -275,9 +289,8 @@ class RoundService:
             await self.store.activity.touch(prepared.session_id)
         except self.store.errors as exc:
             log.warning("could not record the session's activity: %s: %s", type(exc).__name__, exc)
-        awaited = Awaited(round=ended.paused.round, question=ended.paused.question) if ended.paused else None
-        yield RoundPlayed(prepared.session_id, SessionView.of(ended.state, awaited), self.quiz.llm.model,
-                          trace_id, ended.finished, ended.paused)
+        yield RoundPlayed(prepared.session_id, ended.state, self.quiz.llm.model, trace_id, ended.finished,
+                          ended.paused)
 
     def _record(self, session_id: str, result: FinishedRound) -> None:
         """Count a graded round in ``quiz.rounds`` and record the Teacher's grade as an evaluation of it."""
