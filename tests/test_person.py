@@ -153,6 +153,8 @@ def test_telemetry_says_who_answered(client: TestClient, telemetry_env: OTLPRece
     assert telemetry_env.wait_for(lambda: rounds_by_answerer() == {"person": 1, "model": 1})
     telemetry_env.wait_for(lambda: {s.name for s in telemetry_env.trace(person["trace_id"])} >= {
         "invoke_workflow quiz", "invoke_agent teacher"})
+    # The model's round exports in its own batch: wait for its workflow span too before reading it.
+    telemetry_env.wait_for(lambda: "invoke_workflow quiz" in {s.name for s in telemetry_env.trace(model["trace_id"])})
     workflow = {s.trace_id: s for s in telemetry_env.spans() if s.name == "invoke_workflow quiz"}
     assert workflow[person["trace_id"]].attributes["quiz.answered_by"] == "person"
     assert workflow[model["trace_id"]].attributes["quiz.answered_by"] == "model"
