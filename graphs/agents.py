@@ -72,8 +72,7 @@ class Step(StepInfo):
 
 AGENTS: dict[str, Agent] = {agent.name: agent for agent in (
     Agent("teacher", "Teacher", TeacherPrompt),
-    # Off by default until the tests that count a round's model calls know it (ENABLED_AGENTS=reviewer).
-    Agent("reviewer", "Reviewer", ReviewerPrompt, optional=True, by_default=False),
+    Agent("reviewer", "Reviewer", ReviewerPrompt, optional=True),
     Agent("student", "Student", StudentPrompt),
 )}
 
@@ -131,12 +130,14 @@ def prompts(versions: Mapping[str, str] | None = None) -> dict[str, AgentPrompt]
 
 def llm_calls_per_round(chosen: list[Step], preset: bool = False) -> int:
     """The most model calls a round of ``chosen`` steps makes (one per step run, loops included; structured
-    output retries not counted); with ``preset``, the steps a preset question skips make none."""
+    output retries not counted); with ``preset``, the steps a preset question skips make none, and a loop back
+    to such a step never runs (a preset question is not asked again)."""
     position = {step.name: index for index, step in enumerate(chosen)}
     calls = 0
     for index, step in enumerate(chosen):
         calls += step.schema is not None and not (preset and step.preset_skips)
-        if step.loop is not None and step.loop.to in position:
+        if step.loop is not None and step.loop.to in position \
+                and not (preset and chosen[position[step.loop.to]].preset_skips):
             again = chosen[position[step.loop.to]:index + 1]
             calls += step.loop.times * sum(s.schema is not None and not (preset and s.preset_skips) for s in again)
     return calls

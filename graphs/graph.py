@@ -47,15 +47,19 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None, steps: list[age
         loop = step.loop
         if loop is not None and loop.to in position:
             back = names[position[loop.to]]
-            builder.add_conditional_edges(step.node_name, _router(loop, back, following), [back, following])
+            builder.add_conditional_edges(step.node_name, _router(loop, back, following, f"{step.name}_loop"),
+                                          [back, following])
         else:
             builder.add_edge(step.node_name, following)
     return builder.compile(checkpointer=checkpointer, name=C.WORKFLOW_NAME)
 
 
-def _router(loop: agents.Loop, back: str, following: str) -> Callable[[QuizState], str]:
+def _router(loop: agents.Loop, back: str, following: str, name: str) -> Callable[[QuizState], str]:
+    """The loop's conditional edge. LangGraph traces an edge's function as a run of its own, so the LangChain
+    instrumentation shows it as ``execute_task <name>`` (``review_loop``) beneath the step's node span."""
     def route(state: QuizState) -> str:
         return back if loop.when(state) else following
+    route.__name__ = route.__qualname__ = name
     return route
 
 

@@ -26,13 +26,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def start_service(env: dict[str, str], log: Path, timeout_s: float = 30) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``question-app`` on a free port with ``env``, logging to ``log``; wait until ``/health`` answers.
+def start_service(env: dict[str, str], log: Path, timeout_s: float = 30,
+                  command: list[str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``question-app`` (or ``command``) on a free port with ``env``, logging to ``log``; wait until
+    ``/health`` answers.
 
     Returns the process and its base URL. Raises ``AssertionError`` (with the log) if it does not come up.
     """
     port = free_port()
-    process = subprocess.Popen([str(Path(sys.executable).parent / "question-app")], env={**env, "PORT": str(port)},
+    process = subprocess.Popen(command or [str(Path(sys.executable).parent / "question-app")],
+                               env={**env, "PORT": str(port)},
                                cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

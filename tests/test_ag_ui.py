@@ -34,7 +34,7 @@ from tests.fakes.otlp_receiver import OTLPReceiver
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(Event)
 ROUND = ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT",
-         *["STEP_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "STEP_FINISHED"] * 3,
+         *["STEP_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "STEP_FINISHED"] * 4,
          "STATE_SNAPSHOT", "RUN_FINISHED"]
 
 
@@ -75,6 +75,7 @@ def texts(events: list[Any]) -> list[tuple[str | None, str | None, str]]:
 
 def script_round(fake_llm: FakeOpenAI, verdict: str = "correct") -> None:
     fake_llm.script("Question", question="What is the chemical symbol of gold?", reference_answer="Au-REF")
+    fake_llm.script("Review", verdict="accept", reason="One correct answer, fits the subject.")
     fake_llm.script("StudentAnswer", answer="Au")
     fake_llm.script("Grade", verdict=verdict, feedback="Well recalled.")
 
@@ -91,8 +92,9 @@ def test_a_run_is_one_round_in_protocol_order(client: TestClient, fake_llm: Fake
     assert HEX32.match(trace.value["trace_id"]) and trace.value["session_id"] == body["threadId"]
     assert [e.step_name for e in events if isinstance(e, StepStartedEvent)] == \
         [e.step_name for e in events if isinstance(e, StepFinishedEvent)] == \
-        ["teacher.ask", "student.answer", "teacher.grade"]
+        ["teacher.ask", "reviewer.review", "student.answer", "teacher.grade"]
     assert texts(events) == [("assistant", "Teacher", "What is the chemical symbol of gold?"),
+                             ("assistant", "Reviewer", "One correct answer, fits the subject."),
                              ("assistant", "Student", "Au"),
                              ("assistant", "Teacher", "Correct. Well recalled.")]
     assert isinstance(before, StateSnapshotEvent) and before.snapshot == {
@@ -151,8 +153,7 @@ def test_a_person_answers_through_interrupt_and_resume(client: TestClient, fake_
     script_round(fake_llm)
     thread = str(uuid.uuid4())
     asked = run(client, run_input(thread, forwardedProps={"student": "person", "subject": "chemistry"}))
-    assert types(asked) == ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT", "STEP_STARTED", "TEXT_MESSAGE_START",
-                            "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "STEP_FINISHED", "STATE_SNAPSHOT",
+    assert types(asked) == ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT", *ROUND[3:8] * 2, "STATE_SNAPSHOT",
                             "RUN_FINISHED"]
     finished = asked[-1]
     assert finished.outcome.type == "interrupt"
@@ -292,7 +293,8 @@ def test_each_step_is_announced_when_it_starts(client: TestClient, fake_llm: Fak
     events = run(client, run_input())
     started = {e.step_name: e.timestamp or 0 for e in events if isinstance(e, StepStartedEvent)}
     finished = {e.step_name: e.timestamp or 0 for e in events if isinstance(e, StepFinishedEvent)}
-    assert set(started) == set(finished) == {"teacher.ask", "student.answer", "teacher.grade"}
+    assert set(started) == set(finished) == {"teacher.ask", "reviewer.review", "student.answer",
+                                                      "teacher.grade"}
     for step, at in started.items():
         assert finished[step] - at >= 290, (step, finished[step] - at)
 

@@ -70,6 +70,7 @@ STEP = ["STEP_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESS
 def test_the_protocol_client_plays_rounds_on_one_thread_and_a_person_round(service: str,
                                                                              fake_llm: FakeOpenAI) -> None:
     fake_llm.script("Question", question="What is the chemical symbol of gold?", reference_answer="Au")
+    fake_llm.script("Review", verdict="accept", reason="One answer, and it is science.")
     fake_llm.script("StudentAnswer", answer="Au")
     fake_llm.script("Grade", verdict="correct", feedback="Right.")
     report = play(service, [{"message": "an easy science question"}, {},
@@ -77,16 +78,17 @@ def test_the_protocol_client_plays_rounds_on_one_thread_and_a_person_round(servi
     first, second, asked, answered = report["runs"]
     for played in report["runs"]:
         assert played["error"] is None
-    assert types(first) == ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT", *STEP * 3, "STATE_SNAPSHOT", "RUN_FINISHED"]
+    assert types(first) == ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT", *STEP * 4, "STATE_SNAPSHOT", "RUN_FINISHED"]
     assert first["outcome"] == "success" and first["result"]["round"] == 1
     assert first["result"]["subject"] == "science" and first["result"]["difficulty"] == "easy"
     # The same thread continues: round 2, and the client's state is the session's.
     assert second["result"]["round"] == 2 and second["result"]["session_id"] == report["threadId"]
     assert second["state"]["score"] == {"correct": 2, "partially_correct": 0, "incorrect": 0}
-    # Authors of the messages the client keeps: the Teacher and the Student agent.
+    # Authors of the messages the client keeps: the Teacher, the Reviewer and the Student agent.
     authored = [(m["role"], m.get("name"), m["content"]) for m in second["messages"]]
-    assert authored[:4] == [("user", None, "an easy science question"),
+    assert authored[:5] == [("user", None, "an easy science question"),
                             ("assistant", "Teacher", "What is the chemical symbol of gold?"),
+                            ("assistant", "Reviewer", "One answer, and it is science."),
                             ("assistant", "Student", "Au"), ("assistant", "Teacher", "Correct. Right.")]
     # A person plays the Student: the run ends with an interrupt, the next one resumes it.
     assert asked["outcome"] == "interrupt" and "result" not in asked  # HttpAgent keeps results of successes
@@ -131,11 +133,11 @@ def test_the_readme_client_example_runs(service: str, fake_llm: FakeOpenAI) -> N
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "user: an easy science question"
-    assert lines[1].startswith("Teacher: ") and lines[2].startswith("Student: ")
-    assert lines[3] == "Teacher: Correct. Right."
-    assert lines[4] == "verdict: correct score: { correct: 1, partially_correct: 0, incorrect: 0 }"
-    assert lines[5].startswith("Teacher asks: ")
-    assert lines[6] == "verdict: correct score: { correct: 2, partially_correct: 0, incorrect: 0 }"
+    assert lines[1].startswith("Teacher: ") and lines[2].startswith("Reviewer: ")
+    assert lines[3].startswith("Student: ") and lines[4] == "Teacher: Correct. Right."
+    assert lines[5] == "verdict: correct score: { correct: 1, partially_correct: 0, incorrect: 0 }"
+    assert lines[6].startswith("Teacher asks: ")
+    assert lines[7] == "verdict: correct score: { correct: 2, partially_correct: 0, incorrect: 0 }"
 
 
 def test_the_protocol_client_is_refused_without_a_key(service: str) -> None:

@@ -43,8 +43,9 @@ def test_ask_returns_a_graded_round(client: TestClient, fake_llm: FakeOpenAI) ->
     assert len(body["session_id"]) >= 22
     # The trace context comes back in the W3C `traceresponse` header too.
     assert r.headers["traceresponse"].split("-")[1] == body["trace_id"]
-    # Three LLM calls, each a forced function call (structured output), in graph order.
-    assert [req.tool_name for req in fake_llm.requests] == ["Question", "StudentAnswer", "Grade"]
+    # Four LLM calls, each a forced function call (structured output), in graph order: the Reviewer checks the
+    # question before the Student sees it.
+    assert [req.tool_name for req in fake_llm.requests] == ["Question", "Review", "StudentAnswer", "Grade"]
 
 
 @pytest.mark.parametrize("verdict", sorted(VERDICTS))
@@ -207,16 +208,17 @@ def test_streaming_sends_one_event_per_agent_step(client: TestClient, fake_llm: 
         assert r.headers["content-type"].startswith("text/event-stream")
         events = parse_sse(r.read().decode())
 
-    assert [e for e, _ in events] == ["trace", "question", "answer", "grade", "round"]
-    trace, question, _, grade, final = (d for _, d in events)
+    assert [e for e, _ in events] == ["trace", "question", "review", "answer", "grade", "round"]
+    trace, question, review, _, grade, final = (d for _, d in events)
     # Each event says who spoke and what, so a client renders a step it does not know; no reference answer early.
     assert question == {"kind": "question", "round": 1, "step": "ask", "agent": "teacher", "speaker": "Teacher",
                         "status": "finished", "text": "What is H2O?", "outcome": None, "by": "agent",
                         "question": "What is H2O?"}
-    assert "water" not in json.dumps([question, _])
+    assert (review["speaker"], review["outcome"], review["accepted"]) == ("Reviewer", "accepted", True)
+    assert "water" not in json.dumps([question, review, _])
     assert grade | {"verdict": "correct", "feedback": "Yes.", "outcome": "correct", "text": "Yes.", "step": "grade"} \
         == grade
-    assert [s["step"] for s in final["steps"]] == ["ask", "answer", "grade"]
+    assert [s["step"] for s in final["steps"]] == ["ask", "review", "answer", "grade"]
     assert final["steps"][-1] == {"step": "grade", "agent": "teacher", "outcome": "correct", "detail": None, "runs": 1}
     assert final["reference_answer"] == "water"
     assert trace["trace_id"] == final["trace_id"] and HEX32.match(trace["trace_id"])

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.errors import QuizError
+from graphs import agents
 from telemetry import contract
 from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
@@ -33,7 +34,7 @@ def code(cell: str) -> list[str]:
 
 
 EVENTS = {(code(r[0])[0], re.findall(r"`gen_ai.evaluation.name`=`(\w+)`", r[3])[0]): r for r in table("events")}
-NODES = ("teacher_ask", "student_answer", "teacher_grade")  # the graph's nodes (graphs/graph.py)
+NODES = [step.node_name for step in agents.steps()]  # the graph's nodes: the agent table's steps
 SPANS = {name.replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")
          for name in ([code(r[0])[0].replace("{node}", n) for n in NODES] if "{node}" in r[0] else [code(r[0])[0]])}
 METRICS = {code(r[0])[0]: r for r in table("metrics")}

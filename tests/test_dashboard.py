@@ -40,6 +40,7 @@ from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, MetricPoint, O
 from tests.fakes.prometheus import PrometheusServer
 from tests.shared import schema
 from tests.test_contract import all_subclasses
+from tests.test_reviewer import reviews
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = json.loads((ROOT / "telemetry" / "dashboards" / "question-app.json").read_text())
@@ -195,6 +196,7 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
             assert client.post(f"/sessions/{r.json()['session_id']}/rounds/1/feedback",
                                json={"rating": rating}).status_code == 204
         llm_server.script("Grade", verdict="incorrect")  # a person plays the Student: asked, then answered
+        llm_server.respond("Review", reviews("reject"))  # its first question goes back to the Teacher
         pending = client.post("/ask", json={"subject": "math", "student": "person"}).json()
         assert client.post("/ask", json={"session_id": pending["session_id"], "answer": "42"}).status_code == 200
         llm_server.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)

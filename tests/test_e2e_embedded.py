@@ -140,7 +140,8 @@ def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPRece
     # The same OpenAI-protocol client and instrumentation as production: real LLM spans reach the receiver.
     spans = otlp.wait_for(lambda: (s := otlp.trace(one["trace_id"])) and len(s) >= SPANS_PER_ROUND and s, timeout_s=20)
     chats = [s for s in spans if s.name == "chat smollm2-135m-instruct"]
-    assert len(chats) == 3 and all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in chats)
+    runs = sum(step["runs"] for step in one["steps"])  # 4, or 6 if the Reviewer sent the question back
+    assert len(chats) >= runs >= 4 and all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in chats)
 
     # SIGTERM (as Kubernetes sends it to the pod): a clean shutdown that stops the model server too.
     os.killpg(process.pid, signal.SIGTERM)

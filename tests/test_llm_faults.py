@@ -88,7 +88,7 @@ def test_transient_server_error_is_retried_and_succeeds(client: TestClient, fake
     fake_llm.fail_next(Fault("status", 500))
     r, _ = play(client)
     assert r.status_code == 200
-    assert len(fake_llm.requests) == 4  # 3 calls + 1 retry
+    assert len(fake_llm.requests) == 5  # 4 calls (ask, review, answer, grade) + 1 retry
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -180,14 +180,14 @@ def test_workload_identity_exchanges_the_federated_token_for_a_bearer_token(work
     finally:
         stop(process)
     # The projected service-account token reached Entra ID as the client assertion, for the right scope.
-    (exchange,) = entra.requests  # one token served all six LLM calls
+    (exchange,) = entra.requests  # one token served all eight LLM calls
     assert exchange["path"] == f"/{TENANT}/oauth2/v2.0/token"
     assert exchange["grant_type"] == "client_credentials" and exchange["client_id"] == CLIENT
     assert exchange["client_assertion"] == "federated-service-account-jwt-for-tests"
     assert exchange["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     assert exchange["scope"] == COGNITIVE_SERVICES_SCOPE
     # And Entra's token reached Azure OpenAI as the bearer token, on the deployment's path, with no key.
-    assert len(fake_llm.requests) == 6
+    assert len(fake_llm.requests) == 8  # two rounds of four calls
     assert {r.headers["authorization"] for r in fake_llm.requests} == {"Bearer entra-token-1"}
     assert all("api-key" not in r.headers and "/deployments/gpt-5.2-chat/" in r.path for r in fake_llm.requests)
     log = (tmp_path / "service.log").read_text()
@@ -205,7 +205,7 @@ def test_an_expired_entra_token_is_replaced(workload_identity, fake_llm: FakeOpe
     finally:
         stop(process)
     assert len(entra.requests) == 2
-    first, second = fake_llm.requests[:3], fake_llm.requests[3:]
+    first, second = fake_llm.requests[:4], fake_llm.requests[4:]  # a round is four calls
     assert {r.headers["authorization"] for r in first} == {"Bearer entra-token-1"}
     assert {r.headers["authorization"] for r in second} == {"Bearer entra-token-2"}
 

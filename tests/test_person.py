@@ -41,7 +41,7 @@ def test_the_person_answers_and_the_teacher_grades_that_answer(client: TestClien
     assert pending["status"] == "awaiting_answer" and pending["round"] == 1
     assert pending["question"] == "In which year did Columbus reach the Americas?"
     assert "1492" not in json.dumps(pending)  # the reference answer stays with the Teacher
-    assert [r.tool_name for r in fake_llm.requests] == ["Question"]  # the Student agent never ran
+    assert [r.tool_name for r in fake_llm.requests] == ["Question", "Review"]  # the Student agent never ran
     assert pending["usage"]["total_tokens"] > 0
     sid = pending["session_id"]
     looked = client.get(f"/sessions/{sid}").json()
@@ -53,7 +53,7 @@ def test_the_person_answers_and_the_teacher_grades_that_answer(client: TestClien
     assert (graded["status"], graded["round"], graded["answered_by"]) == ("graded", 1, "person")
     assert (graded["student_answer"], graded["verdict"], graded["reference_answer"]) == ("It was 1492", "correct",
                                                                                           "1492")
-    assert [r.tool_name for r in fake_llm.requests] == ["Question", "Grade"]
+    assert [r.tool_name for r in fake_llm.requests] == ["Question", "Review", "Grade"]
     assert "Student's answer: It was 1492" in fake_llm.requests_for("Grade")[0].prompt_text
     assert graded["usage"]["total_tokens"] > pending["usage"]["total_tokens"]  # the question's and the grade's
 
@@ -97,7 +97,7 @@ def test_the_stream_ends_with_the_question_then_continues_with_the_answer(client
                                                                          fake_llm: FakeOpenAI) -> None:
     fake_llm.script("Question", question="Name a noble gas.", reference_answer="neon")
     first = sse(client, subject="science", student="person")
-    assert [name for name, _ in first] == ["trace", "question", "awaiting_answer"]
+    assert [name for name, _ in first] == ["trace", "question", "review", "awaiting_answer"]
     pending = first[-1][1]
     assert pending["status"] == "awaiting_answer" and pending["question"] == "Name a noble gas."
     assert "neon" not in json.dumps(first)
@@ -201,4 +201,4 @@ def test_clients_that_send_none_of_the_new_fields_get_the_same_round(client: Tes
     played = ask(client, subject="science")
     assert played["status"] == "graded" and played["answered_by"] == "model"
     names = [name for name, _ in sse(client, session_id=played["session_id"])]
-    assert names == ["trace", "question", "answer", "grade", "round"]
+    assert names == ["trace", "question", "review", "answer", "grade", "round"]

@@ -1,5 +1,6 @@
 """The Reviewer, the fourth agent: it checks each question before anyone answers it, sends a rejected one back
-to the Teacher once, and the round says what happened. Added through the agent table only (graphs/)."""
+to the Teacher once, and the round says what happened. Added through the agent table only (graphs/); it plays by
+default and ``DISABLED_AGENTS=reviewer`` switches it off."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
 from tests.fakes.openai_server import FakeOpenAI
@@ -24,12 +24,6 @@ def reviews(*verdicts: str) -> Callable[[str], dict[str, Any]]:
         return {"verdict": verdict, "reason": "It has two correct answers." if verdict == "reject" else "Fine."}
 
     return respond
-
-
-@pytest.fixture
-def client(make_client: Callable[..., TestClient]) -> TestClient:
-    """The service with the Reviewer switched on (the agent table plays it only when enabled, for now)."""
-    return make_client(enabled_agents="reviewer")
 
 
 def stream(client: TestClient, **body: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -87,13 +81,15 @@ def test_a_reason_never_gives_the_reference_answer_away(client: TestClient, fake
 
 
 def test_the_reviewer_can_be_switched_off(make_client: Callable[..., TestClient], fake_llm: FakeOpenAI) -> None:
-    client = make_client()  # off by default, for now
+    played = make_client().post("/ask", json={}).json()  # on by default
+    assert [s["step"] for s in played["steps"]] == ["ask", "review", "answer", "grade"]
+    fake_llm.clear()
+    client = make_client(disabled_agents="reviewer")
     played = client.post("/ask", json={}).json()
     assert [s["step"] for s in played["steps"]] == ["ask", "answer", "grade"]
-    client = make_client(enabled_agents="reviewer", disabled_agents="reviewer")
-    played = client.post("/ask", json={}).json()
-    assert [s["step"] for s in played["steps"]] == ["ask", "answer", "grade"]
-    assert not fake_llm.requests_for("Review")
+    assert [r.tool_name for r in fake_llm.requests] == ["Question", "StudentAnswer", "Grade"]
+    events = stream(client, subject="math")
+    assert [name for name, _ in events] == ["trace", "question", "answer", "grade", "round"]
 
 
 def test_a_review_is_traced_and_counted_by_outcome(client: TestClient, fake_llm: FakeOpenAI,

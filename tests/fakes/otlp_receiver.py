@@ -23,9 +23,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 # The spans of one played round: POST /ask, invoke_workflow quiz, the LangChain instrumentation's graph span,
-# its workflow span and an execute_task span per node (3), an invoke_agent span per step (3), a chat span per
-# LLM call (3).
-SPANS_PER_ROUND = 13
+# its workflow span and an execute_task span per node (4: ask, review, answer, grade) and for the review's loop
+# edge (1), an invoke_agent span per step (4), a chat span per LLM call (4); a question the Reviewer sends back
+# adds the ask and review spans again.
+SPANS_PER_ROUND = 17
 SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
 
