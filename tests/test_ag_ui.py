@@ -245,10 +245,10 @@ def test_same_auth_as_ask_and_a_body_limit_that_fits_long_threads(make_client) -
     assert client.post("/ag-ui", json=body).status_code == 401
     assert client.post("/ag-ui", json=body, headers={"authorization": "Bearer wrong"}).status_code == 401
     assert run(client, body, {"authorization": "Bearer k-ag-ui-1"})[-1].result["round"] == 1
-    # A client sends the whole conversation every run: 50 earlier rounds (~75 KB) are over /ask's
-    # MAX_BODY_BYTES (16 KiB) and fine here; past AG_UI_MAX_BODY_BYTES it is 413, naming the setting.
+    # A client sends the whole conversation every run: 50 earlier rounds of five messages (~110 KB) are over
+    # /ask's MAX_BODY_BYTES (16 KiB) and fine here; past AG_UI_MAX_BODY_BYTES it is 413, naming the setting.
     said = [{"id": str(uuid.uuid4()), "role": "assistant", "name": "Teacher", "content": "q" * 350}
-            for _ in range(200)]
+            for _ in range(250)]
     long_thread = run_input(body["threadId"], messages=said)
     assert 64 * 1024 < len(json.dumps(long_thread)) < 128 * 1024
     assert run(client, long_thread, {"x-api-key": "k-ag-ui-1"})[-1].result["round"] == 2
