@@ -71,6 +71,10 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
     steps = [a.attributes["quiz.step"] for a in sorted(agents, key=lambda s: s.start_ns)]
     assert steps == ["ask", "review", "answer", "grade"]
     (loop,) = names["execute_task review_loop"]  # the review's edge: back to the Teacher, or on
+    # The graph's drawing on its span (drawn once per process, graphs.graph._draw_once): the table's nodes.
+    assert list(graph.attributes["gen_ai.workflow.nodes"]) == ["teacher_ask", "reviewer_review", "student_answer",
+                                                             "teacher_grade"]
+    assert "reviewer_review -> teacher_ask" in graph.attributes["gen_ai.workflow.edges"]
     assert loop.parent_span_id == nodes["execute_task reviewer_review"].span_id
     # No content from the LangChain instrumentation either (the graph state holds the reference answer).
     content = ("traceloop.entity.input", "traceloop.entity.output", "gen_ai.task.input", "gen_ai.task.output",
