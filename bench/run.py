@@ -29,8 +29,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from app.settings import Settings  # noqa: E402
 from tests.fakes import free_port  # noqa: E402
-from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver  # noqa: E402
+from tests.fakes.otlp_receiver import OTLPReceiver, spans_per_round  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -263,13 +264,14 @@ def main() -> None:
         print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows))
         return
 
+    per_round = spans_per_round(Settings().steps())  # the agents this environment plays (DISABLED_AGENTS …)
     with OTLPReceiver() as otlp:
         # --- A: throughput and latency with a slow LLM --------------------------------------------------
         slow = FakeLLM(args.latency_ms)
         service = Service(slow, otlp.endpoint)
         try:
             asyncio.run(load(service.base, 4, 5, 8))  # warm up, then wait for its spans before counting
-            otlp.wait_for(lambda: len(otlp.spans()) >= 8 * SPANS_PER_ROUND, timeout_s=15)
+            otlp.wait_for(lambda: len(otlp.spans()) >= 8 * per_round, timeout_s=15)
             otlp.clear()
             played = 0
             for concurrency in (1, 8, 32, 64):
@@ -293,7 +295,7 @@ def main() -> None:
                          f"p50 {ms(pct(ttfe, 50))}, max {ms(max(ttfe))}",
                          f"first LLM call takes {args.latency_ms:.0f} ms; 10 rounds, 1 client"))
             stop_s = service.stop()
-            expected = played * SPANS_PER_ROUND
+            expected = played * per_round
             received = len(otlp.spans())
             trace_bytes = sum(r.ByteSize() for r in otlp.trace_requests)
             metric_bytes = sum(r.ByteSize() for r in otlp.metric_requests)

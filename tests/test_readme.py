@@ -39,3 +39,13 @@ def test_every_test_the_reliability_table_cites_exists() -> None:
         source = (ROOT / "tests" / Path(file).name).read_text()
         pattern = name.replace("*", r"\w*")
         assert re.search(rf"^def {pattern}\(", source, re.M), f"{file}::{name}"
+
+
+def test_every_file_the_readme_names_exists() -> None:
+    """Every repository path the README names in code (``graphs/agents.py``, ``docs/page.png`` …) is there;
+    placeholders (``<agent>``, ``{id}``, ``*``) and paths outside the checkout are not paths."""
+    tops = {p.name for p in ROOT.iterdir()}
+    named = set(re.findall(r"`([A-Za-z0-9_.\-]+/[A-Za-z0-9_./\-]+)`", README))
+    paths = {n.split("::")[0] for n in named if n.split("/")[0] in tops and not re.search(r"[<{*]", n)}
+    assert len(paths) >= 30
+    assert sorted(p for p in paths if not (ROOT / p).exists()) == []

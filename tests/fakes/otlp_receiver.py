@@ -22,11 +22,21 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-# The spans of one played round: POST /ask, invoke_workflow quiz, the LangChain instrumentation's graph span,
-# its workflow span and an execute_task span per node (4: ask, review, answer, grade) and for the review's loop
-# edge (1), an invoke_agent span per step (4), a chat span per LLM call (4); a question the Reviewer sends back
-# adds the ask and review spans again.
-SPANS_PER_ROUND = 17
+from graphs.agents import Step
+from graphs.agents import steps as agent_steps
+
+
+def spans_per_round(steps: list[Step] | None = None) -> int:
+    """The spans of one played round of ``steps`` (default: the agent table's): ``POST /ask``, ``invoke_workflow
+    quiz``, the LangChain instrumentation's graph span and its workflow span; per step its ``execute_task``
+    node span, its ``invoke_agent`` span and the ``chat`` span of its LLM call; an ``execute_task`` span for
+    each loop's edge. A question the Reviewer sends back adds the asking and reviewing steps' spans again."""
+    chosen = agent_steps() if steps is None else steps
+    names = {step.name for step in chosen}
+    return 4 + 3 * len(chosen) + sum(step.loop is not None and step.loop.to in names for step in chosen)
+
+
+SPANS_PER_ROUND = spans_per_round()  # 17: ask, review (and its loop's edge), answer, grade
 SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
 
