@@ -4,8 +4,8 @@ An evaluation is a judgement of a GenAI output: here the Teacher's grade of the 
 a person's feedback or an offline judge). The event (https://opentelemetry.io/docs/specs/semconv/gen-ai/
 gen-ai-events/, "Event: gen_ai.evaluation.result") is a log record with ``event_name`` set, emitted through
 the app's ``LoggerProvider`` in the current context, so it carries the trace and span id of the round it
-judges; the Collector's ``logs`` pipeline sends it to Application Insights (``traces`` table, attributes in
-``customDimensions``; docs/telemetry.md).
+judges; the Collector's ``logs`` pipeline sends it to Application Insights (``traces`` table, its body the
+``message``, attributes in ``customDimensions``; docs/telemetry.md).
 """
 
 from __future__ import annotations
@@ -60,4 +60,13 @@ class Evaluations:
                                  trace_flags=TraceFlags(TraceFlags.SAMPLED))
             context = trace.set_span_in_context(NonRecordingSpan(judged))
         self.logger.emit(event_name=C.EVENT_EVALUATION_RESULT, severity_number=SeverityNumber.INFO,
-                         attributes=values, context=context)
+                         body=summary(name, label, score), attributes=values, context=context)
+
+
+def summary(name: str, label: str, score: float | None = None) -> str:
+    """The record's body, e.g. ``gen_ai.evaluation.result correctness: correct (1)``: what a person reading the
+    Application Insights ``traces`` row sees as its ``message``. Never content (no explanation). A body is
+    required there: the Collector's ``azuremonitor`` exporter makes the ``message`` of the body and Azure's
+    ingestion refuses a ``MessageData`` with an empty message (the Azure SDK exporters default one; contrib's
+    does not), so a record without one never reaches App Insights."""
+    return f"{C.EVENT_EVALUATION_RESULT} {name}: {label}" + ("" if score is None else f" ({score:g})")

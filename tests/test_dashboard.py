@@ -5,8 +5,10 @@
 - Every PromQL expression parses (``promtool check rules``) and returns data from a real Prometheus that
   scraped this service's metrics under the Collector's names and labels, after real /ask traffic.
 - Every KQL query references only tables, columns and ``customDimensions`` keys that the ``azuremonitor``
-  exporter's mapping of this service's real spans, events and metrics produces. There is no Azure here: the
-  mapping (``ai_rows``) follows the pinned exporter's source file by file, not App Insights itself.
+  exporter's mapping of this service's real spans, events and metrics produces, and the panels' ``where``
+  filters select the rows they say they do. There is no Azure here: the mapping (``tests/fakes/azuremonitor.py``)
+  is a model of the exporter and of Azure's ingestion that first passes the exporter's own test cases
+  (``tests/test_azuremonitor_model.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,12 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.errors import QuizError
+from graphs import agents
 from tests.fakes import wait_until
+from tests.fakes.azuremonitor import app_insights
 from tests.fakes.collector_prometheus import CollectorExposition
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import SPANS_PER_ROUND, LogRecord, MetricPoint, OTLPReceiver, Span
+from tests.fakes.otlp_receiver import SPANS_PER_ROUND, MetricPoint, OTLPReceiver
 from tests.fakes.prometheus import PrometheusServer
 from tests.shared import schema
 from tests.test_contract import all_subclasses
@@ -299,92 +304,10 @@ AI_COLUMNS = {
     "customMetrics": {"timestamp", "name", "value", "valueCount", "valueSum", "valueMin", "valueMax",
                       "cloud_RoleName", "cloud_RoleInstance", "customDimensions", "itemType"},
 }
-KQL_WORDS = {"where", "project", "extend", "summarize", "by", "order", "desc", "asc", "take", "top", "join",
+KQL_WORDS = {"strcat", "where", "project", "extend", "summarize", "by", "order", "desc", "asc", "take", "top", "join",
              "kind", "leftouter", "on", "and", "or", "not", "union", "count", "sum", "avg", "bin", "tostring",
              "todouble", "toint", "isnotempty", "startswith", "contains", "has", "true", "false", "ago",
              "percentile", "dcount", "max", "min", "as", "in"}
-SPAN_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
-
-
-def ai_properties(attributes: dict[str, Any]) -> dict[str, str]:
-    """``setAttributeValueAsProperty`` (trace_to_envelope.go, contrib >= PR #43703): bool, string, int and
-    double become strings in ``customDimensions`` (``strconv`` formatting); arrays and maps are dropped.
-    Nothing goes to ``customMeasurements``."""
-    out = {}
-    for key, value in attributes.items():
-        if isinstance(value, bool):
-            out[key] = "true" if value else "false"
-        elif isinstance(value, int | str):
-            out[key] = str(value)
-        elif isinstance(value, float):
-            out[key] = repr(value).removesuffix(".0")  # FormatFloat(v, 'f', -1, 64): 1 → "1", 0.5 → "0.5"
-    return out
-
-
-def ai_role(resource: dict[str, Any]) -> str:
-    """``applyCloudTagsToEnvelope``: cloud_RoleName = service.namespace + "." + service.name."""
-    ns = resource.get("service.namespace")
-    return f"{ns}.{resource['service.name']}" if ns else resource["service.name"]
-
-
-def ai_common(resource: dict[str, Any], scope: str) -> dict[str, str]:
-    """``applyResourcesToDataProperties`` and ``applyInstrumentationScopeValueToDataProperties``."""
-    return {**{k: str(v) for k, v in resource.items()}, **({"instrumentationlibrary.name": scope} if scope else {})}
-
-
-def ai_rows(spans: list[Span], logs: list[LogRecord], points: list) -> dict[str, list[dict[str, Any]]]:
-    """The rows App Insights gets from the ``azuremonitor`` exporter of the pinned Collector (contrib 0.158),
-    rule by rule from its source: ``trace_to_envelope.go`` (spans → requests/dependencies; ``exception`` span
-    events → exceptions, other span events → traces with ``spaneventsenabled``), ``log_to_envelope.go`` (log
-    records → traces), ``metric_to_envelopes.go`` (data points → customMetrics), ``contracts_utils.go``
-    (cloud role). ``customMeasurements`` stays empty: the current exporter writes every number as a string."""
-    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in AI_COLUMNS}
-    for s in spans:
-        common = ai_common(s.resource, s.scope)
-        dims = {**ai_properties(s.attributes), "otel.status_code": SPAN_STATUS[s.status_code], **common}
-        if s.status_message:
-            dims["otel.status_description"] = s.status_message
-        row: dict[str, Any] = {"name": s.name, "id": s.span_id, "operation_Id": s.trace_id,
-                               "operation_ParentId": s.parent_span_id, "cloud_RoleName": ai_role(s.resource),
-                               "resultCode": str(s.status_code), "success": s.status_code != 2,
-                               "customDimensions": dims, "customMeasurements": {}}
-        method, status = s.attributes.get("http.request.method"), s.attributes.get("http.response.status_code")
-        route = s.attributes.get("http.route", "")
-        if s.kind in ("SERVER", "CONSUMER"):
-            table = "requests"
-            if method:  # fillRequestDataHTTP
-                row["name"] = f"{method} {'/' + route.lstrip('/') if route else s.name}"
-                if status:
-                    row["resultCode"], row["success"] = str(status), 100 <= status <= 399
-            row["operation_Name"] = row["name"]
-        else:
-            table = "dependencies"
-            row["type"] = ""
-            if method:  # fillRemoteDependencyDataHTTP
-                row.update(type="HTTP", name=f"{method} {route}".strip())
-                if status:
-                    row["resultCode"], row["success"] = str(status), 100 <= status <= 399
-            if s.kind == "INTERNAL":
-                row["type"] = "InProc"
-        rows[table].append(row)
-        for event in s.events:
-            base = {"operation_Id": s.trace_id, "operation_ParentId": s.span_id, "cloud_RoleName": ai_role(s.resource),
-                    "customDimensions": {**ai_properties(event.attributes), **common}}
-            if event.name == "exception":
-                rows["exceptions"].append({**base, "type": event.attributes.get("exception.type", ""),
-                                           "outerMessage": event.attributes.get("exception.message", "")})
-            else:  # spaneventsenabled: true in otel-collector.yaml
-                rows["traces"].append({**base, "message": event.name})
-    for r in logs:
-        rows["traces"].append({"message": "" if r.body is None else str(r.body), "operation_Id": r.trace_id,
-                               "operation_ParentId": r.span_id, "cloud_RoleName": ai_role(r.resource),
-                               "customDimensions": {**ai_common(r.resource, r.scope), **ai_properties(r.attributes)}})
-    for p in points:
-        dims = {**ai_properties(p.attributes), **ai_common(p.resource, "")}  # (the receiver keeps no metric scope)
-        rows["customMetrics"].append({"name": p.name, "cloud_RoleName": ai_role(p.resource), "customDimensions": dims})
-    return rows
-
-
 def kql_references(query: str) -> tuple[set[str], set[str], dict[str, set[str]], set[str]]:
     """(tables, identifiers, {customDimensions/customMeasurements: keys}, compared names)."""
     keys = {bag: set(re.findall(rf'{bag}\["([^"]+)"\]', query)) for bag in ("customDimensions", "customMeasurements")}
@@ -413,7 +336,7 @@ def documented_kql() -> list[tuple[str, str]]:
 
 def test_every_kql_query_uses_only_what_our_telemetry_produces(scraped) -> None:
     _, _, otlp, _ = scraped
-    rows = ai_rows(otlp.spans(), otlp.logs(), otlp.metric_points())
+    rows = app_insights(otlp.spans(), otlp.logs(), otlp.metric_points())
     queries = kql_targets() + documented_kql()
     assert len(queries) >= len(kql_targets()) + 5
     for title, query in queries:
@@ -435,9 +358,9 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     a failed stream as a successful request whose server span is ERROR, exceptions from exception events."""
     _, _, otlp, _ = scraped
     spans = otlp.spans()
-    rows = ai_rows(spans, otlp.logs(), [])
+    rows = app_insights(spans, otlp.logs(), [])
     workflow = next(r for r in rows["dependencies"] if r["name"] == "invoke_workflow quiz"
-                    and r["customDimensions"]["otel.status_code"] == "UNSET")
+                    and r["customDimensions"]["otel.status_code"] == "STATUS_CODE_UNSET")
     assert workflow["customDimensions"]["gen_ai.usage.input_tokens"].isdigit()
     assert workflow["customDimensions"]["quiz.round"] == "1" and workflow["type"] == "InProc"
     assert all(r["customMeasurements"] == {} for t in ("requests", "dependencies") for r in rows[t])
@@ -448,7 +371,7 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     assert requests["404"]["success"] is False and requests["502"]["success"] is False
     assert requests["204"]["success"] is True
     failed_streams = [r for r in rows["requests"] if r["resultCode"] == "200"
-                      and r["customDimensions"]["otel.status_code"] == "ERROR"]
+                      and r["customDimensions"]["otel.status_code"] == "STATUS_CODE_ERROR"]
     assert len(failed_streams) == 4 and all(r["success"] for r in failed_streams)  # /ask's and /ag-ui's
     assert sorted(r["name"] for r in failed_streams) == ["POST /ag-ui"] * 2 + ["POST /ask"] * 2
     assert {r["customDimensions"]["error.type"] for r in failed_streams} == {"upstream"}
@@ -460,6 +383,94 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     assert len(grades) == 12 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
         == {"1", "0.5", "0"}
     assert sorted(g["customDimensions"]["quiz.answered_by"] for g in grades).count("person") == 2
+
+
+def kql_filter(query: str) -> Callable[[dict[str, Any]], bool]:
+    """The ``| where`` clauses of a query's first pipeline (up to a join, extend or summarize) as a predicate on
+    a row of the model: the subset of KQL our panels filter with (comparisons, ``in``, ``startswith``,
+    ``isnotempty``, ``toint``, ``tostring(customDimensions[...])``, ``and``/``or``/``not``)."""
+    clauses = []
+    for line in substitute(query).split("\n| ")[1:]:
+        if not line.startswith("where "):
+            break
+        clauses.append(line.removeprefix("where ").replace("\n", " "))
+    code = " and ".join(f"({c})" for c in clauses) or "True"
+    code = re.sub(r"\$__timeFilter\(\w+\)", "True", code)
+    code = re.sub(r'tostring\(customDimensions\["([^"]+)"\]\)', r'D("\1")', code)
+    code = re.sub(r'customDimensions\["([^"]+)"\]', r'D("\1")', code)
+    code = re.sub(r"toint\(([^()]+(?:\([^()]*\))?)\)", r"I(\1)", code)
+    code = re.sub(r"isnotempty\(([^()]+(?:\([^()]*\))?)\)", r"bool(\1)", code)
+    code = re.sub(r'(\b\w+|D\("[^"]+"\))\s+startswith\s+("[^"]*")', r"str(\1).startswith(\2)", code)
+    code = re.sub(r"\b(true|false)\b", lambda m: m.group(1).title(), code)
+    code = re.sub(r'(?<![\w."])(name|success|resultCode|cloud_RoleName|message|type)(?![\w"(])', r'R("\1")', code)
+
+    def matches(row: dict[str, Any]) -> bool:
+        def I(value: Any) -> int:  # noqa: E743, N802  (KQL's toint)
+            return int(value) if str(value).lstrip("-").isdigit() else -1
+
+        scope = {"D": lambda k: row.get("customDimensions", {}).get(k, ""), "R": lambda k: row.get(k, ""),
+                 "I": I, "str": str, "bool": bool, "True": True, "False": False}
+        return bool(eval(code, {"__builtins__": {}}, scope))  # noqa: S307  (our own panels' filters)
+
+    return matches
+
+
+def kql_panel(title: str) -> str:
+    return panel(title)["targets"][0]["azureLogAnalytics"]["query"]
+
+
+def selected(scraped: Any, title: str, table: str) -> list[dict[str, Any]]:
+    _, _, otlp, _ = scraped
+    keep = kql_filter(kql_panel(title))
+    return [r for r in app_insights(otlp.spans(), otlp.logs(), [])[table] if keep(r)]
+
+
+def test_the_failed_rounds_panel_lists_5xx_and_failed_streams_never_4xx(scraped) -> None:
+    """Each burst fails four rounds: a 503 (rate limited), a 502, and a streamed round on /ask and on /ag-ui
+    that answered 200 and then failed (their server span ERROR); its 404 and the feedback are not failed
+    rounds."""
+    failed = selected(scraped, "Failed rounds (", "requests")
+    assert sorted(r["resultCode"] for r in failed) == ["200"] * 4 + ["502"] * 2 + ["503"] * 2
+    # error.type: the status code of a 5xx answer (HTTP conventions), the round's cause for a failed stream.
+    assert {r["customDimensions"]["error.type"] for r in failed} == {"502", "503", "upstream"}
+
+
+def test_the_slowest_rounds_panel_holds_only_rounds_that_played_to_the_end(scraped) -> None:
+    played = selected(scraped, "Slowest rounds", "requests")
+    assert played and {r["resultCode"] for r in played} == {"200"}
+    assert not [r for r in played if "error.type" in r["customDimensions"]]  # no stream that failed after its 200
+
+
+def test_the_evaluation_results_panel_finds_the_grades_with_a_message_a_person_can_read(scraped) -> None:
+    results = selected(scraped, "Evaluation results", "traces")
+    names = {r["customDimensions"]["gen_ai.evaluation.name"] for r in results}
+    assert names == {"correctness", "user_feedback"}
+    assert all(r["message"].startswith("gen_ai.evaluation.result ") for r in results)
+    assert "gen_ai.evaluation.result correctness: partially_correct (0.5)" in {r["message"] for r in results}
+
+
+def test_the_tokens_panel_is_by_agent_step(scraped) -> None:
+    steps = {(r["customDimensions"]["gen_ai.agent.name"], r["customDimensions"]["quiz.step"])
+             for r in selected(scraped, "Tokens per agent step", "dependencies")}
+    assert steps == {(s.agent, s.name) for s in agents.steps() if s.schema is not None}
+    query = kql_panel("Tokens per agent step")
+    assert 'customDimensions["gen_ai.agent.name"]' in query and 'customDimensions["quiz.step"]' in query
+
+
+def test_every_value_a_query_compares_a_dimension_with_is_one_the_rows_have(scraped) -> None:
+    """A filter on a value the exporter never writes (``otel.status_code == "ERROR"``) selects nothing, or
+    everything with ``!=``: every such literal is one of the values the model's rows carry for that key."""
+    _, _, otlp, _ = scraped
+    rows = app_insights(otlp.spans(), otlp.logs(), otlp.metric_points())
+    seen: dict[str, set[str]] = {}
+    for table in rows.values():
+        for row in table:
+            for key, text in row.get("customDimensions", {}).items():
+                seen.setdefault(key, set()).add(text)
+    compared = [(title, key, literal) for title, query in kql_targets() + documented_kql()
+                for key, literal in re.findall(r'customDimensions\["([^"]+)"\]\)?\s*[!=]=\s*"([^"]*)"', query)]
+    assert len(compared) >= 10
+    assert [c for c in compared if c[2] not in seen.get(c[1], set())] == []
 
 
 def test_evaluation_traffic_is_left_out_of_every_live_panel(scraped) -> None:
@@ -495,7 +506,7 @@ def test_the_trace_panel_targets_our_role_and_operation(scraped) -> None:
     (flt,) = target["filters"]
     assert flt["property"] == "cloud_RoleName" and substitute(flt["filters"][0]) == "otel-app.question-app"
     _, _, otlp, _ = scraped
-    rows = ai_rows(otlp.spans(), [], [])
+    rows = app_insights(otlp.spans(), [], [])
     assert {r["cloud_RoleName"] for r in rows["requests"]} == {"otel-app.question-app"}
 
 
