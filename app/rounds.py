@@ -298,10 +298,14 @@ class RoundService:
         telemetry = self.quiz.telemetry
         telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
                                              C.ATTR_VERDICT: result.verdict, C.ATTR_ANSWERED_BY: result.answered_by})
-        telemetry.evaluations.record(  # the Teacher's grade, parented to this round's span
+        # The Teacher's grade judges the Student's answer: attached to its step's span (a person's answer came
+        # with this request: to this round's span).
+        trace_id, span_id = result.judged or (None, None)
+        telemetry.evaluations.record(
             C.EVALUATION_CORRECTNESS, result.verdict, C.VERDICT_SCORES[result.verdict], result.feedback,
             {GenAI.GEN_AI_CONVERSATION_ID: session_id, C.ATTR_ROUND: result.round,
-             C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty, C.ATTR_ANSWERED_BY: result.answered_by})
+             C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty, C.ATTR_ANSWERED_BY: result.answered_by},
+            trace_id=trace_id, span_id=span_id)
 
     async def play(self, prepared: PreparedRound) -> RoundPlayed:
         """Play the round to its end (or its pause). Raises a ``QuizError`` as ``run()`` does."""

@@ -112,9 +112,11 @@ class Runner:
                                                  (C.JUDGE_STRICT, strict, None)):
                     labels = {C.ATTR_EVAL_JUDGE: judge, C.ATTR_SUBJECT: item.subject,
                               C.ATTR_DIFFICULTY: item.difficulty}
+                    trace_id, span_id = played.judged or (None, None)  # both judge the Student's answer
                     self.telemetry.evaluations.record(
                         C.EVALUATION_CORRECTNESS, verdict, C.VERDICT_SCORES[verdict], feedback,
-                        {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id})
+                        {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id},
+                        trace_id=trace_id, span_id=span_id)
                     self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict})
         except QuizError as error:
             return base.model_copy(update={"error": error.error_type, "error_detail": error.title,

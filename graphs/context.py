@@ -22,6 +22,7 @@ from graphs.prompts import AgentPrompt
 from graphs.state import QuizState, StepRecord, TokenUsage
 from graphs.structured import StructuredCall, call_structured
 from telemetry import contract as C
+from telemetry.spans import span_ids
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 PromptT = TypeVar("PromptT", bound=AgentPrompt)
@@ -90,14 +91,17 @@ class QuizContext:
         return event(round=round_no, step=step, agent=info.agent, speaker=info.speaker, text=text, **fields)
 
     def record(self, step: str, round_no: int, state: QuizState, usage: TokenUsage, outcome: str | None = None,
-               detail: str | None = None) -> dict[str, StepRecord]:
-        """The state update that records one run of ``step`` (``QuizState.steps``); an ``outcome`` is also
-        counted in ``quiz.agent.step.outcomes`` (with the round's subject and difficulty, bounded)."""
+               detail: str | None = None, span: trace.Span | None = None) -> dict[str, StepRecord]:
+        """The state update that records one run of ``step`` (``QuizState.steps``), with the ids of its agent
+        ``span`` when given; an ``outcome`` is also counted in ``quiz.agent.step.outcomes`` (with the round's
+        subject and difficulty, bounded)."""
         info = self.steps[step]
         if outcome is not None and self.step_outcomes is not None:
             self.step_outcomes.add(1, {GenAI.GEN_AI_AGENT_NAME: info.agent, C.ATTR_STEP: step,
                                        C.ATTR_STEP_OUTCOME: outcome,
                                        C.ATTR_SUBJECT: C.subject_label(state["subject"]),
                                        C.ATTR_DIFFICULTY: state["difficulty"]})
+        trace_id, span_id = span_ids(span) if span is not None else (None, None)
         return {step: StepRecord(round=round_no, agent=info.agent, outcome=outcome, detail=detail, runs=1,
-                                 input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"])}
+                                 input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
+                                 trace_id=trace_id, span_id=span_id)}

@@ -123,7 +123,7 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
         return person_answer(state, runtime.context)
     ctx = runtime.context
     round_no = round_to_play(state)
-    with agent_step(runtime, "answer", round_no):
+    with agent_step(runtime, "answer", round_no) as span:
         prompt = ctx.prompt("student", StudentPrompt)
         messages: list[BaseMessage] = [
             SystemMessage(prompt.system.format(persona=prompt.personas[state["difficulty"]],
@@ -131,7 +131,7 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
             HumanMessage(prompt.answer.format(question=state["question"]["question"]))]
         answer, usage = await ctx.call("answer", StudentAnswer, messages)
     runtime.stream_writer(ctx.event(AnswerGiven, "answer", round_no, answer.answer, student_answer=answer.answer))
-    return {"answer": answer.model_dump(), "steps": ctx.record("answer", round_no, state, usage)}
+    return {"answer": answer.model_dump(), "steps": ctx.record("answer", round_no, state, usage, span=span)}
 
 
 def person_answer(state: QuizState, ctx: QuizContext) -> dict[str, Any]:

@@ -58,7 +58,9 @@ NO_TOKENS = TokenUsage(input_tokens=0, output_tokens=0)
 class StepRecord(TypedDict):
     """What one step of the table did in round ``round``: its ``agent``, the bounded ``outcome`` it reported
     (``None`` when the step has none), a ``detail`` for people (a review's reason), how many times it ``runs``
-    in the round (a step sent back to runs again) and its tokens over those runs."""
+    in the round (a step sent back to runs again) and its tokens over those runs; ``trace_id``/``span_id``
+    (hex): its agent span's, of its latest run (``None`` when it has none: telemetry off, a person's answer),
+    so that a judgement of what the step said attaches to it (the Teacher's grade to the Student's answer)."""
 
     round: int
     agent: str
@@ -67,6 +69,8 @@ class StepRecord(TypedDict):
     runs: int
     input_tokens: int
     output_tokens: int
+    trace_id: NotRequired[str | None]
+    span_id: NotRequired[str | None]
 
 
 def merge_steps(old: dict[str, StepRecord] | None, new: dict[str, StepRecord] | None) -> dict[str, StepRecord]:
@@ -76,10 +80,9 @@ def merge_steps(old: dict[str, StepRecord] | None, new: dict[str, StepRecord] | 
     for step, record in (new or {}).items():
         earlier = merged.get(step)
         if earlier is not None and earlier["round"] == record["round"]:
-            record = StepRecord(round=record["round"], agent=record["agent"], outcome=record["outcome"],
-                                detail=record["detail"], runs=earlier["runs"] + record["runs"],
-                                input_tokens=earlier["input_tokens"] + record["input_tokens"],
-                                output_tokens=earlier["output_tokens"] + record["output_tokens"])
+            record = StepRecord(**{**record, "runs": earlier["runs"] + record["runs"],
+                                   "input_tokens": earlier["input_tokens"] + record["input_tokens"],
+                                   "output_tokens": earlier["output_tokens"] + record["output_tokens"]})
         merged[step] = record
     return merged
 

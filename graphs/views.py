@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.types import StateSnapshot
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
@@ -77,16 +77,28 @@ class FinishedRound(BaseModel):
     steps: list[StepOutcome] = Field(default_factory=list, description="What each step of the agent table did, "
                                      "in table order.")
 
+    _judged: tuple[str, str] | None = PrivateAttr(None)
+
+    @property
+    def judged(self) -> tuple[str, str] | None:
+        """The (trace id, span id) of what the Teacher graded: the Student agent's answer step; ``None`` for a
+        person's answer (given in the grading request itself) or without telemetry. Not part of the API."""
+        return self._judged
+
     @classmethod
     def of(cls, state: QuizState) -> FinishedRound:
         """The round the state's last step finished (``KeyError`` if no round finished in it)."""
         played: StoredRound = state["rounds"][-1]
-        return cls(round=played["round"], subject=state["subject"], difficulty=state["difficulty"],
+        answered = records_of(state, played["round"]).get("answer")
+        trace_id, span_id = (answered.get("trace_id"), answered.get("span_id")) if answered else (None, None)
+        finished = cls(round=played["round"], subject=state["subject"], difficulty=state["difficulty"],
                    language=state["language"], question=played["question"], student_answer=played["answer"],
                    answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
                    reference_answer=played["reference_answer"],
                    usage=Usage.of(played["input_tokens"], played["output_tokens"]),
                    steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])])
+        finished._judged = (trace_id, span_id) if trace_id and span_id else None
+        return finished
 
 
 class PausedRound(BaseModel):

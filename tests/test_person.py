@@ -170,6 +170,11 @@ def test_telemetry_says_who_answered(client: TestClient, telemetry_env: OTLPRece
                 if e.attributes.get("gen_ai.conversation.id") == sid]
 
     assert telemetry_env.wait_for(lambda: grades() == ["person"])
+    # The grade judges the person's answer, which came with the grading request: it is attached to that
+    # request's round span (a model's answer: to the Student's step span, tests/test_telemetry.py).
+    (grade,) = [e for e in telemetry_env.events("gen_ai.evaluation.result")
+                if e.attributes.get("gen_ai.conversation.id") == sid]
+    assert (grade.trace_id, grade.span_id) == (person["trace_id"], workflow[person["trace_id"]].span_id)
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])

@@ -109,10 +109,12 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
     assert {s.attributes["gen_ai.provider.name"] for s in spans if "gen_ai.operation.name" in s.attributes} \
         == {"openai"}
 
-    # The Teacher's grade is an evaluation, parented to the round (GenAI gen_ai.evaluation.result event).
+    # The Teacher's grade is an evaluation of the Student's answer (GenAI gen_ai.evaluation.result event),
+    # attached to the span of the step it judges.
     (grade,) = telemetry_env.wait_for(lambda: [e for e in telemetry_env.events("gen_ai.evaluation.result")
                                                if e.trace_id == body["trace_id"]])
-    assert grade.span_id == workflow.span_id
+    (student,) = names["invoke_agent student"]
+    assert grade.span_id == student.span_id
     assert grade.attributes["gen_ai.evaluation.name"] == "correctness"
     assert grade.attributes["gen_ai.evaluation.score.label"] == "partially_correct"
     assert grade.attributes["gen_ai.evaluation.score.value"] == 0.5
