@@ -49,8 +49,8 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None, steps: list[age
         loop = step.loop
         if loop is not None and loop.to in position:
             back = names[position[loop.to]]
-            builder.add_conditional_edges(step.node_name, _router(loop, back, following, f"{step.name}_loop"),
-                                          [back, following])
+            router = _router(loop, back, following, f"{step.name}_loop", chosen[position[loop.to]].preset_skips)
+            builder.add_conditional_edges(step.node_name, router, [back, following])
         else:
             builder.add_edge(step.node_name, following)
     graph = builder.compile(checkpointer=checkpointer, name=C.WORKFLOW_NAME)
@@ -72,11 +72,15 @@ def _draw_once(graph: QuizGraph) -> None:
     graph.get_graph = get_graph  # type: ignore[method-assign]
 
 
-def _router(loop: agents.Loop, back: str, following: str, name: str) -> Callable[[QuizState], str]:
-    """The loop's conditional edge. LangGraph traces an edge's function as a run of its own, so the LangChain
-    instrumentation shows it as ``execute_task <name>`` (``review_loop``) beneath the step's node span."""
+def _router(loop: agents.Loop, back: str, following: str, name: str,
+            back_skips_preset: bool) -> Callable[[QuizState], str]:
+    """The loop's conditional edge: back while ``loop.when(state)`` holds, except to a step that a preset
+    question skips when the round has one (it is not asked again; ``agents.llm_calls_per_round`` counts the
+    same). LangGraph traces an edge's function as a run of its own, so the LangChain instrumentation shows it
+    as ``execute_task <name>`` (``review_loop``) beneath the step's node span."""
     def route(state: QuizState) -> str:
-        return back if loop.when(state) else following
+        again = loop.when(state) and not (back_skips_preset and "preset" in state)
+        return back if again else following
     route.__name__ = route.__qualname__ = name
     return route
 

@@ -82,8 +82,7 @@ def sent_back(state: QuizState) -> bool:
     back to ``teacher_ask`` (the table's loop), and the Teacher is told why."""
     record, asked = state.get("steps", {}).get("review"), state.get("steps", {}).get("ask")
     return (record is not None and asked is not None and record["round"] == round_to_play(state)
-            and record["runs"] == 1 and record["outcome"] == "rejected" and "preset" not in state
-            and asked["runs"] == 1)
+            and record["runs"] == 1 and record["outcome"] == "rejected" and asked["runs"] == 1)
 
 
 def without_answer(reason: str, reference_answer: str) -> str:

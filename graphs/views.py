@@ -92,11 +92,11 @@ class FinishedRound(BaseModel):
         answered = records_of(state, played["round"]).get("answer")
         trace_id, span_id = (answered.get("trace_id"), answered.get("span_id")) if answered else (None, None)
         finished = cls(round=played["round"], subject=state["subject"], difficulty=state["difficulty"],
-                   language=state["language"], question=played["question"], student_answer=played["answer"],
-                   answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
-                   reference_answer=played["reference_answer"],
-                   usage=Usage.of(played["input_tokens"], played["output_tokens"]),
-                   steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])])
+                       language=state["language"], question=played["question"], student_answer=played["answer"],
+                       answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
+                       reference_answer=played["reference_answer"],
+                       usage=Usage.of(played["input_tokens"], played["output_tokens"]),
+                       steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])])
         finished._judged = (trace_id, span_id) if trace_id and span_id else None
         return finished
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -111,3 +112,17 @@ def test_a_review_is_traced_and_counted_by_outcome(client: TestClient, fake_llm:
     assert outcomes <= {"accepted", "rejected"} and "rejected" in outcomes
     assert {p.attributes["gen_ai.agent.name"] for p in points} == {"reviewer"}
     assert {p.attributes["quiz.subject"] for p in points} == {"math"}
+
+
+def test_an_evaluation_item_rejected_is_reviewed_once_and_never_asked_again(fake_llm: FakeOpenAI,
+                                                                            tmp_path: Path) -> None:
+    """A preset question is not the Teacher's to rewrite: the loop back to asking does not run, as the
+    optimiser's call budget counts (graphs.agents.llm_calls_per_round)."""
+    from tests.test_eval import eval_env, question_app
+
+    fake_llm.respond("Review", reviews("reject", "reject"))
+    done = question_app("--ids", "math-easy-en-1", "--out", str(tmp_path), env=eval_env(fake_llm))
+    assert done.returncode == 0, done.stderr
+    assert len(fake_llm.requests_for("Review")) == 1 and fake_llm.requests_for("Question") == []
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(report["by_step"]["review"]) == ["rejected"]

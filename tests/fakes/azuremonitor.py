@@ -102,8 +102,9 @@ def span_rows(span: Span, span_events_enabled: bool = True,
     dims["otel.status_code"] = STATUS_CODE_STR[span.status_code]
     if span.status_message:
         dims["otel.status_description"] = span.status_message
-    dims |= {k: v if isinstance(v, str) else "" for k, v in span.resource.items()}
-    dims |= scope_properties(span.scope, scope_version)
+    common = {**{k: v if isinstance(v, str) else "" for k, v in span.resource.items()},
+              **scope_properties(span.scope, scope_version)}  # on the span's row and its events' rows
+    dims |= common
     row: dict[str, Any] = {
         "name": span.name, "id": span.span_id, "operation_Id": span.trace_id,
         "operation_ParentId": span.parent_span_id, "cloud_RoleName": role(span.resource),
@@ -134,9 +135,7 @@ def span_rows(span: Span, span_events_enabled: bool = True,
         properties = {k: t for k, v in event.attributes.items() if (t := span_property(v)) is not None}
         base = {"operation_Id": span.trace_id, "operation_ParentId": span.span_id,
                 "cloud_RoleName": role(span.resource), "cloud_RoleInstance": row["cloud_RoleInstance"],
-                "customDimensions": {**properties,
-                                     **{k: v if isinstance(v, str) else "" for k, v in span.resource.items()},
-                                     **scope_properties(span.scope, scope_version)}}
+                "customDimensions": {**properties, **common}}
         if event.name == "exception":
             rows.append(("exceptions", {**base, "type": str(event.attributes.get("exception.type", "")),
                                         "outerMessage": str(event.attributes.get("exception.message", ""))}))
