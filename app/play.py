@@ -38,6 +38,7 @@ from graphs.structured import StructuredCall
 from graphs.views import FinishedRound, PausedRound
 from quiz.vocabulary import ANSWERED_BY_MODEL
 from telemetry import contract as C
+from telemetry.cost import DEFAULT_PRICES, Price, load_prices
 from telemetry.sdk import Telemetry
 from telemetry.spans import current_trace_id, mark_failed
 
@@ -67,16 +68,22 @@ class Quiz:
     telemetry: Telemetry
     settings: Settings
     store_errors: tuple[type[BaseException], ...] = ()
+    price: Price | None = None
 
     @classmethod
     def create(cls, llm: LLM, telemetry: Telemetry, settings: Settings,
                checkpointer: BaseCheckpointSaver | None = None, *, prompts: Mapping[str, AgentPrompt] | None = None,
                store_errors: tuple[type[BaseException], ...] = ()) -> Quiz:
         """The steps ``settings`` choose (``DISABLED_AGENTS``), bound once to ``llm``, with ``prompts`` (default:
-        the configured versions)."""
+        the configured versions), and the model's price (``LLM_PRICES_FILE``; ``ValueError`` if the table is
+        broken; a model it does not name is logged, and its spend is not measured)."""
         steps = settings.steps()
+        price = load_prices(settings.llm_prices_file).price(llm.model)
+        if price is None:
+            log.warning("the price table (%s) has no price for model %s: its spend is not measured",
+                        settings.llm_prices_file or DEFAULT_PRICES, llm.model)
         return cls(build_graph(checkpointer, steps), steps, agents.bind(steps, dict.fromkeys(agents.AGENTS, llm.chat)),
-                   prompts or settings.prompts(), llm, telemetry, settings, store_errors)
+                   prompts or settings.prompts(), llm, telemetry, settings, store_errors, price)
 
     def context(self, session_id: str) -> QuizContext:
         """The context of one run of session ``session_id``."""
@@ -84,6 +91,7 @@ class Quiz:
                            session_id=session_id, provider=self.llm.gen_ai_provider, model=self.llm.model,
                            tracer=self.telemetry.tracer, step_duration=self.telemetry.instruments.step_duration,
                            step_outcomes=self.telemetry.instruments.step_outcomes,
+                           price=self.price, llm_cost=self.telemetry.instruments.llm_cost,
                            structured_output_attempts=self.settings.structured_output_attempts,
                            call_deadline_s=self.settings.llm_call_deadline_s,
                            rounds_kept=self.settings.session_rounds_kept)
@@ -150,6 +158,8 @@ class Quiz:
         span.set_attribute(C.ATTR_VERDICT, finished.verdict)
         span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, finished.usage.input_tokens)
         span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, finished.usage.output_tokens)
+        if finished.usage.cost_usd is not None:
+            span.set_attribute(C.ATTR_COST, finished.usage.cost_usd)
         yield Played(final, finished=finished)
 
     async def play(self, session_id: str, graph_input: InputState | Command) -> Played:

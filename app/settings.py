@@ -78,6 +78,9 @@ class Settings(BaseSettings):
         "", description="Comma-separated optional agents that do not play by default, to switch on.")
     structured_output_attempts: int = Field(
         2, ge=1, le=5, description="Calls per agent step before an invalid structured output is an error.")
+    llm_prices_file: Path | None = Field(
+        None, description="A price table (YAML, US dollars per million tokens by model) for the spend metric and "
+        "each round's cost; default telemetry/prices.yaml.")
     rate_limit_retry_after_s: int = Field(
         10, ge=1, le=3600, description="Retry-After sent with 503 when the LLM gave none.")
 

@@ -32,6 +32,7 @@ from evals.runner import ItemResult, Runner, done_ids, new_run_id, run_items, wr
 from graphs import agents, prompts
 from quiz.vocabulary import DIFFICULTIES, LANGUAGES, SUBJECTS
 from telemetry import contract as C
+from telemetry.cost import Price
 
 log = logging.getLogger("evals")
 RUN_FILE = "run.json"
@@ -57,8 +58,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-agent", choices=list(agents.AGENTS), default="student",
                    help="whose prompt --prompts varies")
     p.add_argument("--print-report", action="store_true", help="also print the Markdown report (a Job's log)")
-    p.add_argument("--price-per-mtok", nargs=2, type=float, metavar=("INPUT", "OUTPUT"),
-                   help="USD per million input and output tokens of the model: adds the run's cost")
     return p
 
 
@@ -92,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out_dir / RUN_FILE, {"id": run_id, "set_version": question_set.version,
                                         "item_ids": [item.id for item in items]})
     settings = Settings()
-    prices = report.Prices(*args.price_per_mtok) if args.price_per_mtok else None
     versions: list[str | None] = list(saved.get("prompts") or [None]) if args.resume else (
         args.prompts.split(",") if args.prompts else [None])
     agent = saved.get("prompt_agent", args.prompt_agent) if args.resume else args.prompt_agent
@@ -109,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         where = out_dir if version is None else out_dir / f"{agent}-prompt-{version}"
         started = time.perf_counter()
         prompts_of = chosen.prompts()  # the report names the prompts of the agents that play
-        results, model, provider = asyncio.run(_run(chosen, run_id, question_set.version, items, where,
+        results, model, provider, price = asyncio.run(_run(chosen, run_id, question_set.version, items, where,
                                                     args.concurrency, resume=bool(args.resume)))
-        document = report.build(results, prices=prices, run={
+        document = report.build(results, price=price, run={
             "id": run_id, "set_version": question_set.version, "model": model, "provider": provider,
             "prompts": {step.agent: prompts_of[step.agent].version for step in chosen.steps()},
             "concurrency": args.concurrency, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -144,8 +142,9 @@ def _advance(bar: tqdm) -> None:
 
 
 async def _run(settings: Settings, run_id: str, set_version: int, items: list, out_dir: Path, concurrency: int,
-               *, resume: bool) -> tuple[list[ItemResult], str, str]:
-    """Evaluate the items not finished yet; every item's result in ``items`` order, the model and provider."""
+               *, resume: bool) -> tuple[list[ItemResult], str, str, Price | None]:
+    """Evaluate the items not finished yet; every item's result in ``items`` order, the model, provider and
+    the model's price (the service's price table, ``LLM_PRICES_FILE``)."""
     finished = done_ids(out_dir) if resume else {}
     todo = [item for item in items if item.id not in finished]
     async with bootstrap.process(settings, traffic=C.TRAFFIC_EVALUATION) as (tel, llm):
@@ -154,4 +153,4 @@ async def _run(settings: Settings, run_id: str, set_version: int, items: list, o
                   file=sys.stderr) as bar:
             fresh = await run_items(runner, todo, out_dir, concurrency, on_done=lambda _: _advance(bar))
     by_id = {**finished, **{r.id: r for r in fresh}}
-    return [by_id[item.id] for item in items], llm.model, llm.provider.value
+    return [by_id[item.id] for item in items], llm.model, llm.provider.value, runner.quiz.price

@@ -13,25 +13,13 @@ from __future__ import annotations
 import html
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from evals.runner import ItemResult
 from evals.stats import Proportion, cohens_kappa, mcnemar_exact, wilson
 from telemetry import contract as C
-
-
-@dataclass(frozen=True)
-class Prices:
-    """USD per million tokens, input and output (a price table for the run's model)."""
-
-    input_per_mtok: float
-    output_per_mtok: float
-
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """USD for that many tokens."""
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+from telemetry.cost import Price
 
 
 def _proportion(p: Proportion) -> dict[str, Any]:
@@ -56,9 +44,12 @@ def _by(results: Sequence[ItemResult], key: Callable[[ItemResult], str]) -> dict
             for name, group in sorted(groups.items())}
 
 
-def build(results: Sequence[ItemResult], *, run: dict[str, Any], prices: Prices | None) -> dict[str, Any]:
+def build(results: Sequence[ItemResult], *, run: dict[str, Any], price: Price | None) -> dict[str, Any]:
     """The report of ``results`` (one per selected item); ``run``: what identifies the run (id, set version,
-    model, provider, started, seconds…), copied in."""
+    model, provider, started, seconds…), copied in. ``price``: the run's model's price from the service's
+    price table (``telemetry.cost``, ``LLM_PRICES_FILE``); ``None`` when the table has none, and then the
+    report has no cost. The cost is the sum of the items' priced tokens (cached input at its own price), in
+    US dollars; a failed item's tokens are not counted, as they are not in ``tokens``."""
     judged = [r for r in results if r.error is None]
     kappa = cohens_kappa([str(_right(r, C.JUDGE_TEACHER)) for r in judged],
                          [str(_right(r, C.JUDGE_STRICT)) for r in judged])
@@ -88,9 +79,8 @@ def build(results: Sequence[ItemResult], *, run: dict[str, Any], prices: Prices 
         "latency_s": {"mean": round(statistics.fmean(latencies), 3) if latencies else None,
                       "p50": round(_quantile(latencies, 0.5), 3) if latencies else None,
                       "p95": round(_quantile(latencies, 0.95), 3) if latencies else None},
-        "cost_usd": None if prices is None else round(prices.cost(input_tokens, output_tokens), 6),
-        "prices_usd_per_mtok": None if prices is None else {"input": prices.input_per_mtok,
-                                                             "output": prices.output_per_mtok},
+        "cost_usd": None if price is None else round(sum(r.cost_usd or 0.0 for r in results), 6),
+        "prices_usd_per_mtok": None if price is None else price.model_dump(),
     }
 
 
@@ -162,8 +152,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{latency['mean']} s, p50 {latency['p50']} s, p95 {latency['p95']} s."]
     if report["cost_usd"] is not None:
         prices = report["prices_usd_per_mtok"]
-        lines += [f"Cost: ${report['cost_usd']:.4f} (USD {prices['input']}/{prices['output']} per million "
-                  "input/output tokens)."]
+        lines += [f"Cost: ${report['cost_usd']:.4f} (USD {prices['input']} input, {prices['cached_input']} cached "
+                  f"input, {prices['output']} output per million tokens: the price table)."]
     if report["failed"]:
         lines += ["", "Failed items (counted as not correct):", ""]
         lines += [f"- {f['id']}: {f['error']} ({f['detail']})" for f in report["failed"]]

@@ -30,10 +30,11 @@ from app.settings import Settings
 from evals.dataset import Item
 from evals.judges import JUDGE_SYSTEM, judge_prompt, mechanical
 from graphs.prompts import AgentPrompt
-from graphs.state import Grade, InputState
+from graphs.state import NO_TOKENS, Grade, InputState, TokenUsage
 from graphs.views import StepOutcome
 from quiz.vocabulary import ANSWERED_BY_MODEL, Verdict
 from telemetry import contract as C
+from telemetry.cost import total
 from telemetry.sdk import Telemetry
 from telemetry.spans import current_trace_id
 
@@ -43,8 +44,10 @@ RESULTS_FILE = "items.jsonl"
 class ItemResult(BaseModel):
     """One evaluated item. ``teacher``/``strict``: each judge's verdict (``None`` when the item failed);
     ``strict_by``: how the strict judge decided (``numeric``, ``contains`` or ``judge``: its LLM prompt).
-    Tokens: the item's LLM calls (Student, Teacher's grade, strict judge); ``latency_s``: wall time of the
-    item. ``error``: the error type (``telemetry.contract.ErrorType``) when the item failed, else ``None``."""
+    Tokens: the item's LLM calls (Student, Teacher's grade, strict judge); ``cost_usd``: their price in US
+    dollars from the price table (``telemetry.cost``; ``None`` when the model has no price, or the item
+    failed); ``latency_s``: wall time of the item. ``error``: the error type (``telemetry.contract.ErrorType``)
+    when the item failed, else ``None``."""
 
     id: str
     subject: str
@@ -61,6 +64,7 @@ class ItemResult(BaseModel):
     strict_by: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float | None = None
     latency_s: float = 0.0
     trace_id: str | None = None
     error: str | None = None
@@ -106,6 +110,7 @@ class Runner:
                 strict, tokens = await self._strict(session_id, item, played.student_answer)
                 input_tokens = played.usage.input_tokens + tokens["input_tokens"]
                 output_tokens = played.usage.output_tokens + tokens["output_tokens"]
+                cost_usd = total([played.usage.cost_usd, tokens["cost_usd"]])
                 span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
                 span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
                 for judge, verdict, feedback in ((C.JUDGE_TEACHER, played.verdict, played.feedback),
@@ -123,18 +128,19 @@ class Runner:
                                            "latency_s": time.perf_counter() - started})
         return base.model_copy(update={
             "answer": played.student_answer, "teacher": played.verdict, "teacher_feedback": played.feedback,
-            "strict": strict, "input_tokens": input_tokens, "output_tokens": output_tokens, "steps": played.steps,
+            "strict": strict, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
+            "steps": played.steps,
             "latency_s": time.perf_counter() - started})
 
-    async def _strict(self, session_id: str, item: Item, answer: str) -> tuple[Verdict, dict[str, int]]:
+    async def _strict(self, session_id: str, item: Item, answer: str) -> tuple[Verdict, TokenUsage]:
         """The strict judge's verdict (``correct`` or ``incorrect`` from a mechanical check; the judge prompt's
-        verdict otherwise, through the grading step's bound call) and the tokens it spent."""
+        verdict otherwise, through the grading step's bound call) and the tokens it spent, priced."""
         check = mechanical(item, answer)
         if check is not None:
-            return ("correct" if check.right else "incorrect"), {"input_tokens": 0, "output_tokens": 0}
+            return ("correct" if check.right else "incorrect"), NO_TOKENS
         grade, usage = await self.quiz.context(session_id).call(
             "grade", Grade, [SystemMessage(JUDGE_SYSTEM), HumanMessage(judge_prompt(item, answer))])
-        return grade.verdict, {"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"]}
+        return grade.verdict, usage
 
 
 def done_ids(out_dir: Path) -> dict[str, ItemResult]:

@@ -22,6 +22,7 @@ from graphs.prompts import AgentPrompt
 from graphs.state import QuizState, StepRecord, TokenUsage
 from graphs.structured import StructuredCall, call_structured
 from telemetry import contract as C
+from telemetry.cost import Price
 from telemetry.spans import span_ids
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
@@ -50,6 +51,8 @@ class QuizContext:
     ``tracer``: where the agent spans go.
     ``step_duration``: histogram (seconds) recorded per step with agent, step and ``error.type``.
     ``step_outcomes``: counter of step outcomes (``quiz.agent.step.outcomes``).
+    ``price``: ``model``'s price (``telemetry.cost``), ``None`` when the table has none: each call's
+    ``cost_usd``, and what is added to ``llm_cost`` (``quiz.llm.cost.usd``, by model, agent and step).
     ``structured_output_attempts``: calls per step before invalid output is a ``StructuredOutputError``.
     ``call_deadline_s``: longest one LLM call may take, retries included (``TimeoutError`` past it).
     ``rounds_kept``: finished rounds the session keeps for looking back (the checkpoint stays small).
@@ -64,6 +67,8 @@ class QuizContext:
     tracer: trace.Tracer
     step_duration: Histogram | None = None
     step_outcomes: Counter | None = None
+    price: Price | None = None
+    llm_cost: Counter | None = None
     structured_output_attempts: int = 2
     call_deadline_s: float | None = None
     rounds_kept: int = 10
@@ -71,12 +76,19 @@ class QuizContext:
     async def call(self, step: str, schema: type[SchemaT], messages: list[BaseMessage],
                    acceptable: Callable[[SchemaT], bool] = lambda _: True) -> tuple[SchemaT, TokenUsage]:
         """Step ``step``'s structured call (its output a ``schema``) with this run's attempts and deadline
-        (``graphs.structured.call_structured``)."""
+        (``graphs.structured.call_structured``); its tokens priced, and their cost counted (``llm_cost``)."""
         call = self.calls[step]
         if call.schema is not schema:
             raise TypeError(f"step {step!r} is bound to {call.schema.__name__}, not {schema.__name__}")
-        return await call_structured(call, messages, attempts=self.structured_output_attempts,
-                                     deadline_s=self.call_deadline_s, acceptable=acceptable)
+        parsed, usage = await call_structured(call, messages, attempts=self.structured_output_attempts,
+                                              deadline_s=self.call_deadline_s, acceptable=acceptable)
+        if self.price is not None:
+            usage["cost_usd"] = cost = self.price.cost(usage["input_tokens"], usage["output_tokens"],
+                                                       usage["cached_input_tokens"])
+            if self.llm_cost is not None:
+                self.llm_cost.add(cost, {GenAI.GEN_AI_REQUEST_MODEL: self.model,
+                                         GenAI.GEN_AI_AGENT_NAME: self.steps[step].agent, C.ATTR_STEP: step})
+        return parsed, usage
 
     def prompt(self, agent: str, model: type[PromptT]) -> PromptT:
         """``agent``'s prompt, as its prompt model (``TypeError`` if the table names another model)."""
@@ -104,4 +116,4 @@ class QuizContext:
         trace_id, span_id = span_ids(span) if span is not None else (None, None)
         return {step: StepRecord(round=round_no, agent=info.agent, outcome=outcome, detail=detail, runs=1,
                                  input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
-                                 trace_id=trace_id, span_id=span_id)}
+                                 cost_usd=usage["cost_usd"], trace_id=trace_id, span_id=span_id)}

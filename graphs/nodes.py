@@ -32,6 +32,7 @@ from graphs.state import (
 from graphs.tracing import agent_step
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
 from telemetry import contract as C
+from telemetry.cost import total
 from telemetry.spans import span_ids
 
 
@@ -177,6 +178,7 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
         verdict=grade.verdict, feedback=grade.feedback, reference_answer=question["reference_answer"],
         trace_id=trace_id, span_id=span_id, input_tokens=sum(r["input_tokens"] for r in records.values()),
         output_tokens=sum(r["output_tokens"] for r in records.values()),
+        cost_usd=total([r.get("cost_usd") for r in records.values()]),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         steps=[StoredStep(step=step, agent=r["agent"], outcome=r["outcome"], detail=r["detail"], runs=r["runs"])
                for step in ctx.steps if (r := records.get(step)) is not None])

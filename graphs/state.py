@@ -14,6 +14,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 from pydantic import BaseModel, Field
 
 from quiz.vocabulary import Difficulty, Language, Student, Verdict
+from telemetry.cost import total
 
 
 class Question(BaseModel):
@@ -46,19 +47,24 @@ class Review(BaseModel):
 
 
 class TokenUsage(TypedDict):
-    """Tokens of one agent step, as the provider reported them (OpenAI ``usage``), summed over attempts."""
+    """Tokens of one agent step, as the provider reported them (OpenAI ``usage``), summed over attempts:
+    ``cached_input_tokens`` are among ``input_tokens`` (read from the provider's prompt cache); ``cost_usd``
+    is what they cost by the price table (``telemetry.cost``), ``None`` when the model has no price."""
 
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int
+    cost_usd: float | None
 
 
-NO_TOKENS = TokenUsage(input_tokens=0, output_tokens=0)
+NO_TOKENS = TokenUsage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cost_usd=0.0)
 
 
 class StepRecord(TypedDict):
     """What one step of the table did in round ``round``: its ``agent``, the bounded ``outcome`` it reported
     (``None`` when the step has none), a ``detail`` for people (a review's reason), how many times it ``runs``
-    in the round (a step sent back to runs again) and its tokens over those runs; ``trace_id``/``span_id``
+    in the round (a step sent back to runs again) and its tokens and their cost (US dollars, ``None``
+    without a price; absent in checkpoints written before costs were kept) over those runs; ``trace_id``/``span_id``
     (hex): its agent span's, of its latest run (``None`` when it has none: telemetry off, a person's answer),
     so that a judgement of what the step said attaches to it (the Teacher's grade to the Student's answer)."""
 
@@ -69,6 +75,7 @@ class StepRecord(TypedDict):
     runs: int
     input_tokens: int
     output_tokens: int
+    cost_usd: NotRequired[float | None]
     trace_id: NotRequired[str | None]
     span_id: NotRequired[str | None]
 
@@ -82,7 +89,8 @@ def merge_steps(old: dict[str, StepRecord] | None, new: dict[str, StepRecord] | 
         if earlier is not None and earlier["round"] == record["round"]:
             record = StepRecord(**{**record, "runs": earlier["runs"] + record["runs"],
                                    "input_tokens": earlier["input_tokens"] + record["input_tokens"],
-                                   "output_tokens": earlier["output_tokens"] + record["output_tokens"]})
+                                   "output_tokens": earlier["output_tokens"] + record["output_tokens"],
+                                   "cost_usd": total([earlier.get("cost_usd"), record.get("cost_usd")])})
         merged[step] = record
     return merged
 
@@ -171,6 +179,7 @@ class StoredRound(TypedDict):
     span_id: NotRequired[str | None]
     input_tokens: int
     output_tokens: int
+    cost_usd: NotRequired[float | None]
     finished_at: str
     steps: NotRequired[list[StoredStep]]
 

@@ -81,11 +81,12 @@ async def call_structured(call: StructuredCall[SchemaT], messages: list[BaseMess
     otherwise never end. Records the tokens of all attempts as ``gen_ai.usage.*`` on the current span, and
     one ``structured_output.invalid`` span event per rejected output.
 
-    Returns the parsed object and the tokens of all attempts. Raises ``StructuredOutputError`` when no
-    attempt is usable, ``TimeoutError`` past the deadline; provider errors propagate unchanged.
+    Returns the parsed object and the tokens of all attempts (their ``cost_usd`` left ``None``: the caller
+    knows the price). Raises ``StructuredOutputError`` when no attempt is usable, ``TimeoutError`` past the
+    deadline; provider errors propagate unchanged.
     """
     span = trace.get_current_span()
-    usage = TokenUsage(input_tokens=0, output_tokens=0)
+    usage = TokenUsage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cost_usd=None)
     for attempt in range(1, attempts + 1):
         async with asyncio.timeout(deadline_s):
             parsed, message = await call(messages)
@@ -93,6 +94,7 @@ async def call_structured(call: StructuredCall[SchemaT], messages: list[BaseMess
         if meta:
             usage["input_tokens"] += meta["input_tokens"]
             usage["output_tokens"] += meta["output_tokens"]
+            usage["cached_input_tokens"] += (meta.get("input_token_details") or {}).get("cache_read", 0)
         if parsed is not None and acceptable(parsed):
             span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, usage["input_tokens"])
             span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, usage["output_tokens"])

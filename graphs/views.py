@@ -17,19 +17,23 @@ from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
 from graphs.state import QuizState, StoredRound, records_of
 from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
+from telemetry.cost import total
 
 
 class Usage(BaseModel):
-    """Tokens, as the provider reported them."""
+    """Tokens, as the provider reported them, and what they cost."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    cost_usd: float | None = Field(None, description="US dollars, by the price table (telemetry/prices.yaml or "
+                                   "LLM_PRICES_FILE); null when the model has no price there.")
 
     @classmethod
-    def of(cls, input_tokens: int, output_tokens: int) -> Usage:
+    def of(cls, input_tokens: int, output_tokens: int, cost_usd: float | None = None) -> Usage:
         """``Usage`` with its total."""
-        return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens)
+        return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens,
+                   cost_usd=cost_usd)
 
 
 class StepOutcome(BaseModel):
@@ -95,7 +99,7 @@ class FinishedRound(BaseModel):
                        language=state["language"], question=played["question"], student_answer=played["answer"],
                        answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
                        reference_answer=played["reference_answer"],
-                       usage=Usage.of(played["input_tokens"], played["output_tokens"]),
+                       usage=Usage.of(played["input_tokens"], played["output_tokens"], played.get("cost_usd")),
                        steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])])
         finished._judged = (trace_id, span_id) if trace_id and span_id else None
         return finished
@@ -117,7 +121,8 @@ class PausedRound(BaseModel):
         records = records_of(state, awaited.round).values()
         input_tokens, output_tokens = (sum(r[k] for r in records) for k in ("input_tokens", "output_tokens"))
         return cls(round=awaited.round, subject=state["subject"], difficulty=state["difficulty"],
-                   language=state["language"], question=awaited.question, usage=Usage.of(input_tokens, output_tokens))
+                   language=state["language"], question=awaited.question,
+                   usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])))
 
 
 class KeptRound(BaseModel):
@@ -134,6 +139,7 @@ class KeptRound(BaseModel):
                                  "operation_Id).")
     input_tokens: int
     output_tokens: int
+    cost_usd: float | None = Field(None, description="US dollars (null: the model has no price).")
     finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
     steps: list[StepOutcome] = Field(default_factory=list, description="What each step did, in table order.")
 

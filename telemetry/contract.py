@@ -91,6 +91,7 @@ ATTR_STEP: Final = "quiz.step"  # a step of the agent table (graphs/agents.py): 
 ATTR_STEP_OUTCOME: Final = "quiz.step.outcome"  # the bounded outcome a step reports (the table's ``outcomes``)
 ATTR_RATING: Final = "quiz.rating"
 ATTR_ANSWERED_BY: Final = "quiz.answered_by"  # STUDENTS: who played the Student in the round
+ATTR_COST: Final = "quiz.cost.usd"  # double, US dollars: the round's LLM spend by the price table (telemetry/cost.py)
 ATTR_PROMPT_VERSION: Final = "quiz.prompt.version"  # the agent's prompt version (graphs/prompt_files), with
 # gen_ai.prompt.name (the prompt's name: the agent's) on every agent span
 # Evaluation (``question-app eval``): the item of the set, the run, the set's version, and which judge.
@@ -123,6 +124,7 @@ METRIC_STEP_OUTCOMES: Final = "quiz.agent.step.outcomes"
 METRIC_ERRORS: Final = "quiz.errors"
 METRIC_FEEDBACK: Final = "quiz.feedback"
 METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
+METRIC_LLM_COST: Final = "quiz.llm.cost.usd"
 
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
 STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -160,6 +162,10 @@ class QuizInstruments:
     - ``eval_items``: Counter ``quiz.eval.items`` {item} [``quiz_eval_items_total``], attributes
       ``quiz.eval.judge`` (``JUDGES``), ``quiz.verdict``, ``quiz.subject``, ``quiz.difficulty`` — evaluation
       items judged (``question-app eval``), one count per judge.
+    - ``llm_cost``: Counter ``quiz.llm.cost.usd`` {USD} [``quiz_llm_cost_usd_total``], attributes
+      ``gen_ai.request.model``, ``gen_ai.agent.name``, ``quiz.step`` — US dollars spent on the LLM, by the price
+      table (``telemetry.cost``), one add per agent step that called it; live and evaluation traffic apart by
+      the resource's ``quiz.traffic``. Not recorded for a model the table has no price for.
     """
 
     rounds: Counter
@@ -168,6 +174,7 @@ class QuizInstruments:
     errors: Counter
     feedback: Counter
     eval_items: Counter
+    llm_cost: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> QuizInstruments:
@@ -185,4 +192,6 @@ class QuizInstruments:
                                           description="People's feedback on graded rounds, by rating and verdict."),
             eval_items=meter.create_counter(METRIC_EVAL_ITEMS, unit="{item}",
                                             description="Evaluation items judged, by judge and verdict."),
+            llm_cost=meter.create_counter(METRIC_LLM_COST, unit="{USD}",
+                                          description="US dollars spent on the LLM, by model, agent and step."),
         )

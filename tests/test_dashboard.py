@@ -101,7 +101,7 @@ def test_it_imports_with_no_editing() -> None:
     variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
     assert {"namespace", "service", "appinsights", "operation_id"} <= variables
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation"]
+    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation", "Cost"]
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 

@@ -26,6 +26,7 @@ from evals.judges import contains, mechanical, numbers
 from evals.stats import cohens_kappa, mcnemar_exact, wilson
 from quiz.vocabulary import DIFFICULTIES, LANGUAGES, SUBJECTS
 from telemetry import contract as C
+from telemetry.cost import load_prices
 from tests.conftest import CANARY_KEY
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
@@ -180,7 +181,7 @@ def test_the_report_says_what_the_judges_found(fake_llm: FakeOpenAI, otlp: OTLPR
     script(fake_llm)
     otlp.clear()
     done = question_app("--ids", *IDS, "--out", str(tmp_path), "--concurrency", "3", "--min-accuracy", "0.7",
-                        "--price-per-mtok", "2", "8", env=eval_env(fake_llm, otlp))
+                        env=eval_env(fake_llm, otlp))
     assert done.returncode == 1, done.stderr  # 6 of 10 right: below the gate
     report = json.loads((tmp_path / "report.json").read_text())
     strict, teacher = report["accuracy"]["strict"], report["accuracy"]["teacher"]
@@ -197,8 +198,9 @@ def test_the_report_says_what_the_judges_found(fake_llm: FakeOpenAI, otlp: OTLPR
     assert report["agreement"]["cohens_kappa"] == pytest.approx(round((p_o - p_e) / (1 - p_e), 4))
     assert [d["id"] for d in report["agreement"]["disagreements"]] == ["history-medium-en-1"]
     tokens = report["tokens"]
-    assert tokens["input"] > 0 and report["cost_usd"] == pytest.approx(
-        (tokens["input"] * 2 + tokens["output"] * 8) / 1e6, abs=1e-6)
+    price = load_prices().price("gpt-5.2-chat")  # the shipped table's (no cached tokens here)
+    assert price is not None and tokens["input"] > 0 and report["cost_usd"] == pytest.approx(
+        (tokens["input"] * price.input + tokens["output"] * price.output) / 1e6, abs=1e-6)
     markdown = (tmp_path / "report.md").read_text()
     assert "| strict | 60.0% (6/10; 95% CI" in markdown and "history-medium-en-1" in markdown
     # The judge prompt ran for the one `judge` item only; the Teacher never wrote a question.
@@ -363,6 +365,6 @@ def test_model_text_in_the_markdown_report_is_text_never_markup() -> None:
     hostile = "<img src=x onerror=alert(1)> `code` | cell"
     result = ItemResult(id="x-1", subject="math", difficulty="easy", language="en", split="train", question="q",
                         reference="56", answer=hostile, teacher="correct", strict="incorrect", strict_by="numeric")
-    text = markdown(build([result], prices=None, run={"id": "r", "set_version": 1, "model": "m",
+    text = markdown(build([result], price=None, run={"id": "r", "set_version": 1, "model": "m",
                                                       "provider": "p", "concurrency": 1, "seconds": 1.0}))
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt; \\`code\\` \\| cell" in text

@@ -85,6 +85,10 @@ class FakeOpenAI:
 
     def __init__(self, latency_s: float = 0.0, port: int = 0) -> None:
         self.latency_s = latency_s
+        # Fixed token counts for every completion (prompt, completion, cached prompt tokens), as OpenAI reports
+        # them: ``usage.prompt_tokens``, ``completion_tokens``, ``prompt_tokens_details.cached_tokens``. None: a
+        # word count of the request and the reply, and no cached tokens.
+        self.usage: tuple[int, int, int] | None = None
         self.requests: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
         self._scripts: dict[str, dict[str, Any]] = {}
@@ -132,6 +136,7 @@ class FakeOpenAI:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+        self.usage = None
         self._scripts.clear()
         self._responders.clear()
 
@@ -223,8 +228,12 @@ class FakeOpenAI:
                 message, text = server._completion(body, fault is not None and fault.kind == "bad_arguments")
                 prompt_tokens = max(1, len(json.dumps(body.get("messages", [])).split()))
                 completion_tokens = max(1, len(text.split()))
-                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                         "total_tokens": prompt_tokens + completion_tokens}
+                cached_tokens = 0
+                if server.usage is not None:
+                    prompt_tokens, completion_tokens, cached_tokens = server.usage
+                usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": prompt_tokens + completion_tokens,
+                         "prompt_tokens_details": {"cached_tokens": cached_tokens}}
                 cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
                 if fault is not None and fault.kind == "trickle":
@@ -252,7 +261,7 @@ class FakeOpenAI:
                                  "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
 
             def _stream(self, cid: str, model: str, message: dict[str, Any], finish: str,
-                        usage: dict[str, int], include_usage: bool) -> None:
+                        usage: dict[str, Any], include_usage: bool) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")

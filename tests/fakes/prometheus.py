@@ -62,8 +62,10 @@ class PrometheusServer:
             assert time.monotonic() < deadline, f"no successful scrape in {timeout_s} s: {up}"
             time.sleep(0.2)
 
-    def query(self, expr: str) -> list[dict]:
-        r = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        """``/api/v1/query`` now, or at unix time ``at`` (several queries at one instant agree)."""
+        params: dict[str, str | float] = {"query": expr} if at is None else {"query": expr, "time": at}
+        r = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10)
         body = r.json()
         assert body["status"] == "success", (expr, body)
         return body["data"]["result"]
