@@ -113,6 +113,7 @@ class Runner:
                 cost_usd = total([played.usage.cost_usd, tokens["cost_usd"]])
                 span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
                 span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+                agreed = str((played.verdict == "correct") == (strict == "correct")).lower()  # as the report's κ
                 for judge, verdict, feedback in ((C.JUDGE_TEACHER, played.verdict, played.feedback),
                                                  (C.JUDGE_STRICT, strict, None)):
                     labels = {C.ATTR_EVAL_JUDGE: judge, C.ATTR_SUBJECT: item.subject,
@@ -122,7 +123,8 @@ class Runner:
                         C.EVALUATION_CORRECTNESS, verdict, C.VERDICT_SCORES[verdict], feedback,
                         {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id},
                         trace_id=trace_id, span_id=span_id)
-                    self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict})
+                    self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict,
+                                                                  C.ATTR_EVAL_AGREED: agreed})
         except QuizError as error:
             return base.model_copy(update={"error": error.error_type, "error_detail": error.title,
                                            "latency_s": time.perf_counter() - started})

@@ -1,8 +1,9 @@
-"""``question-app`` / ``python -m question_app``: one command, three sub-commands.
+"""``question-app`` / ``python -m question_app``: one command, four sub-commands.
 
     question-app [serve]        serve with uvicorn (one process; scale with replicas)
     question-app eval …         evaluate the agents on the question set (``evals.cli``)
     question-app optimize …     search for a better prompt (``evals.optimize``)
+    question-app rules [--azure]  print the SLO rules (Prometheus rules file, or Azure's ARM rule groups)
 
 Where and how the service listens comes from ``Settings`` (``HOST``, ``PORT``, ``LOG_LEVEL``,
 ``GRACEFUL_SHUTDOWN_S``); a bad value stops the start with a message that names the variable. Only the chosen
@@ -53,7 +54,30 @@ def optimize(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"serve": serve, "eval": evaluate, "optimize": optimize}
+def slo_rules(argv: list[str]) -> int:
+    """``question-app rules [--azure]``: the SLO rules from the ``SLO_*`` settings (``telemetry.slo``) on
+    stdout, as a Prometheus rules file (YAML) or, with ``--azure``, an ARM template of Azure Managed
+    Prometheus rule groups (JSON). Exit 2 for another argument or a bad ``SLO_*`` value."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from telemetry.slo import SLO, render
+
+    parser = argparse.ArgumentParser(prog="question-app rules", description=slo_rules.__doc__)
+    parser.add_argument("--azure", action="store_true", help="an ARM template of prometheusRuleGroups (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        slo = SLO()
+    except ValidationError as exc:
+        print(f"question-app rules: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(azure=args.azure, slo=slo))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"serve": serve, "eval": evaluate, "optimize": optimize,
+                                                   "rules": slo_rules}
 
 
 def main(argv: list[str] | None = None) -> None:

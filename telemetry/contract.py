@@ -99,6 +99,8 @@ ATTR_EVAL_ITEM: Final = "quiz.eval.item"  # the item's id in evals/questions.yam
 ATTR_EVAL_RUN: Final = "quiz.eval.run"  # the run's id (spans and events only)
 ATTR_EVAL_SET_VERSION: Final = "quiz.eval.set_version"  # int
 ATTR_EVAL_JUDGE: Final = "quiz.eval.judge"  # JUDGES
+# "true" | "false": whether the two judges agree on the item (correct / not correct), on quiz.eval.items
+ATTR_EVAL_AGREED: Final = "quiz.eval.agreed"
 JUDGE_TEACHER: Final = "teacher"  # the Teacher's grading step, as in live rounds
 JUDGE_STRICT: Final = "strict"  # a mechanical check against the reference, else an independent judge prompt
 JUDGES: Final = (JUDGE_TEACHER, JUDGE_STRICT)
@@ -160,7 +162,8 @@ class QuizInstruments:
     - ``feedback``: Counter ``quiz.feedback`` {feedback} [``quiz_feedback_total``], attributes ``quiz.rating``
       (``up``, ``down``) and the round's ``quiz.verdict`` — people's thumbs on graded rounds.
     - ``eval_items``: Counter ``quiz.eval.items`` {item} [``quiz_eval_items_total``], attributes
-      ``quiz.eval.judge`` (``JUDGES``), ``quiz.verdict``, ``quiz.subject``, ``quiz.difficulty`` — evaluation
+      ``quiz.eval.judge`` (``JUDGES``), ``quiz.verdict``, ``quiz.subject``, ``quiz.difficulty``,
+      ``quiz.eval.agreed`` (``"true"``/``"false"``: the judges agree on correct / not correct) — evaluation
       items judged (``question-app eval``), one count per judge.
     - ``llm_cost``: Counter ``quiz.llm.cost.usd`` {USD} [``quiz_llm_cost_usd_total``], attributes
       ``gen_ai.request.model``, ``gen_ai.agent.name``, ``quiz.step`` — US dollars spent on the LLM, by the price

@@ -101,7 +101,7 @@ def test_it_imports_with_no_editing() -> None:
     variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
     assert {"namespace", "service", "appinsights", "operation_id"} <= variables
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation", "Cost"]
+    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation", "Cost", "SLO"]
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 
@@ -143,7 +143,8 @@ def observed(otlp: OTLPReceiver, llm: FakeOpenAI, scrape_interval: str = "1s", c
     try:
         with CollectorExposition(otlp, (lambda points: [p for p in points if p.resource.get("test.case") == case])
                                  if case else None) as exposition, \
-                PrometheusServer([exposition.target], scrape_interval=scrape_interval) as prometheus, \
+                PrometheusServer([exposition.target], scrape_interval=scrape_interval,
+                                 rule_files=[ROOT / "deploy" / "slo-rules.yaml"]) as prometheus, \
                 TestClient(create_app(settings_for(llm, llm_timeout_s=30.0))) as client:
             prometheus.wait_for_scrape()
             yield client, prometheus, exposition
@@ -262,6 +263,39 @@ def has_data(result: list[dict]) -> bool:
 def test_every_promql_panel_returns_data(scraped, title: str, expr: str) -> None:
     prometheus, *_ = scraped
     assert has_data(prometheus.query(substitute(expr))), f"{title}: no data for {substitute(expr)}"
+
+
+def test_the_slo_rules_record_from_the_services_series(scraped) -> None:
+    """deploy/slo-rules.yaml, loaded into the Prometheus that scraped the bursts: every recording rule has data
+    from the service's real series, under the Collector's names and labels, and the values say what the
+    bursts did (per burst: a 503, a 502 and two streams that failed after their 200 among the rounds; two
+    thumbs down of four; a review rejected; 429s and 500s from the LLM)."""
+    from telemetry.slo import rules
+
+    prometheus, *_ = scraped
+    recorded = [r["record"] for g in rules()["groups"] for r in g["rules"] if "record" in r]
+
+    def value(record: str) -> dict[str, float]:
+        return {s["metric"].get("gen_ai_request_model", s["metric"]["job"]): float(s["value"][1])
+                for s in prometheus.query(record)}
+
+    wait_until(lambda: all(value(r) for r in recorded), timeout_s=30, what="every recording rule evaluated")
+    for record in recorded:
+        assert {s["metric"]["job"] for s in prometheus.query(record)} == {"otel-app/question-app"}, record
+    assert 0 < value("job:quiz_round_errors:ratio_rate5m")["otel-app/question-app"] < 1
+    assert value("job:quiz_round_slow:ratio_rate5m")["otel-app/question-app"] == 0  # every round under 30 s
+    assert value("job_model:gen_ai_client_upstream_errors:ratio_rate5m")["gpt-5.2-chat"] > 0  # the real error.type
+    assert value("job:quiz_review_rejected:ratio_rate1h")["otel-app/question-app"] > 0
+    assert 0 < value("job:quiz_feedback_down:ratio_rate1h")["otel-app/question-app"] < 1
+    assert 0 <= value("job:quiz_eval_judges_agree:ratio1d")["otel-app/question-app"] <= 1
+    assert value("job:quiz_llm_cost_usd:increase1d")["otel-app/question-app"] > 0
+    assert value("job:quiz_round_errors:objective")["otel-app/question-app"] == 0.995
+    # Rounds failing by the handful among a few dozen are far past 6 × the budget: a page fires on the real
+    # series (which one depends on how long ago the bursts were); no false "no data" while the data flows.
+    wait_until(lambda: prometheus.query('ALERTS{alertname=~"QuestionAppAvailability(Fast|Slow)Burn", '
+                                        'alertstate="firing"}'), timeout_s=30, what="an availability burn to fire")
+    assert prometheus.query('ALERTS{alertname="QuestionAppNoData"}') == []
+    assert prometheus.query('ALERTS{alertname="QuestionAppLatencyFastBurn"}') == []
 
 
 def test_the_variables_find_the_service(scraped) -> None:
@@ -477,7 +511,9 @@ def test_evaluation_traffic_is_left_out_of_every_live_panel(scraped) -> None:
     """The evaluation run's series are in Prometheus (its agent steps, LLM calls, judged items), and every
     panel but the Evaluation row's leaves them out by the resource label ``quiz_traffic``."""
     prometheus, *_ = scraped
-    live = [(title, expr) for title, expr in prom_targets() if 'quiz_traffic="evaluation"' not in expr]
+    # (the SLO row reads recorded series, whose rules choose their traffic: tests/test_slo.py)
+    live = [(title, expr) for title, expr in prom_targets()
+            if 'quiz_traffic="evaluation"' not in expr and not re.match(r"job(_model)?:", expr)]
     assert all('quiz_traffic!="evaluation"' in expr for _, expr in live)
     evaluation_only = [title for title, expr in live if has_data(prometheus.query(substitute(
         expr.replace('quiz_traffic!="evaluation"', 'quiz_traffic="evaluation"'))))]
@@ -606,3 +642,4 @@ def test_rate_panels_neither_gap_nor_step_at_the_production_timing(otlp: OTLPRec
             values = [float(v) for _, v in series["values"]]
             expected = int((ended - started - window_s - 2) / (scrape_s / 2))
             assert len(values) >= expected and min(values) > 0, (title, values)
+

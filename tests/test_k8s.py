@@ -215,6 +215,9 @@ def collector_ports(cr: dict) -> dict[str, int]:
         endpoint = config["receivers"]["otlp"]["protocols"].get(protocol, {}).get("endpoint")
         if endpoint:
             ports.setdefault(name, int(endpoint.rsplit(":", 1)[1]))
+    # the Collector's own metrics: the operator derives their port and names it "metrics" (TELEMETRY-NOTES §1)
+    for reader in config["service"].get("telemetry", {}).get("metrics", {}).get("readers", []):
+        ports.setdefault("metrics", reader["pull"]["exporter"]["prometheus"]["port"])
     for exporter, settings in config["exporters"].items():
         if exporter.split("/")[0] == "prometheus":
             ports.setdefault(exporter.replace("/", "-").replace("_", "-")[:15],
@@ -292,10 +295,16 @@ def test_the_podmonitor_scrapes_the_collectors_prometheus_port() -> None:
     assert monitor["apiVersion"] == "azmonitoring.coreos.com/v1"
     assert monitor["metadata"]["namespace"] == cr["metadata"]["namespace"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= operator_pod_labels(cr).items()
-    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    endpoint, own = monitor["spec"]["podMetricsEndpoints"]
     ports = collector_ports(cr)
     assert endpoint["port"] in ports
     assert ports[endpoint["port"]] == int(cr["spec"]["config"]["exporters"]["prometheus"]["endpoint"].rsplit(":")[1])
+    # The Collector's own metrics (for the export-failure alert) on the port the operator derives, under the job
+    # prometheus-operator gives a PodMonitor's targets (<namespace>/<name>): the one the SLO rules select.
+    from telemetry.slo import SLO
+
+    assert ports[own["port"]] == 8888 and not own.get("honorLabels")
+    assert SLO().collector_job == f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}"
     assert (monitor["spec"]["labelLimit"], monitor["spec"]["labelNameLengthLimit"],
             monitor["spec"]["labelValueLengthLimit"]) == (63, 511, 1023)
     # The honorLabels decision is written where the dashboard work reads it.

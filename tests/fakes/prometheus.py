@@ -6,25 +6,37 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.fakes import free_port
 
 
 class PrometheusServer:
-    def __init__(self, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(self, targets: list[str], scrape_interval: str = "1s", rule_files: Sequence[Path] = ()) -> None:
+        """``rule_files``: Prometheus rules files to load, each group evaluated every ``scrape_interval`` (the
+        files' own intervals are for production)."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus not found: apt-get install prometheus (.ci/run does)")
         self.binary = binary
         self.root = Path(tempfile.mkdtemp(prefix="qa-prom-"))
         self.port = free_port()
+        loaded: list[str] = []
+        for i, path in enumerate(rule_files):
+            document = yaml.safe_load(path.read_text())
+            for group in document["groups"]:
+                group["interval"] = scrape_interval
+            (self.root / f"rules-{i}.yaml").write_text(yaml.safe_dump(document))
+            loaded.append(f"rules-{i}.yaml")
         # honor_labels: true, as the PodMonitor in otel-collector.yaml: keep the exporter's job/instance.
         (self.root / "prometheus.yml").write_text(
             f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
-            "scrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n"
+            + (f"rule_files: {loaded!r}\n" if loaded else "")
+            + "scrape_configs:\n  - job_name: otel-collector\n    honor_labels: true\n"
             f"    static_configs:\n      - targets: {targets!r}\n".replace("'", '"'))
         self.process: subprocess.Popen | None = None
 
