@@ -48,8 +48,9 @@ def build(results: Sequence[ItemResult], *, run: dict[str, Any], price: Price | 
     """The report of ``results`` (one per selected item); ``run``: what identifies the run (id, set version,
     model, provider, started, seconds…), copied in. ``price``: the run's model's price from the service's
     price table (``telemetry.cost``, ``LLM_PRICES_FILE``); ``None`` when the table has none, and then the
-    report has no cost. The cost is the sum of the items' priced tokens (cached input at its own price), in
-    US dollars; a failed item's tokens are not counted, as they are not in ``tokens``."""
+    report has no cost. The cost is the sum of the judged items' priced tokens (cached input at its own price),
+    in US dollars, with ``unpriced_items`` saying how many judged items had none; a failed item's tokens are not
+    counted, as they are not in ``tokens``."""
     judged = [r for r in results if r.error is None]
     kappa = cohens_kappa([str(_right(r, C.JUDGE_TEACHER)) for r in judged],
                          [str(_right(r, C.JUDGE_STRICT)) for r in judged])
@@ -79,7 +80,9 @@ def build(results: Sequence[ItemResult], *, run: dict[str, Any], price: Price | 
         "latency_s": {"mean": round(statistics.fmean(latencies), 3) if latencies else None,
                       "p50": round(_quantile(latencies, 0.5), 3) if latencies else None,
                       "p95": round(_quantile(latencies, 0.95), 3) if latencies else None},
-        "cost_usd": None if price is None else round(sum(r.cost_usd or 0.0 for r in results), 6),
+        "cost_usd": None if price is None else round(sum(r.cost_usd or 0.0 for r in judged), 6),
+        # judged items without a cost (finished by an older version of a resumed run): left out of cost_usd
+        "unpriced_items": None if price is None else sum(r.cost_usd is None for r in judged),
         "prices_usd_per_mtok": None if price is None else price.model_dump(),
     }
 

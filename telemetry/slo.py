@@ -23,8 +23,10 @@ and the 5 min error ratios both exceed 14.4 × the error budget (2 % of a 30-day
 and the 30 min ratios both exceed 6 × (5 % in six hours). The long window makes the alert significant, the
 short one makes it stop soon after the burning stops.
 
-Metric names are the Collector's (docs/telemetry.md); every rule filters on ``job="<namespace>/<service>"``,
-the label the Collector's prometheus exporter sets and the PodMonitor keeps (``honorLabels``).
+Metric names are the Collector's (docs/telemetry.md); the service's rules filter on
+``job="<namespace>/<service>"``, the label the Collector's prometheus exporter sets and the PodMonitor keeps
+(``honorLabels``), the Collector's alert on the PodMonitor's own job. Aggregations keep ``cluster``, the label
+Azure Managed Prometheus puts on every series, so that rule groups bound to a cluster find the recorded series.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ UPSTREAM_ERRORS: Final = ("RateLimitError", "InternalServerError")
 # Collector ≥ 0.152 (OTel Go SDK's Prometheus reader) exposes them without `_total`, older builds with it.
 EXPORT_FAILED: Final = "otelcol_exporter_send_failed_(spans|metric_points|log_records)(_total)?"
 # Azure severity of an alert rule (0 Critical … 4 Verbose) for our severity label.
-AZURE_SEVERITY: Final = {"critical": 1, "warning": 2}
+AZURE_SEVERITY: Final = {"critical": 0, "warning": 2}
 
 
 class SLO(BaseSettings):
@@ -97,10 +99,17 @@ def _le(bound: float) -> str:
     return f"{bound:g}".replace(".", "\\\\.")
 
 
-def _ratio(bad: str, total: str) -> str:
-    """``bad / total`` by job: 0 (not nothing) when there was traffic and no bad event, and nothing (not NaN)
-    when there was no traffic — a NaN recorded in an idle hour would make the 30-day average NaN for 30 days."""
-    return f"(sum by (job) ({bad}) or sum by (job) ({total}) * 0) / (sum by (job) ({total}) > 0)"
+BY: Final = "cluster, job"  # Azure Managed Prometheus labels every series with its cluster; elsewhere it is empty
+
+
+def _sum(expr: str, by: str = BY) -> str:
+    return f"sum by ({by}) ({expr})"
+
+
+def _ratio(bad: str, total: str, by: str = BY) -> str:
+    """``bad / total`` by cluster and job: 0 (not nothing) when there was traffic and no bad event, and nothing
+    (not NaN) when there was no traffic."""
+    return f"({_sum(bad, by)} or {_sum(total, by)} * 0) / ({_sum(total, by)} > 0)"
 
 
 def _recording(slo: SLO) -> list[dict[str, Any]]:
@@ -108,30 +117,39 @@ def _recording(slo: SLO) -> list[dict[str, Any]]:
     valid = f'{live}, http_route=~"{ROUTES}", http_response_status_code!~"4.."'
     served = f'{live}, http_route=~"{ROUTES}", http_response_status_code=~"[23].."'
     failed = f'{live}, http_route=~"{ROUTES}", error_type=~"{"|".join(C.SERVER_ERROR_TYPES)}"'
+    fast = f'{served}, le=~"{_le(slo.latency_threshold_s)}"'
+    requests, answered = "http_server_request_duration_seconds_count", "http_server_request_duration_seconds_bucket"
     rules: list[dict[str, Any]] = []
     for window in WINDOWS:
-        requests = f"rate(http_server_request_duration_seconds_count{{{valid}}}[{window}])"
         rules.append({"record": f"job:quiz_round_errors:ratio_rate{window}",
-                      "expr": _ratio(f"rate(quiz_errors_total{{{failed}}}[{window}])", requests)})
+                      "expr": _ratio(f"rate(quiz_errors_total{{{failed}}}[{window}])",
+                                     f"rate({requests}{{{valid}}}[{window}])")})
     for window in WINDOWS:
-        count = f"rate(http_server_request_duration_seconds_count{{{served}}}[{window}])"
-        le = _le(slo.latency_threshold_s)
-        fast = f'rate(http_server_request_duration_seconds_bucket{{{served}, le=~"{le}"}}[{window}])'
+        total = _sum(f"rate({requests}{{{served}}}[{window}])")
         rules.append({"record": f"job:quiz_round_slow:ratio_rate{window}",
-                      "expr": f"1 - sum by (job) ({fast}) / (sum by (job) ({count}) > 0)"})
+                      "expr": f"1 - {_sum(f'rate({answered}{{{fast}}}[{window}])')} / ({total} > 0)"})
+    # The 30-day budget is spent by events, not by minutes: the bad and the valid events' rates are recorded
+    # apart and summed over 30 days (a busy error-free hour outweighs a quiet failing one; an average of the
+    # 5-minute ratios would weigh them the same). 0, not nothing, for a minute without bad events.
+    every = _sum(f"rate({requests}{{{valid}}}[5m])")
+    every_served = _sum(f"rate({requests}{{{served}}}[5m])")
+    for sli, bad_rate, valid_rate in (
+            ("errors", f"{_sum(f'rate(quiz_errors_total{{{failed}}}[5m])')} or {every} * 0", every),
+            ("slow", f"{every_served} - {_sum(f'rate({answered}{{{fast}}}[5m])')}", every_served)):
+        rules.append({"record": f"job:quiz_round_{sli}:rate5m", "expr": bad_rate})
+        rules.append({"record": f"job:quiz_round_{sli}_valid:rate5m", "expr": valid_rate})
     for sli, objective in (("errors", slo.availability), ("slow", slo.latency)):
         rules.append({"record": f"job:quiz_round_{sli}:objective", "expr": f"vector({objective})",
                       "labels": {"job": slo.job}})
-        # Share of the 30-day error budget left: 1 - (average 5 m error ratio over 30 days) / budget.
         rules.append({"record": f"job:quiz_round_{sli}:budget_remaining{BUDGET_WINDOW}",
-                      "expr": f"1 - avg_over_time(job:quiz_round_{sli}:ratio_rate5m[{BUDGET_WINDOW}]) "
+                      "expr": f"1 - (sum_over_time(job:quiz_round_{sli}:rate5m[{BUDGET_WINDOW}]) / "
+                              f"sum_over_time(job:quiz_round_{sli}_valid:rate5m[{BUDGET_WINDOW}])) "
                               f"/ {1 - objective:.6g}"})
     upstream = f'{live}, error_type=~".*({"|".join(UPSTREAM_ERRORS)}).*"'
-    calls = f"rate(gen_ai_client_operation_duration_seconds_count{{{live}}}[5m])"
+    calls = "gen_ai_client_operation_duration_seconds_count"
     rules.append({"record": "job_model:gen_ai_client_upstream_errors:ratio_rate5m",
-                  "expr": f"(sum by (job, gen_ai_request_model) (rate(gen_ai_client_operation_duration_seconds_count"
-                          f"{{{upstream}}}[5m])) or sum by (job, gen_ai_request_model) ({calls}) * 0) "
-                          f"/ (sum by (job, gen_ai_request_model) ({calls}) > 0)"})
+                  "expr": _ratio(f"rate({calls}{{{upstream}}}[5m])", f"rate({calls}{{{live}}}[5m])",
+                                 f"{BY}, gen_ai_request_model")})
     reviews = f'rate(quiz_agent_step_outcomes_total{{{live}, quiz_step="review"}}[1h])'
     rejected = f'rate(quiz_agent_step_outcomes_total{{{live}, quiz_step="review", quiz_step_outcome="rejected"}}[1h])'
     rules.append({"record": "job:quiz_review_rejected:ratio_rate1h", "expr": _ratio(rejected, reviews)})
@@ -145,8 +163,11 @@ def _recording(slo: SLO) -> list[dict[str, Any]]:
     judged = f"max_over_time(quiz_eval_items_total{{{strict}}}[1d])"
     agreed = f'max_over_time(quiz_eval_items_total{{{strict}, {C.ATTR_EVAL_AGREED.replace(".", "_")}="true"}}[1d])'
     rules.append({"record": "job:quiz_eval_judges_agree:ratio1d", "expr": _ratio(agreed, judged)})
+    # The day's bill: live spend's increase, and each evaluation run's spend at its largest (as above).
+    spend = "quiz_llm_cost_usd_total"
     rules.append({"record": "job:quiz_llm_cost_usd:increase1d",
-                  "expr": f'sum by (job) (increase(quiz_llm_cost_usd_total{{job="{slo.job}"}}[1d]))'})
+                  "expr": _sum(f'increase({spend}{{{live}}}[1d]) or max_over_time({spend}{{job="{slo.job}", '
+                               f'quiz_traffic="evaluation"}}[1d])')})
     return rules
 
 
@@ -182,19 +203,23 @@ def _alerts(slo: SLO) -> list[dict[str, Any]]:
         f'sum by (job, exporter) (rate({{__name__=~"{EXPORT_FAILED}", job="{slo.collector_job}"}}[5m])) > 0',
         "warning", "The Collector cannot send telemetry to {{ $labels.exporter }}",
         "The Collector's {{ $labels.exporter }} exporter has been failing to send spans, metric points or log "
-        "records for 10 minutes: App Insights (azuremonitor) or Prometheus is missing data.", "10m"))
+        "records for 10 minutes: that backend (azuremonitor: Application Insights) is missing data, and once the "
+        "sending queue is full what the app sends is dropped.", "10m"))
     alerts.append(_alert(
         slo, "QuestionAppNoData",
-        f'absent_over_time(process_cpu_time_seconds_total{{job="{slo.job}"}}[10m])',
+        f'absent_over_time(process_cpu_time_seconds_total{{job="{slo.job}", quiz_traffic!="evaluation"}}[5m])',
         "critical", "No metrics from question-app for 10 minutes",
-        f"No series of job {slo.job} reached Prometheus for 10 minutes: the pods, the Collector, its prometheus "
-        "exporter or the PodMonitor's scrape is down. Every other alert on this service is blind meanwhile.", "5m"))
+        f"No live series of job {slo.job} reached Prometheus for 10 minutes (5 without a sample, then 5 more; "
+        "the Collector keeps exposing a series for 5 minutes after its last point, so about 15 after the pods "
+        "stopped): the pods, the Collector, its prometheus exporter or the PodMonitor's scrape is down. Every "
+        "other alert on this service is blind meanwhile. An evaluation run's series do not count.", "5m"))
     alerts.append(_alert(
         slo, "QuestionAppLLMSpendOverBudget",
         f"job:quiz_llm_cost_usd:increase1d > {slo.daily_budget_usd:g}",
         "warning", f"LLM spend over the last 24 h is above the daily budget (USD {slo.daily_budget_usd:g})",
         "{{ $labels.job }} spent USD {{ $value | printf \"%.2f\" }} on the LLM in 24 hours (the price table, "
-        "live and evaluation traffic).", "15m"))
+        "live and evaluation traffic). A model the price table does not name has no spend: this alert cannot see "
+        "it.", "15m"))
     return alerts
 
 
@@ -212,49 +237,65 @@ def _iso_duration(duration: str) -> str:
     return f"P{number}D" if unit == "d" else f"PT{number}{unit.upper()}"
 
 
+MAX_AZURE_RULES: Final = 20  # rules per Prometheus rule group (Azure Monitor service limits)
+
+
 def azure_template(slo: SLO | None = None) -> dict[str, Any]:
     """``rules(slo)`` as an ARM template of ``Microsoft.AlertsManagement/prometheusRuleGroups`` (apiVersion
-    2023-03-01; learn.microsoft.com/azure/templates/microsoft.alertsmanagement/prometheusrulegroups): a rule
-    group of the recording rules and one of the alerts, scoped to the Azure Monitor workspace, bound to the AKS
-    cluster, alerts sent to an action group and resolved automatically. Parameters: ``clusterName``,
-    ``azureMonitorWorkspaceId``, ``actionGroupId``, ``location``."""
-    resources = []
+    2023-03-01; learn.microsoft.com/azure/templates/microsoft.alertsmanagement/prometheusrulegroups): the
+    recording rules in groups of at most ``MAX_AZURE_RULES``, the alerts in one more, each scoped to the Azure
+    Monitor workspace and bound to the AKS cluster; alerts go to an action group and resolve by themselves.
+    Parameters: ``clusterName``, ``azureMonitorWorkspaceId``, ``actionGroupId``, ``runbookUrl`` (default
+    ``SLO_RUNBOOK_URL``: where your copy of the README is), ``location``.
+
+    Azure evaluates groups apart, so an alert reads ratios recorded up to a minute before: nothing at the
+    burn-rate alerts' scale of 5 minutes to 6 hours."""
+    slo = slo or SLO()
     (group,) = rules(slo)["groups"]
-    # Azure takes at most 20 rules per rule group (Azure Monitor service limits, "Prometheus rule groups"):
-    # recording and alerting rules go in two groups, the alerts reading the recorded ratios (up to a minute
-    # old: nothing at the burn-rate alerts' scale of 5 minutes to 6 hours).
-    for part, members in (("recording", [r for r in group["rules"] if "record" in r]),
-                          ("alerts", [r for r in group["rules"] if "alert" in r])):
+    recording = [r for r in group["rules"] if "record" in r]
+    parts = [(f"recording-{i // MAX_AZURE_RULES + 1}", recording[i:i + MAX_AZURE_RULES])
+             for i in range(0, len(recording), MAX_AZURE_RULES)]
+    parts.append(("alerts", [r for r in group["rules"] if "alert" in r]))
+    resources = []
+    for part, members in parts:
         azure_rules = []
         for rule in members:
             if "record" in rule:
                 azure_rules.append({"record": rule["record"], "expression": rule["expr"],
                                     **({"labels": rule["labels"]} if "labels" in rule else {})})
                 continue
+            anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
             azure_rules.append({
                 "alert": rule["alert"], "expression": rule["expr"], "enabled": True,
                 "severity": AZURE_SEVERITY[rule["labels"]["severity"]],
                 **({"for": _iso_duration(rule["for"])} if "for" in rule else {}),
-                "labels": rule["labels"], "annotations": rule["annotations"],
+                "labels": rule["labels"],
+                "annotations": {**rule["annotations"],
+                                "runbook_url": f"[concat(parameters('runbookUrl'), '#{anchor}')]"},
                 "actions": [{"actionGroupId": "[parameters('actionGroupId')]"}],
                 "resolveConfiguration": {"autoResolved": True, "timeToResolve": "PT10M"}})
         resources.append({
             "type": "Microsoft.AlertsManagement/prometheusRuleGroups", "apiVersion": "2023-03-01",
             "name": f"{group['name']}-{part}", "location": "[parameters('location')]",
-            "properties": {"description": f"question-app SLOs, {part} rules (generated by question-app rules)",
+            "properties": {"description": f"question-app SLOs, {part} (generated by question-app rules)",
                            "enabled": True, "clusterName": "[parameters('clusterName')]",
                            "scopes": ["[parameters('azureMonitorWorkspaceId')]"],
                            "interval": _iso_duration(group["interval"]), "rules": azure_rules}})
-    string = {"type": "string"}
+
+    def parameter(description: str, default: str | None = None) -> dict[str, Any]:
+        return {"type": "string", **({"defaultValue": default} if default is not None else {}),
+                "metadata": {"description": description}}
+
     return {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
             "contentVersion": "1.0.0.0",
-            "parameters": {"clusterName": {**string, "metadata": {"description": "The AKS cluster's name."}},
-                           "azureMonitorWorkspaceId": {**string, "metadata": {
-                               "description": "Resource ID of the Azure Monitor workspace Managed Prometheus "
-                                              "writes to."}},
-                           "actionGroupId": {**string, "metadata": {
-                               "description": "Resource ID of the action group alerts go to."}},
-                           "location": {**string, "defaultValue": "[resourceGroup().location]"}},
+            "parameters": {
+                "clusterName": parameter("The AKS cluster's name."),
+                "azureMonitorWorkspaceId": parameter("Resource ID of the Azure Monitor workspace Managed "
+                                                     "Prometheus writes to."),
+                "actionGroupId": parameter("Resource ID of the action group alerts go to."),
+                "runbookUrl": parameter("Your copy of the README: each alert links its runbook section.",
+                                        slo.runbook_url),
+                "location": parameter("Where the rule groups live.", "[resourceGroup().location]")},
             "resources": resources}
 
 

@@ -152,5 +152,6 @@ def test_the_evaluation_report_prices_its_items_with_the_same_table(fake_llm: Fa
     assert len(fake_llm.requests) == 3 * len(IDS) + 1
     assert report["cost_usd"] == pytest.approx(len(fake_llm.requests) * PER_CALL)
     assert report["prices_usd_per_mtok"] == PRICE.model_dump()
+    assert report["unpriced_items"] == 0
     assert "Cost: $" in (tmp_path / "run" / "report.md").read_text()
 

@@ -74,8 +74,8 @@ def test_every_recording_rule_reads_live_traffic_but_the_judges_and_the_spend() 
         reads_raw = re.search(r"\b(quiz|http|gen_ai)_\w+\{", rule["expr"])
         if rule["record"] == "job:quiz_eval_judges_agree:ratio1d":
             assert 'quiz_traffic="evaluation"' in rule["expr"]  # only evaluation runs have two judges
-        elif rule["record"] == "job:quiz_llm_cost_usd:increase1d":
-            assert "quiz_traffic" not in rule["expr"]  # the bill: every dollar, evaluation runs included
+        elif rule["record"] == "job:quiz_llm_cost_usd:increase1d":  # the bill: evaluation runs' dollars too
+            assert 'quiz_traffic!="evaluation"' in rule["expr"] and 'quiz_traffic="evaluation"' in rule["expr"]
         elif reads_raw:
             assert rule["expr"].count("quiz_traffic!=\"evaluation\"") == rule["expr"].count("{"), rule["record"]
 
