@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from graphs.events import RoundEvent
 from graphs.prompts import AgentPrompt
 from graphs.state import QuizState, StepRecord, TokenUsage
-from graphs.structured import StructuredCall, call_structured
+from graphs.structured import StructuredCall, StructuredOutputError, call_structured
 from telemetry import contract as C
 from telemetry.cost import Price
 from telemetry.spans import span_ids
@@ -76,19 +76,30 @@ class QuizContext:
     async def call(self, step: str, schema: type[SchemaT], messages: list[BaseMessage],
                    acceptable: Callable[[SchemaT], bool] = lambda _: True) -> tuple[SchemaT, TokenUsage]:
         """Step ``step``'s structured call (its output a ``schema``) with this run's attempts and deadline
-        (``graphs.structured.call_structured``); its tokens priced, and their cost counted (``llm_cost``)."""
+        (``graphs.structured.call_structured``); its tokens priced, and their cost counted (``llm_cost``), also
+        when every attempt gave invalid output (``StructuredOutputError``: the provider billed them)."""
         call = self.calls[step]
         if call.schema is not schema:
             raise TypeError(f"step {step!r} is bound to {call.schema.__name__}, not {schema.__name__}")
-        parsed, usage = await call_structured(call, messages, attempts=self.structured_output_attempts,
-                                              deadline_s=self.call_deadline_s, acceptable=acceptable)
-        if self.price is not None:
-            usage["cost_usd"] = cost = self.price.cost(usage["input_tokens"], usage["output_tokens"],
-                                                       usage["cached_input_tokens"])
-            if self.llm_cost is not None:
-                self.llm_cost.add(cost, {GenAI.GEN_AI_REQUEST_MODEL: self.model,
-                                         GenAI.GEN_AI_AGENT_NAME: self.steps[step].agent, C.ATTR_STEP: step})
+        try:
+            parsed, usage = await call_structured(call, messages, attempts=self.structured_output_attempts,
+                                                  deadline_s=self.call_deadline_s, acceptable=acceptable)
+        except StructuredOutputError as error:  # its attempts were billed: spend, though the round fails
+            if error.usage is not None:
+                self._price(step, error.usage)
+            raise
+        self._price(step, usage)
         return parsed, usage
+
+    def _price(self, step: str, usage: TokenUsage) -> None:
+        """Set ``usage``'s ``cost_usd`` by ``price`` and count it in ``llm_cost`` (nothing without a price)."""
+        if self.price is None:
+            return
+        usage["cost_usd"] = cost = self.price.cost(usage["input_tokens"], usage["output_tokens"],
+                                                   usage["cached_input_tokens"])
+        if self.llm_cost is not None:
+            self.llm_cost.add(cost, {GenAI.GEN_AI_REQUEST_MODEL: self.model,
+                                     GenAI.GEN_AI_AGENT_NAME: self.steps[step].agent, C.ATTR_STEP: step})
 
     def prompt(self, agent: str, model: type[PromptT]) -> PromptT:
         """``agent``'s prompt, as its prompt model (``TypeError`` if the table names another model)."""

@@ -28,12 +28,14 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 class StructuredOutputError(Exception):
-    """The model's output did not validate against the step's schema after every allowed attempt."""
+    """The model's output did not validate against the step's schema after every allowed attempt.
+    ``usage``: the tokens those attempts spent (the provider bills them though nothing came of them)."""
 
-    def __init__(self, step: str, attempts: int) -> None:
+    def __init__(self, step: str, attempts: int, usage: TokenUsage | None = None) -> None:
         super().__init__(f"{step}: no valid structured output after {attempts} attempt(s)")
         self.step = step
         self.attempts = attempts
+        self.usage = usage
 
 
 @dataclass(frozen=True)
@@ -101,4 +103,6 @@ async def call_structured(call: StructuredCall[SchemaT], messages: list[BaseMess
             return parsed, usage
         span.add_event(C.EVENT_INVALID_OUTPUT, {C.EVENT_ATTR_ATTEMPT: attempt,
                                                 C.EVENT_ATTR_SCHEMA: call.schema.__name__})
-    raise StructuredOutputError(call.step, attempts)
+    span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, usage["input_tokens"])
+    span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, usage["output_tokens"])
+    raise StructuredOutputError(call.step, attempts, usage)

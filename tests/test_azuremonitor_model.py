@@ -136,3 +136,22 @@ def test_a_status_is_written_as_traceutil_spells_it_and_a_message_without_text_i
     silent = log_row(log_of({"severity_number": 9, "attributes": {}}))
     assert silent["message"] == "" and not ingested("traces", silent)
     assert ingested("traces", log_row(log_of({"severity_number": 9, "body": {"type": "str", "value": "hi"}})))
+
+
+def test_an_item_over_azures_property_limits_is_lost_whole() -> None:
+    """The Collector's exporter cuts nothing; Azure refuses an item with a customDimensions value over 8,192
+    characters (or a key over 150): with content capture on, a long ``gen_ai.input.messages`` would lose the
+    whole ``chat`` dependency, which is why otel-collector.yaml truncates attributes first (tests/test_k8s.py)."""
+    def chat(value: str) -> dict:
+        return {"name": "chat m", "kind": "CLIENT", "status": {"code": "UNSET"},
+                "attributes": {"gen_ai.input.messages": {"type": "str", "value": value}}}
+
+    ((table, row),) = span_rows(span_of(chat("x" * 8192)))
+    assert ingested(table, row)
+    ((table, row),) = span_rows(span_of(chat("x" * 8193)))
+    assert not ingested(table, row)
+    ((table, row),) = span_rows(span_of({"name": "x", "kind": "INTERNAL", "status": {"code": "UNSET"},
+                                         "attributes": {"k" * 151: {"type": "str", "value": "v"}}}))
+    assert not ingested(table, row)
+    long_message = log_row(log_of({"severity_number": 9, "body": {"type": "str", "value": "m" * 32769}}))
+    assert not ingested("traces", long_message)

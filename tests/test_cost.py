@@ -155,3 +155,23 @@ def test_the_evaluation_report_prices_its_items_with_the_same_table(fake_llm: Fa
     assert report["unpriced_items"] == 0
     assert "Cost: $" in (tmp_path / "run" / "report.md").read_text()
 
+
+
+def test_attempts_that_never_gave_valid_output_are_billed_though_the_round_fails(
+        make_client, fake_llm: FakeOpenAI, telemetry_env: OTLPReceiver, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.openai_server import Fault
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=otel-app,test.case=unbilled")
+    client: TestClient = make_client(llm_prices_file=prices_file(tmp_path), structured_output_attempts=2)
+    fake_llm.usage = USAGE
+    fake_llm.fail_next(Fault("bad_arguments"), times=2)  # the Teacher's question: invalid twice
+    assert client.post("/ask", json={"subject": "math"}).status_code == 502
+    assert len(fake_llm.requests) == 2  # both attempts of the asking step, then the round stopped
+
+    def ask_spend() -> float | None:
+        points = [p for p in telemetry_env.metric_points() if p.name == C.METRIC_LLM_COST
+                  and p.resource.get("test.case") == "unbilled" and p.attributes[C.ATTR_STEP] == "ask"]
+        return max(points, key=lambda p: p.time_ns).value if points else None
+
+    telemetry_env.wait_for(lambda: ask_spend() == pytest.approx(2 * PER_CALL))

@@ -269,6 +269,22 @@ def test_pipelines_route_traces_and_metrics_where_the_contract_says() -> None:
     assert prometheus["endpoint"].endswith(":8889") and prometheus["resource_to_telemetry_conversion"]["enabled"]
 
 
+
+def test_attributes_are_cut_to_app_insights_limits_before_the_azuremonitor_exporter() -> None:
+    """The exporter sends attributes whole and Azure refuses an item with a value over its limit
+    (tests/fakes/azuremonitor.py, ``ingested``): the traces and logs pipelines cut every attribute first."""
+    from tests.fakes.azuremonitor import MAX_PROPERTY_VALUE
+
+    config = collector()["spec"]["config"]
+    limits = config["processors"]["transform/appinsights-limits"]
+    wanted = f"truncate_all(attributes, {MAX_PROPERTY_VALUE})"
+    for signal, contexts in (("trace", {"span", "spanevent"}), ("log", {"log"})):
+        statements = {s["context"]: s["statements"] for s in limits[f"{signal}_statements"]}
+        assert set(statements) == contexts and all(statements[c] == [wanted] for c in contexts)
+    for name in ("traces", "logs"):
+        processors = config["service"]["pipelines"][name]["processors"]
+        assert processors.index("transform/appinsights-limits") < processors.index("batch"), name
+
 def test_delta_state_is_forgotten_for_series_that_went_away() -> None:
     """cumulativetodelta keeps a state per series; without max_staleness it grows with every restarted pod."""
     staleness = collector()["spec"]["config"]["processors"]["cumulativetodelta"]["max_staleness"]

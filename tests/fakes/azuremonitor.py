@@ -161,9 +161,19 @@ def log_row(record: LogRecord, scope_version: str = "") -> dict[str, Any]:
             "cloud_RoleInstance": str(record.resource.get("service.instance.id", "")), "customDimensions": dims}
 
 
+MAX_PROPERTY_KEY, MAX_PROPERTY_VALUE, MAX_MESSAGE = 150, 8192, 32768
+
+
 def ingested(table: str, row: dict[str, Any]) -> bool:
-    """Whether Azure's ingestion keeps the item: a ``traces`` item needs a non-empty ``message``."""
-    return table != "traces" or bool(row.get("message"))
+    """Whether Azure's ingestion keeps the item: a ``traces`` item needs a non-empty ``message`` of at most
+    32,768 characters, and no ``customDimensions`` key may pass 150 characters nor value 8,192. Those are the
+    limits the Azure SDKs' exporters cut to before sending (azure-monitor-opentelemetry-exporter
+    ``_utils._filter_custom_properties``: "Max key length is 150, value is 8192"), because the service refuses
+    an item over them; the Collector's exporter cuts nothing, so an item over them is lost whole."""
+    if table == "traces" and not (row.get("message") and len(row["message"]) <= MAX_MESSAGE):
+        return False
+    return all(len(k) <= MAX_PROPERTY_KEY and len(v) <= MAX_PROPERTY_VALUE
+               for k, v in row.get("customDimensions", {}).items())
 
 
 def metric_rows(points: list[Any]) -> list[dict[str, Any]]:
