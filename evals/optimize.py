@@ -101,10 +101,20 @@ class Candidate:
 
 
 def placeholders(template: str) -> set[str]:
-    """The ``{names}`` a ``str.format`` template uses."""
+    """The ``{names}`` a ``str.format`` template uses. Raises ``ValueError`` for what is not a plain template: a
+    stray brace, and any field with a format spec, a conversion or an attribute or index
+    (``{persona:>999999999}`` would allocate a gigabyte on every use, ``{persona.__class__}`` reads objects)."""
     import string
 
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    names = set()
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            raise ValueError(f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}: "
+                             "only plain {name} placeholders are allowed")
+        names.add(name)
+    return names
 
 
 def calls_for(items: list[Item], steps: list[agents.Step]) -> int:

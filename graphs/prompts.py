@@ -11,6 +11,7 @@ the question text alone.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from quiz.vocabulary import Difficulty
 
 PROMPT_DIR = Path(__file__).with_name("prompt_files")
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a file name under PROMPT_DIR/<agent>, no path
 DEFAULT_VERSION = "1"
 
 
@@ -71,6 +73,9 @@ def versions(agent: str) -> list[str]:
 def load(agent: str, version: str, model: type[PromptT]) -> PromptT:
     """``agent``'s prompt ``version`` as ``model``. Raises ``ValueError`` naming the versions that exist (a missing
     file) or the problem (a file whose name, version or fields do not match)."""
+    if not VERSION_NAME.fullmatch(version) or not VERSION_NAME.fullmatch(agent):
+        raise ValueError(f"{agent!r} / {version!r}: a prompt's agent and version are names (letters, digits, "
+                         "'.', '_', '+', '-'; not starting with '.'), never a path")
     path = PROMPT_DIR / agent / f"{version}.yaml"
     if not path.is_file():
         raise ValueError(f"no {agent} prompt version {version!r}; there are: {', '.join(versions(agent))}")

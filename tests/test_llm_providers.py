@@ -223,3 +223,14 @@ def test_a_refused_federated_credential_is_502_auth(workload_identity, fake_llm:
         assert httpx.post(f"{base}/ask", json={}, timeout=30).status_code == 200
     finally:
         stop(process)
+
+
+def test_the_logged_endpoint_never_carries_credentials(make_client, fake_llm: FakeOpenAI,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """An OpenAI-compatible endpoint may carry ``user:password@`` or ``?api-key=``: the start-up line names the
+    endpoint with both redacted."""
+    caplog.set_level("INFO")
+    endpoint = fake_llm.base_url.replace("http://", f"http://proxy:{CANARY_KEY}@") + f"?api-key={CANARY_KEY}"
+    make_client(openai_base_url=endpoint)
+    assert "OpenAI-compatible endpoint http://***@127.0.0.1:" in caplog.text
+    assert CANARY_KEY not in caplog.text and "api-key=***" in caplog.text

@@ -154,3 +154,26 @@ def test_the_teachers_prompt_is_optimised_for_agreement_with_the_strict_judge(fa
     assert (outcome["start_train"], outcome["best_train"], outcome["accepted"]) == (0.5, 1.0, True)
     assert outcome["validation"]["metric"] == "agreement with the strict judge"
     assert Path(outcome["written"]) == tmp_path / "prompts" / "teacher" / "2.yaml"
+
+
+@pytest.mark.parametrize("template", ["{persona:>999999999} answer", "{persona!r}", "{persona.__class__}",
+                                      "{personas[0]}", "{} positional", "a stray { brace"])
+def test_a_rewrite_that_is_not_a_plain_template_is_refused(template: str) -> None:
+    """An optimiser rewrite is model output: a format spec (``{persona:>999999999}`` allocates a gigabyte each
+    time the prompt is used), a conversion, an attribute or index, a positional field or a stray brace makes it
+    not a template, and the search drops it (``Search.propose``: ``ValueError`` → "not a template")."""
+    from evals.optimize import placeholders
+
+    with pytest.raises(ValueError):
+        placeholders(template)
+    assert placeholders("You are {persona}; answer in {language}. {{literal}}") == {"persona", "language"}
+
+
+@pytest.mark.parametrize("version", ["../teacher/1", "1/../../x", ".hidden", "", "a" * 65])
+def test_a_prompt_version_is_a_name_never_a_path(version: str) -> None:
+    """``PROMPT_VERSIONS`` comes from the environment and is joined into a path under graphs/prompt_files."""
+    from graphs.prompts import load
+
+    with pytest.raises(ValueError, match="never a path"):
+        load("student", version, StudentPrompt)
+    assert load("student", "1", StudentPrompt).version == "1"
