@@ -18,6 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,20 @@ class Provider(StrEnum):
     AZURE = "azure_openai"
     OPENAI = "openai_compatible"
     EMBEDDED = "embedded"
+
+
+def redact(url: str) -> str:
+    """A URL from the settings, fit for messages and logs: its password replaced by ``***`` (the user name
+    kept), a user part without a password replaced whole (it is the secret then), and every query value
+    replaced (``?api-key=…``, libpq's ``?password=…``); scheme, host, port and path kept."""
+    parts = urlsplit(url)
+    if not parts.username and not parts.password and not parts.query:
+        return url
+    host = parts.hostname or ""
+    user = (f"{parts.username}:***@" if parts.password is not None else "***@") if parts.username else ""
+    netloc = user + (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Settings(BaseSettings):

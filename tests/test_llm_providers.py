@@ -232,5 +232,5 @@ def test_the_logged_endpoint_never_carries_credentials(make_client, fake_llm: Fa
     caplog.set_level("INFO")
     endpoint = fake_llm.base_url.replace("http://", f"http://proxy:{CANARY_KEY}@") + f"?api-key={CANARY_KEY}"
     make_client(openai_base_url=endpoint)
-    assert "OpenAI-compatible endpoint http://***@127.0.0.1:" in caplog.text
+    assert "OpenAI-compatible endpoint http://proxy:***@127.0.0.1:" in caplog.text
     assert CANARY_KEY not in caplog.text and "api-key=***" in caplog.text

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -20,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from app.llm.embedded import EmbeddedModelServer, find_embedded_model
-from app.settings import EMBEDDED_MODEL_NAME, Provider, Settings
+from app.settings import EMBEDDED_MODEL_NAME, Provider, Settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +60,6 @@ class LLM:
 Builder = Callable[[Settings, dict[str, Any], httpx2.AsyncClient], Awaitable[LLM]]
 
 
-def redacted(url: str) -> str:
-    """``url`` fit for a log line: credentials in its user part and every query value replaced by ``***``
-    (an endpoint may carry ``user:password@`` or ``?api-key=…``); scheme, host, port and path kept."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = ("***@" if parts.username or parts.password else "") + (f"[{host}]" if ":" in host else host) + (
-        f":{parts.port}" if parts.port else "")
-    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
 async def _azure(settings: Settings, common: dict[str, Any], http_client: httpx2.AsyncClient) -> LLM:
     endpoint = str(settings.azure_openai_endpoint)
     credential = None
@@ -83,7 +71,7 @@ async def _azure(settings: Settings, common: dict[str, Any], http_client: httpx2
         auth = {"azure_ad_async_token_provider": get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)}
     chat = AzureChatOpenAI(azure_endpoint=endpoint, azure_deployment=settings.azure_openai_deployment_name,
                            api_version=settings.azure_openai_api_version, **auth, **common)
-    log.info("LLM: Azure OpenAI at %s, deployment %s (%s)", redacted(endpoint), settings.azure_openai_deployment_name,
+    log.info("LLM: Azure OpenAI at %s, deployment %s (%s)", redact(endpoint), settings.azure_openai_deployment_name,
              "API key" if credential is None else "Entra ID via DefaultAzureCredential")
     return LLM(chat, Provider.AZURE, settings.model_name, endpoint, http_client, credential=credential)
 
@@ -92,7 +80,7 @@ async def _openai_compatible(settings: Settings, common: dict[str, Any], http_cl
     endpoint = str(settings.openai_base_url or "https://api.openai.com/v1")
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
     chat = ChatOpenAI(base_url=endpoint, api_key=key, model=settings.openai_model, **common)
-    log.info("LLM: OpenAI-compatible endpoint %s, model %s", redacted(endpoint), settings.openai_model)
+    log.info("LLM: OpenAI-compatible endpoint %s, model %s", redact(endpoint), settings.openai_model)
     return LLM(chat, Provider.OPENAI, settings.model_name, endpoint, http_client)
 
 

@@ -15,8 +15,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.sessions import ACTIVITY, LEASES, CheckpointerUnavailable, SessionStore, redact
-from app.settings import Settings
+from app.sessions import ACTIVITY, LEASES, CheckpointerUnavailable, SessionStore
+from app.settings import Settings, redact
 
 # What this store raises when the database cannot be reached (down, connection lost, pool exhausted).
 ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
