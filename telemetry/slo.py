@@ -120,17 +120,9 @@ def _recording(slo: SLO) -> list[dict[str, Any]]:
     fast = f'{served}, le=~"{_le(slo.latency_threshold_s)}"'
     requests, answered = "http_server_request_duration_seconds_count", "http_server_request_duration_seconds_bucket"
     rules: list[dict[str, Any]] = []
-    for window in WINDOWS:
-        rules.append({"record": f"job:quiz_round_errors:ratio_rate{window}",
-                      "expr": _ratio(f"rate(quiz_errors_total{{{failed}}}[{window}])",
-                                     f"rate({requests}{{{valid}}}[{window}])")})
-    for window in WINDOWS:
-        total = _sum(f"rate({requests}{{{served}}}[{window}])")
-        rules.append({"record": f"job:quiz_round_slow:ratio_rate{window}",
-                      "expr": f"1 - {_sum(f'rate({answered}{{{fast}}}[{window}])')} / ({total} > 0)"})
-    # The 30-day budget is spent by events, not by minutes: the bad and the valid events' rates are recorded
-    # apart and summed over 30 days (a busy error-free hour outweighs a quiet failing one; an average of the
-    # 5-minute ratios would weigh them the same). 0, not nothing, for a minute without bad events.
+    # The 5-minute rates of bad and valid events, recorded apart: the 5-minute ratios divide them, and the
+    # 30-day budget sums them (spent by events, not by minutes: a busy error-free hour outweighs a quiet
+    # failing one, which an average of the ratios would weigh the same). 0, not nothing, without bad events.
     every = _sum(f"rate({requests}{{{valid}}}[5m])")
     every_served = _sum(f"rate({requests}{{{served}}}[5m])")
     for sli, bad_rate, valid_rate in (
@@ -138,6 +130,17 @@ def _recording(slo: SLO) -> list[dict[str, Any]]:
             ("slow", f"{every_served} - {_sum(f'rate({answered}{{{fast}}}[5m])')}", every_served)):
         rules.append({"record": f"job:quiz_round_{sli}:rate5m", "expr": bad_rate})
         rules.append({"record": f"job:quiz_round_{sli}_valid:rate5m", "expr": valid_rate})
+    for sli in ("errors", "slow"):
+        rules.append({"record": f"job:quiz_round_{sli}:ratio_rate5m",
+                      "expr": f"job:quiz_round_{sli}:rate5m / (job:quiz_round_{sli}_valid:rate5m > 0)"})
+    for window in WINDOWS[1:]:
+        rules.append({"record": f"job:quiz_round_errors:ratio_rate{window}",
+                      "expr": _ratio(f"rate(quiz_errors_total{{{failed}}}[{window}])",
+                                     f"rate({requests}{{{valid}}}[{window}])")})
+    for window in WINDOWS[1:]:
+        total = _sum(f"rate({requests}{{{served}}}[{window}])")
+        rules.append({"record": f"job:quiz_round_slow:ratio_rate{window}",
+                      "expr": f"1 - {_sum(f'rate({answered}{{{fast}}}[{window}])')} / ({total} > 0)"})
     for sli, objective in (("errors", slo.availability), ("slow", slo.latency)):
         rules.append({"record": f"job:quiz_round_{sli}:objective", "expr": f"vector({objective})",
                       "labels": {"job": slo.job}})
