@@ -2,7 +2,10 @@
 
 | error | status | ``error.type`` | when |
 | --- | --- | --- | --- |
-| ``Unauthorized`` | 401 | ``unauthorized`` | ``API_KEYS`` is set and the request has no valid key |
+| ``Unauthorized`` | 401 | ``unauthorized`` | authentication is on and the request has no valid credential |
+| ``AuthUnavailable`` | 503 + ``Retry-After`` | ``identity_provider`` | Entra ID's signing keys cannot be fetched |
+| ``RateLimited`` | 429 + ``Retry-After`` | ``limited`` | the principal's rounds/minute, tokens/day or fair share |
+| ``WeakThreadId`` | 422 | ``validation`` | a new AG-UI thread's id is not a random UUID |
 | ``SessionNotFound`` | 404 | ``session_not_found`` | ``session_id`` is unknown or expired |
 | ``RoundInProgress`` | 409 + ``Retry-After`` | ``round_in_progress`` | a round of this session is still playing |
 | ``AnswerAwaited`` | 409 | ``answer_awaited`` | a new round was asked while the session's round awaits an answer |
@@ -54,9 +57,29 @@ class RoundNotFound(QuizError):
 
 
 class Unauthorized(QuizError):
-    """401: ``API_KEYS`` is set and the request carries no valid key."""
+    """401: authentication is on (``API_KEYS``, Entra ID) and the request carries no valid credential."""
 
     status, slug, title, error_type = 401, "unauthorized", "Authentication required", "unauthorized"
+
+
+class AuthUnavailable(QuizError):
+    """503: the identity provider's signing keys (Entra ID's JWKS) cannot be fetched to check a token."""
+
+    status, slug, title, error_type = (503, "identity-provider-unavailable", "The identity provider is unreachable",
+                                       "identity_provider")
+
+
+class RateLimited(QuizError):
+    """429: the principal has used its rounds per minute or tokens per day, or holds its fair share of the
+    rounds in progress while others wait (``app.limits``); ``Retry-After`` says when to come back."""
+
+    status, slug, title, error_type = 429, "rate-limited", "Too many rounds for this client", "limited"
+
+
+class WeakThreadId(QuizError):
+    """422: a new AG-UI thread's id is not a random (version 4) UUID, so it could be guessed or planted."""
+
+    status, slug, title, error_type = 422, "thread-id-not-random", "The thread id is not random", "validation"
 
 
 class BodyTooLarge(QuizError):

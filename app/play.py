@@ -42,6 +42,7 @@ from telemetry.cost import DEFAULT_PRICES, Price, load_prices
 from telemetry.sdk import Telemetry
 from telemetry.spans import current_trace_id, mark_failed
 
+OWNER = "quiz_owner"  # the checkpoint metadata key of the principal a session belongs to (app.auth)
 log = logging.getLogger(__name__)
 
 
@@ -132,14 +133,17 @@ class Quiz:
                             current_trace_id())
                 raise error from exc
 
-    async def stream(self, session_id: str, graph_input: InputState | Command) -> AsyncIterator[RoundEvent | Played]:
+    async def stream(self, session_id: str, graph_input: InputState | Command,
+                     owner: str | None = None) -> AsyncIterator[RoundEvent | Played]:
         """Run the round of ``session_id`` (its thread) on ``graph_input`` (the round's settings, or the command
         that resumes a paused round): each ``RoundEvent`` as it happens, then the ``Played``. The result is
-        also written on the current span (``quiz.round``, ``quiz.verdict``, the round's tokens)."""
+        also written on the current span (``quiz.round``, ``quiz.verdict``, the round's tokens). ``owner``: the
+        principal id written beside the checkpoint (``config``)."""
         final: QuizState | None = None
         awaited: AnswerAwaited | None = None
-        async for part in self.graph.astream(graph_input, self.config(session_id), context=self.context(session_id),
-                                             stream_mode=["custom", "values"], durability="exit", version="v2"):
+        async for part in self.graph.astream(graph_input, self.config(session_id, owner),
+                                             context=self.context(session_id), stream_mode=["custom", "values"],
+                                             durability="exit", version="v2"):
             if part["type"] == "values":
                 final = part["data"]
                 for pending in part["interrupts"]:
@@ -170,6 +174,11 @@ class Quiz:
         raise RuntimeError("the round ended without a result")
 
     @staticmethod
-    def config(session_id: str) -> RunnableConfig:
-        """The graph config of session ``session_id`` (its thread)."""
-        return {"configurable": {"thread_id": session_id}}
+    def config(session_id: str, owner: str | None = None) -> RunnableConfig:
+        """The graph config of session ``session_id`` (its thread). ``owner``: the principal whose session it is,
+        kept in every checkpoint's metadata (LangGraph copies a run's ``config["metadata"]`` into the metadata of
+        the checkpoints it writes, on every saver: ``StateSnapshot.metadata[OWNER]``)."""
+        config: RunnableConfig = {"configurable": {"thread_id": session_id}}
+        if owner is not None:
+            config["metadata"] = {OWNER: owner}
+        return config

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ from langgraph.types import Command, StateSnapshot
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 
+from app.auth import ANONYMOUS
 from app.errors import (
     AnswerAwaited,
     NoAnswerAwaited,
@@ -26,9 +28,10 @@ from app.errors import (
     RoundNotFound,
     SessionNotFound,
     SessionStoreUnavailable,
+    WeakThreadId,
 )
 from app.messages import Intent, is_korean
-from app.play import Played, Quiz
+from app.play import OWNER, Played, Quiz
 from app.sessions import SessionStore
 from app.sessions.sweeper import delete_session
 from app.settings import Settings
@@ -52,7 +55,8 @@ DEFAULT_DIFFICULTY: Difficulty = "medium"
 class PlayRound:
     """Play the next round: of ``session_id`` (``None``: a new session), with these settings (``None``: the
     session's, else what ``intent`` — a parsed chat message — says, else the defaults). ``create``: an unknown
-    ``session_id`` starts a new session under it (an AG-UI client names its threads) instead of ``SessionNotFound``."""
+    ``session_id`` starts a new session under it (an AG-UI client names its threads; the id must be a random
+    UUID, ``WeakThreadId`` otherwise) instead of ``SessionNotFound``."""
 
     session_id: str | None = None
     subject: str | None = None
@@ -83,6 +87,7 @@ class PreparedRound:
     previous: QuizState | None = None  # the session's values as the round begins (None: a new session)
     awaited: Awaited | None = None  # a person's answer: the question it answers
     paused: PausedRound | None = None  # a person's answer: the paused round it finishes (its tokens so far)
+    owner: str = ANONYMOUS.id  # the principal the session belongs to (app.auth)
 
     @cached_property
     def before(self) -> SessionView | None:
@@ -121,6 +126,16 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def is_random_uuid(value: str) -> bool:
+    """Whether ``value`` is a version 4 UUID in its canonical form: 122 random bits (RFC 9562 §5.4), what
+    AG-UI clients generate for a thread id (``uuidv4()``)."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return False
+    return parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value.lower()
+
+
 @dataclass
 class RoundService:
     """The quiz as the API sees it: ``prepare()`` a request, then ``run()`` (events) or ``play()`` (the end).
@@ -148,22 +163,32 @@ class RoundService:
         finally:
             self.in_flight -= 1
 
-    async def prepare(self, request: PlayRound | GiveAnswer, scope: AsyncExitStack) -> PreparedRound:
-        """Resolve session and settings; a continued session is leased for this round until ``scope`` closes.
+    async def prepare(self, request: PlayRound | GiveAnswer, scope: AsyncExitStack,
+                      owner: str = ANONYMOUS.id) -> PreparedRound:
+        """Resolve session and settings for principal ``owner``; a continued session is leased for this round
+        until ``scope`` closes, and is checked to be ``owner``'s under the lease.
 
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
-        for an unknown or expired id, ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not
-        fit the session's paused round and ``SessionStoreUnavailable`` when the store cannot be reached.
+        for an unknown or expired id or another principal's session (the same answer: ids do not leak),
+        ``WeakThreadId`` for a new client-named session whose id is not a random UUID,
+        ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not fit the session's paused round
+        and ``SessionStoreUnavailable`` when the store cannot be reached.
         """
         previous: QuizState | None = None
         if request.session_id is not None:
             await self._lease(request.session_id, scope)
             if isinstance(request, PlayRound) and request.create:
                 snapshot = await self._lookup(request.session_id)
+                if snapshot.values:
+                    self._check_owner(request.session_id, snapshot, owner, "")
+                elif not is_random_uuid(request.session_id):
+                    raise WeakThreadId(f"Thread {request.session_id!r} is new, and a new thread's id must be a random "
+                                       "(version 4) UUID, as AG-UI clients make them: anyone could guess or plant "
+                                       "this one. Start the thread with a fresh UUID.")
             else:
-                snapshot = await self._snapshot(request.session_id, "Omit session_id to start a new session.")
+                snapshot = await self._snapshot(request.session_id, owner, "Omit session_id to start a new session.")
             if isinstance(request, GiveAnswer):
-                return self._answer(request.session_id, snapshot, request.answer)
+                return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner)
             previous = cast(QuizState, snapshot.values) if snapshot.values else None
             if previous is not None and (awaited := awaited_answer(snapshot)) is not None:
                 raise AnswerAwaited(f"Round {awaited.round} of session {request.session_id!r} awaits "
@@ -179,7 +204,7 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or known.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
-        return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous)
+        return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner)
 
     @staticmethod
     def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
@@ -200,29 +225,31 @@ class RoundService:
         return PreparedRound(session_id, inputs, resume, asked, previous=values, awaited=awaited,
                              paused=PausedRound.of(values, awaited))
 
-    async def session(self, session_id: str) -> SessionView:
-        """The session's settings, score and kept rounds (oldest first). Raises ``SessionNotFound`` (404) and
-        ``SessionStoreUnavailable`` (503)."""
-        return SessionView.of_snapshot(await self._snapshot(session_id))
+    async def session(self, session_id: str, owner: str = ANONYMOUS.id) -> SessionView:
+        """The session's settings, score and kept rounds (oldest first). Raises ``SessionNotFound`` (404: also
+        another principal's session) and ``SessionStoreUnavailable`` (503)."""
+        return SessionView.of_snapshot(await self._snapshot(session_id, owner))
 
-    async def forget(self, session_id: str) -> None:
+    async def forget(self, session_id: str, owner: str = ANONYMOUS.id) -> None:
         """Delete the session with every checkpoint of it, once no round of it is playing (its lease).
 
-        Raises ``RoundInProgress`` (409), ``SessionNotFound`` (404), ``SessionStoreUnavailable`` (503).
+        Raises ``RoundInProgress`` (409), ``SessionNotFound`` (404: also another principal's session),
+        ``SessionStoreUnavailable`` (503).
         """
         async with AsyncExitStack() as scope:
             await self._lease(session_id, scope)
-            await self._snapshot(session_id)
+            await self._snapshot(session_id, owner)
             try:
                 await delete_session(self.store, session_id)
             except self.store.errors as exc:
                 raise self._unavailable(exc) from exc
 
-    async def feedback(self, session_id: str, round_no: int, rating: Rating, comment: str | None) -> None:
+    async def feedback(self, session_id: str, round_no: int, rating: Rating, comment: str | None,
+                       owner: str = ANONYMOUS.id) -> None:
         """Record a person's ``rating`` (and ``comment``) of a kept round: a ``gen_ai.evaluation.result``
         (``user_feedback``) attached to that round's grading span, and ``quiz.feedback``. Raises
         ``SessionNotFound``, ``RoundNotFound`` (404) and ``SessionStoreUnavailable`` (503)."""
-        values = (await self._snapshot(session_id)).values
+        values = (await self._snapshot(session_id, owner)).values
         played = next((r for r in values.get("rounds", []) if r["round"] == round_no), None)
         if played is None:
             raise RoundNotFound(f"Session {session_id!r} keeps no round {round_no}: rounds can be rated once "
@@ -234,11 +261,20 @@ class RoundService:
             trace_id=played.get("trace_id"), span_id=played.get("span_id"))
         telemetry.instruments.feedback.add(1, {C.ATTR_RATING: rating, C.ATTR_VERDICT: played["verdict"]})
 
-    async def _snapshot(self, session_id: str, hint: str = "Start a new session with POST /ask.") -> StateSnapshot:
+    async def _snapshot(self, session_id: str, owner: str,
+                        hint: str = "Start a new session with POST /ask.") -> StateSnapshot:
         state = await self._lookup(session_id)
         if not state.values:
             raise SessionNotFound(f"Session {session_id!r} does not exist or has expired. {hint}")
+        self._check_owner(session_id, state, owner, hint)
         return state
+
+    @staticmethod
+    def _check_owner(session_id: str, state: StateSnapshot, owner: str, hint: str) -> None:
+        """``SessionNotFound`` — word for word what an unknown id gets — unless the session is ``owner``'s (a
+        session saved before owners were kept belongs to the anonymous principal)."""
+        if (state.metadata or {}).get(OWNER, ANONYMOUS.id) != owner:
+            raise SessionNotFound(f"Session {session_id!r} does not exist or has expired. {hint}".strip())
 
     async def _lookup(self, session_id: str) -> StateSnapshot:
         """The session's latest checkpoint (empty ``values``: no such session). Raises ``SessionStoreUnavailable``."""
@@ -276,7 +312,8 @@ class RoundService:
         """
         with self.quiz.round_span(prepared.session_id, prepared.inputs, link=prepared.asked):
             ended: Played | None = None
-            async for item in self.quiz.stream(prepared.session_id, prepared.resume or prepared.inputs):
+            async for item in self.quiz.stream(prepared.session_id, prepared.resume or prepared.inputs,
+                                             prepared.owner):
                 if isinstance(item, Played):
                     ended = item
                 else:

@@ -131,13 +131,27 @@ class Settings(BaseSettings):
     graceful_shutdown_s: int = Field(
         20, ge=0, le=3600, description="How long in-flight requests may finish after SIGTERM, seconds.")
 
+    # --- clients and limits (app.auth, app.limits) -------------------------------------------------
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated `name:secret` pairs (a bare secret is named `key-<sha256[:12]>`); when "
+        "set, every API route needs `Authorization: Bearer <secret>` or `X-API-Key: <secret>` and the client is "
+        "the principal `key:<name>`. Off by default (inside the cluster network).")
+    entra_tenant_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9.-]{1,64}$", description="With ENTRA_AUDIENCE: accept Entra ID access tokens "
+        "of this tenant (a managed identity's, no shared secret); the client is the principal `entra:<oid>`.")
+    entra_audience: str | None = Field(
+        None, min_length=1, description="Comma-separated audiences a token must be for: this API's application ID "
+        "URI and/or client ID.")
+    entra_authority: HttpUrl = Field(
+        HttpUrl("https://login.microsoftonline.com"), description="Entra ID's authority host (a sovereign cloud's).")
+    entra_keys_refresh_s: float = Field(
+        30.0, ge=0, le=86_400, description="Least time between two fetches of the tenant's signing keys for a "
+        "token with an unknown key id (how a rotated key is picked up), seconds.")
+
     # --- HTTP -------------------------------------------------------------------------------------
     max_concurrent_rounds: int = Field(
         64, ge=1, le=10_000, description="Rounds in progress per process; beyond it /ask answers 503 at once. "
         "Protects the LLM quota and memory instead of queueing without bound.")
-    api_keys: SecretStr | None = Field(
-        None, description="Comma-separated keys; when set, /ask needs `Authorization: Bearer <key>` or "
-        "`X-API-Key: <key>`. Off by default (inside the cluster network).")
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
     # An AG-UI client sends the whole conversation with every run (about 1 KB per round with a large model).
     ag_ui_max_body_bytes: int = Field(262_144, ge=1024, description="Larger POST /ag-ui bodies get 413.")
@@ -183,9 +197,27 @@ class Settings(BaseSettings):
                 f"CHECKPOINTER_URL={self.checkpointer_url!r}: use memory://, sqlite:///<file> or postgresql://…")
         return self
 
-    def api_key_list(self) -> list[str]:
-        """The keys of ``API_KEYS``, stripped; empty when authentication is off."""
-        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()] if self.api_keys else []
+    @model_validator(mode="after")
+    def _check_clients(self) -> Settings:
+        self.api_key_table()  # ValueError naming what is wrong, never the secret
+        if (self.entra_tenant_id is None) != (self.entra_audience is None):
+            raise ValueError("set both ENTRA_TENANT_ID and ENTRA_AUDIENCE to accept Entra ID tokens, or neither")
+        return self
+
+    def api_key_table(self) -> dict[str, str]:
+        """``API_KEYS`` as {name: secret} (``app.auth.parse_api_keys``); empty when API keys are off."""
+        from app.auth import parse_api_keys
+
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else {}
+
+    def entra_audiences(self) -> list[str]:
+        """The audiences of ``ENTRA_AUDIENCE``; empty when Entra ID is off."""
+        return [a.strip() for a in (self.entra_audience or "").split(",") if a.strip()]
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether requests must carry a credential (API keys or Entra ID)."""
+        return bool(self.api_keys) or self.entra_tenant_id is not None
 
     @property
     def llm_call_deadline_s(self) -> float:

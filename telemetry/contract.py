@@ -29,7 +29,8 @@ from quiz.vocabulary import Rating, Verdict, subject_of
 # ``error.type`` of a request answered with a problem body (``quiz.errors``, the workflow span):
 ErrorType = Literal[
     "validation",  # 400 body not JSON, 413 body too large, 422 a field is wrong
-    "unauthorized",  # 401: API_KEYS is set and no valid key was sent
+    "unauthorized",  # 401: authentication is on and no valid credential was sent
+    "limited",  # 429: the principal's rate limit or fair share of rounds in progress (app.limits)
     "unknown_route",  # 404 no such path, 405 no such method on it
     "session_not_found",  # 404: unknown or expired session id
     "round_not_found",  # 404: feedback for a round the session does not keep
@@ -38,6 +39,7 @@ ErrorType = Literal[
     "no_answer_awaited",  # 409: an answer was sent, but no round of the session awaits one
     "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
     "session_store",  # 503: the checkpointer's database is unreachable
+    "identity_provider",  # 503: Entra ID's signing keys cannot be fetched to check a token
     "rate_limited",  # 503: the LLM answered 429 after the client's retries
     "timeout",  # 504: an LLM call timed out
     "auth",  # 502: the LLM refused our credentials
@@ -48,7 +50,8 @@ ErrorType = Literal[
 # The error types answered with a 5xx status (or ending a stream that had answered 200): failed rounds that
 # are the service's or its dependencies' fault, as opposed to the caller's (4xx).
 SERVER_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
-    "overloaded", "session_store", "rate_limited", "timeout", "auth", "upstream", "invalid_output", "internal")
+    "overloaded", "session_store", "identity_provider", "rate_limited", "timeout", "auth", "upstream",
+    "invalid_output", "internal")
 # ``error.type`` of a failed agent step (``quiz.agent.step.duration``, the agent span) is the exception's
 # class name, as the semantic conventions recommend when there is no better code (bounded: the set of
 # exception classes the step can raise).

@@ -9,8 +9,14 @@ One run is one quiz round, built from the protocol's own models and encoder (``a
       → STEP_FINISHED; "student.answer" (name "Student"); "teacher.grade" (the verdict and feedback)
     → STATE_SNAPSHOT (after) → RUN_FINISHED {result: the Round, usage}
 
-- ``threadId`` is the session (``SESSION_ID_PATTERN``; a UUID fits): an unknown id starts a new session
-  under it, so a client's own thread ids work. With ``API_KEYS`` set, the route needs a key like ``/ask``.
+- ``threadId`` is the session, and belongs to the principal that started it (another principal's thread is
+  ``session-not-found``, as an unknown one). An unknown id starts a new session under it only when the id is a
+  random (version 4) UUID, as AG-UI clients make them (else RUN_ERROR ``thread-id-not-random``) and the run
+  carries no earlier conversation: a run whose messages hold an assistant's message is a thread this service
+  played, so an unknown id means it has expired (RUN_ERROR ``session-not-found``), never a silent new session.
+  With authentication on, the route needs a credential like ``/ask``.
+- The last user message is capped like ``/ask``'s ``message`` (``MESSAGE_MAX_CHARS``: 422 before the stream),
+  and only read once the run has its place (``RoundService.admission``): a shed run pays for no parsing.
 - Settings: ``forwardedProps`` beats the last message (if the conversation ends with a user message, parsed
   like ``/ask``'s ``message``), which beats ``state`` (a client echoes the last ``STATE_SNAPSHOT``), which
   beats the session's own. Keys: ``subject``, ``difficulty``, ``language``, ``student``.
@@ -64,12 +70,14 @@ from ag_ui.core import (
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.sse import EventSourceResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.auth import Principal
 from app.errors import AnswerAwaited, NoAnswerAwaited
-from app.http.dependencies import ProblemsDep, RoundsDep, request_scope
+from app.http.dependencies import PrincipalDep, ProblemsDep, RoundsDep, request_scope
 from app.http.problems import ROUND_ERRORS, Problems, route_of
 from app.http.schemas import (
+    MESSAGE_MAX_CHARS,
     Answer,
     AnswerRequest,
     AskRequest,
@@ -150,6 +158,15 @@ class QuizRunInput(RunAgentInput):
     resume: list[Annotated[ResolvedEntry | CancelledEntry,
                            Field(discriminator="status")]] | None = None  # type: ignore[assignment]  # narrower
 
+    @model_validator(mode="after")
+    def _message_cap(self) -> QuizRunInput:
+        """The last user message, the one read for settings, is capped like ``/ask``'s ``message``."""
+        said = last_user_text(self.messages)
+        if said is not None and len(said) > MESSAGE_MAX_CHARS:
+            raise ValueError(f"the last user message is {len(said)} characters; at most {MESSAGE_MAX_CHARS} are read "
+                             "(it asks for settings, like /ask's message)")
+        return self
+
 
 class QuizAgentState(SessionView):
     """The agent's state, as ``STATE_SNAPSHOT`` sends it: the session (``graphs.views.SessionView``) before
@@ -189,9 +206,15 @@ def last_user_text(messages: Sequence[Message]) -> str | None:
     return text
 
 
+def has_history(messages: Sequence[Message]) -> bool:
+    """Whether the conversation holds an assistant's message: the thread was played before."""
+    return any(message.role == "assistant" for message in messages)
+
+
 def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
     """The round-service request a run amounts to and the id of the interrupt it answers (``None``: a new
-    round). Settings: ``forwardedProps`` > the last message (if the user's) > ``state`` > the session."""
+    round). Settings: ``forwardedProps`` > the last message (if the user's) > ``state`` > the session. An
+    unknown thread becomes a session only when the conversation has no history (``has_history``)."""
     for entry in run.resume or []:
         if isinstance(entry, ResolvedEntry):
             return GiveAnswer(session_id=run.thread_id, answer=entry.payload.answer), entry.interrupt_id
@@ -201,7 +224,8 @@ def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
     settings.update({k: v for k, v in (("subject", intent.subject), ("difficulty", intent.difficulty),
                                        ("language", intent.language)) if v is not None})
     settings.update(run.forwarded_props.settings() if run.forwarded_props else {})
-    return replace(AskRequest(session_id=run.thread_id, **settings).domain(create=True), intent=intent), None
+    create = not has_history(run.messages)
+    return replace(AskRequest(session_id=run.thread_id, **settings).domain(create=create), intent=intent), None
 
 
 @router.post(AG_UI_PATH, response_class=Response, responses={
@@ -213,28 +237,29 @@ def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
           "content": {"text/event-stream": {}}},
     **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422)}})
 async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, problems: ProblemsDep,
+                    principal: PrincipalDep,
                     scope: Annotated[AsyncExitStack, Depends(request_scope)]) -> EventSourceResponse:
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
-    return EventSourceResponse(_run(rounds, problems, run, route_of(request), scope),
+    return EventSourceResponse(_run(rounds, problems, run, route_of(request), scope, principal),
                                headers={"Cache-Control": "no-cache"})
 
 
 async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, route: str | None,
-               scope: AsyncExitStack) -> AsyncIterator[bytes]:
+               scope: AsyncExitStack, principal: Principal) -> AsyncIterator[bytes]:
     """The run as encoded AG-UI events, up to ``RUN_FINISHED`` — or ``RUN_ERROR`` for any failure once the
     stream has begun (``Problems.failed_stream``: traced and counted). The run's place and its session's lease
     are taken here, on the request's ``scope``, which releases them when the response ends or the client goes
     away. (One generator, like ``/ask``'s stream: the round's spans open and close in it.)"""
     encoder = EventEncoder()
-    ask, answering = to_request(run)
     yield _encode(encoder, RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id,
                                            protocol_version=PROTOCOL_VERSION))
     yield _encode(encoder, CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(),
                                                                 "session_id": run.thread_id}))
     try:
         scope.enter_context(rounds.admission())
-        prepared = await _prepare(rounds, ask, answering, scope)
+        ask, answering = to_request(run)
+        prepared = await _prepare(rounds, ask, answering, scope, principal.id)
         state = _state(prepared)
         yield _encode(encoder, StateSnapshotEvent(snapshot=state.snapshot()))
         async for item in rounds.run(prepared):
@@ -254,11 +279,11 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
 
 
 async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering: str | None,
-                   scope: AsyncExitStack) -> PreparedRound:
+                   scope: AsyncExitStack, owner: str) -> PreparedRound:
     """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
     protocol's words, and a resume checked against the interrupt that waits."""
     try:
-        prepared = await rounds.prepare(ask, scope)
+        prepared = await rounds.prepare(ask, scope, owner)
     except AnswerAwaited:
         raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
                             "asked it; GET /sessions/{threadId} shows it): resume it with status "

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the lifespan's typed state, authentication and admission.
+"""FastAPI dependencies: the lifespan's typed state, the principal and admission.
 
 The lifespan (``app.main``) yields an ``AppState``; Starlette copies it into every request's
 ``request.state``, and the dependencies below hand its parts to the routes. They are ``async def`` on
@@ -7,15 +7,16 @@ purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread ho
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
 
-from app.errors import Unauthorized
+from app.auth import ANONYMOUS, Authenticator, Principal
 from app.http.problems import Problems
 from app.http.schemas import Health
 from app.rounds import RoundService
@@ -27,7 +28,7 @@ class AppState(TypedDict):
     rounds: RoundService
     problems: Problems
     health: Health
-    api_keys: list[str]
+    auth: Authenticator
 
 
 async def get_rounds(request: Request) -> RoundService:
@@ -49,21 +50,29 @@ RoundsDep = Annotated[RoundService, Depends(get_rounds)]
 ProblemsDep = Annotated[Problems, Depends(get_problems)]
 HealthDep = Annotated[Health, Depends(get_health)]
 
-bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when set.")
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of API_KEYS, when set.")
+bearer = HTTPBearer(auto_error=False, description="A secret of API_KEYS, or an Entra ID access token for this API.")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="A secret of API_KEYS.")
 
 
-def require_api_key(request: Request,
-                    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-                    header_key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """With ``API_KEYS`` set, require a valid bearer token or ``X-API-Key``; raise ``Unauthorized`` (401)
-    otherwise. Keys are compared in constant time. Installed only when ``API_KEYS`` is set, so the OpenAPI
-    document says exactly what is enforced."""
-    keys: list[str] = request.state.api_keys
-    given = credentials.credentials if credentials is not None else header_key
-    if given is None or not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
-        raise Unauthorized("Send `Authorization: Bearer <key>` or `X-API-Key: <key>` with a key from API_KEYS.",
-                           {"WWW-Authenticate": "Bearer"})
+async def authenticate(request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+                       header_key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Find the request's principal (``app.auth.Authenticator``: 401 ``Unauthorized`` without a valid
+    credential, 503 ``AuthUnavailable`` when Entra ID's keys cannot be fetched), keep it for ``get_principal``
+    and write its id on the server span (``enduser.id``; an opaque id, never the secret). Installed only when
+    authentication is on, so the OpenAPI document says exactly what is enforced."""
+    auth: Authenticator = request.state.auth
+    principal = await auth.principal(credentials.credentials if credentials is not None else None, header_key)
+    request.state.principal = principal
+    trace.get_current_span().set_attribute(ENDUSER_ID, principal.id)
+
+
+async def get_principal(request: Request) -> Principal:
+    """Who the request acts for: what ``authenticate`` found, or ``ANONYMOUS`` when authentication is off."""
+    return getattr(request.state, "principal", ANONYMOUS)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def round_scope(rounds: RoundsDep) -> AsyncIterator[AsyncExitStack]:

@@ -20,8 +20,9 @@ from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.propagators import TraceResponsePropagator, set_global_response_propagator
 
 from app import bootstrap
+from app.auth import Authenticator, EntraValidator
 from app.http import ag_ui
-from app.http.dependencies import AppState, require_api_key
+from app.http.dependencies import AppState, authenticate
 from app.http.limits import BodySizeLimit
 from app.http.page import UNTRACED_URLS, install_page
 from app.http.problems import Problems
@@ -92,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     tel = bootstrap.start_telemetry()
     problems = Problems(tel.instruments.errors)
-    api_keys = settings.api_key_list()
+    entra = EntraValidator(str(settings.entra_authority), settings.entra_tenant_id, settings.entra_audiences(),
+                           settings.entra_keys_refresh_s) if settings.entra_tenant_id else None
+    auth = Authenticator(settings.api_key_table(), entra)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
@@ -112,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tune_gc()
             log.info("question-app %s ready: provider=%s model=%s checkpointer=%s", VERSION,
                      settings.provider.value, llm.model, describe(settings.checkpointer_url))
-            yield AppState(rounds=rounds, problems=problems, health=health, api_keys=api_keys)
+            yield AppState(rounds=rounds, problems=problems, health=health, auth=auth)
             gc.unfreeze()  # what this app built may be collected once it has stopped
             log.info("question-app shutting down: flushing telemetry")
 
@@ -127,9 +130,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, problems=problems,
                        per_path={ag_ui.AG_UI_PATH: (settings.ag_ui_max_body_bytes, "AG_UI_MAX_BODY_BYTES")})
     problems.install(app)
-    # Authentication only when API_KEYS is set, so the OpenAPI document says exactly what is enforced.
-    app.include_router(router, dependencies=[Depends(require_api_key)] if api_keys else [])
-    app.include_router(ag_ui.router, dependencies=[Depends(require_api_key)] if api_keys else [])
+    # Authentication only when it is on, so the OpenAPI document says exactly what is enforced.
+    guard = [Depends(authenticate)] if auth.required else []
+    app.include_router(router, dependencies=guard)
+    app.include_router(ag_ui.router, dependencies=guard)
     app.include_router(probes)
     install_page(app, settings)
     return app

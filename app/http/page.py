@@ -68,7 +68,7 @@ def install_page(app: FastAPI, settings: Settings) -> None:
 
     @router.get("/ui/config")
     async def config(health: HealthDep) -> PageConfig:
-        return PageConfig(auth_required=bool(settings.api_key_list()),
+        return PageConfig(auth_required=settings.authenticated,
                           app_insights_link_template=settings.app_insights_link_template,
                           model=health.model, embedded=health.embedded)
 

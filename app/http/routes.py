@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.http.dependencies import HealthDep, ProblemsDep, RoundsDep, round_scope
+from app.http.dependencies import HealthDep, PrincipalDep, ProblemsDep, RoundsDep, round_scope
 from app.http.problems import (
     FEEDBACK_ERRORS,
     ROUND_ERRORS,
@@ -47,11 +47,11 @@ router = APIRouter()
                          f"awaiting_answer`; the stream: `trace`, `question`, `{SSE_AWAITING_ANSWER}`) and a "
                          "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
-async def ask(request: Request, body: AskBody, rounds: RoundsDep, problems: ProblemsDep,
+async def ask(request: Request, body: AskBody, rounds: RoundsDep, problems: ProblemsDep, principal: PrincipalDep,
               scope: Annotated[AsyncExitStack, Depends(round_scope)],
               accept: Annotated[str | None, Header()] = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
-    prepared = await rounds.prepare(body.domain(), scope)
+    prepared = await rounds.prepare(body.domain(), scope, principal.id)
     if accept and "text/event-stream" in accept:
         return EventSourceResponse(_events(rounds, problems, prepared, route_of(request)),
                                    headers={"Cache-Control": "no-cache"})
@@ -86,25 +86,25 @@ SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The
 
 @router.get("/sessions/{session_id}", response_model=Session,
             responses=SESSION_LOOKUP_ERRORS)
-async def get_session(session_id: SessionIdPath, rounds: RoundsDep) -> Session:
+async def get_session(session_id: SessionIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Session:
     """Look back at a session: its settings and its last rounds (oldest first), reference answers included."""
-    return Session(**dict(await rounds.session(session_id)), session_id=session_id)
+    return Session(**dict(await rounds.session(session_id, principal.id)), session_id=session_id)
 
 
 @router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=SESSION_ERRORS)
-async def delete_session(session_id: SessionIdPath, rounds: RoundsDep) -> Response:
+async def delete_session(session_id: SessionIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Response:
     """Forget a session: every checkpoint of it is deleted; its id is unknown (404) from then on."""
-    await rounds.forget(session_id)
+    await rounds.forget(session_id, principal.id)
     return Response(status_code=204)
 
 
 @router.post("/sessions/{session_id}/rounds/{round_no}/feedback", status_code=204, response_class=Response,
              responses=FEEDBACK_ERRORS)
 async def rate_round(session_id: SessionIdPath, round_no: Annotated[int, Path(ge=1, le=1_000_000)],
-                     feedback: Feedback, rounds: RoundsDep) -> Response:
+                     feedback: Feedback, rounds: RoundsDep, principal: PrincipalDep) -> Response:
     """Thumbs up or down (and a comment) on a graded round: recorded as a GenAI evaluation result attached to
     that round's trace, and counted."""
-    await rounds.feedback(session_id, round_no, feedback.rating, feedback.comment)
+    await rounds.feedback(session_id, round_no, feedback.rating, feedback.comment, principal.id)
     return Response(status_code=204)
 
 

@@ -33,6 +33,7 @@ def _difficulty(value: Any) -> Any:
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
+MESSAGE_MAX_CHARS = 500  # a chat message that asks for settings (/ask's message, AG-UI's last user message)
 # The published pattern is what is validated, on the value as sent: no C0 or C1 control characters, no
 # markup, at least one non-space character. Surrounding spaces are stripped after validation.
 _SUBJECT_CHAR = r"[^\x00-\x1f\x7f-\x9f<>{}]"
@@ -70,7 +71,7 @@ class AskRequest(BaseModel):
     language: Language | None = Field(None, description="ko | en. Default: the session's, else ko if the "
                                       "message or subject is Korean, else en.")
     session_id: SessionId | None = Field(None, description="From an earlier response, to play the next round.")
-    message: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+    message: Annotated[str, StringConstraints(max_length=MESSAGE_MAX_CHARS)] | None = Field(
         None, description="Free-form chat text, parsed into the fields above when they are absent.")
     student: Student | None = Field(
         None, description="Who answers: `model` (the Student agent) or `person` (you: the round pauses after "
