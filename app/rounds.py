@@ -10,7 +10,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, cast
@@ -19,16 +19,29 @@ from langgraph.types import Command, StateSnapshot
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 
-from app.auth import ANONYMOUS
+from app.auth import ANONYMOUS, Principal
 from app.errors import (
     AnswerAwaited,
     NoAnswerAwaited,
     Overloaded,
+    RateLimited,
     RoundInProgress,
     RoundNotFound,
     SessionNotFound,
     SessionStoreUnavailable,
     WeakThreadId,
+)
+from app.limits import (
+    CAPACITY,
+    FAIR_SHARE,
+    ROUND_WINDOW_S,
+    ROUNDS,
+    TOKEN_WINDOW_S,
+    TOKENS,
+    FairAdmission,
+    Policy,
+    Standing,
+    rate_limit_headers,
 )
 from app.messages import Intent, is_korean
 from app.play import OWNER, Played, Quiz
@@ -88,6 +101,7 @@ class PreparedRound:
     awaited: Awaited | None = None  # a person's answer: the question it answers
     paused: PausedRound | None = None  # a person's answer: the paused round it finishes (its tokens so far)
     owner: str = ANONYMOUS.id  # the principal the session belongs to (app.auth)
+    metered: bool = False  # whether the round's tokens count against the owner's tokens per day (app.limits)
 
     @cached_property
     def before(self) -> SessionView | None:
@@ -138,35 +152,84 @@ def is_random_uuid(value: str) -> bool:
 
 @dataclass
 class RoundService:
-    """The quiz as the API sees it: ``prepare()`` a request, then ``run()`` (events) or ``play()`` (the end).
-
-    ``in_flight``: rounds admitted and not yet released (``admission()``), at most
-    ``settings.max_concurrent_rounds``.
-    """
+    """The quiz as the API sees it: ``quota()`` and ``admission()`` let a round in (``app.limits``),
+    ``prepare()`` a request, then ``run()`` (events) or ``play()`` (the end)."""
 
     quiz: Quiz
     store: SessionStore
     settings: Settings
-    in_flight: int = field(init=False, default=0)
+    places: FairAdmission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.places = FairAdmission(self.settings.max_concurrent_rounds, self.settings.fair_share_window_s)
+
+    @property
+    def in_flight(self) -> int:
+        """Rounds admitted and not yet released (``admission()``), at most ``MAX_CONCURRENT_ROUNDS``."""
+        return self.places.in_flight
+
+    def policies(self, principal: Principal) -> list[Policy]:
+        """The rate limits that apply to ``principal``: none for the anonymous one unless
+        ``RATE_LIMIT_ANONYMOUS``, and none whose quota is 0."""
+        if principal.kind == "anonymous" and not self.settings.rate_limit_anonymous:
+            return []
+        return [policy for policy in (
+            Policy(ROUNDS, self.settings.rate_limit_rounds_per_minute, ROUND_WINDOW_S),
+            Policy(TOKENS, self.settings.rate_limit_tokens_per_day, TOKEN_WINDOW_S, "llm-tokens")) if policy.quota]
+
+    async def quota(self, principal: Principal) -> dict[str, str]:
+        """Count a round against ``principal``'s rounds per minute and look up its tokens today, on the store
+        (every replica counts the same rows); return the ``RateLimit`` fields to answer with. Raises
+        ``RateLimited`` (429, ``Retry-After`` and those fields) when either is used up, and
+        ``SessionStoreUnavailable``. A refusal is counted in ``quiz.admissions``."""
+        standings: list[Standing] = []
+        try:
+            for policy in self.policies(principal):
+                used, reset_s = await self.store.usage.add(principal.id, policy.name, policy.window_s,
+                                                           1 if policy.name == ROUNDS else 0)
+                standings.append(Standing(policy, used, reset_s))
+        except self.store.errors as exc:
+            raise self._unavailable(exc) from exc
+        headers = rate_limit_headers(standings)
+        spent = [s for s in standings if s.used > s.policy.quota or (s.policy.name == TOKENS and not s.remaining)]
+        if spent:
+            self._admitted(principal, spent[0].policy.name)
+            wait = max(s.reset_s for s in spent)
+            what = " and ".join(f"{s.policy.quota} {s.policy.name} per {s.policy.window_s} s" for s in spent)
+            raise RateLimited(f"This client has used its {what} (RATE_LIMIT_*). Retry in {wait} s.",
+                              {"Retry-After": str(wait), **headers})
+        return headers
 
     @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold one of ``MAX_CONCURRENT_ROUNDS`` places while the body runs; raise ``Overloaded`` (503 +
-        ``Retry-After: 1``) at once when none is free. One event loop runs every round, so a plain counter
-        is exact."""
-        if self.in_flight >= self.settings.max_concurrent_rounds:
-            raise Overloaded(f"{self.in_flight} rounds are in progress on this instance (MAX_CONCURRENT_ROUNDS). "
-                             "Retry in a second.", {"Retry-After": "1"})
-        self.in_flight += 1
-        try:
+    def admission(self, principal: Principal = ANONYMOUS) -> Iterator[None]:
+        """Hold one of ``MAX_CONCURRENT_ROUNDS`` places, within ``principal``'s fair share, while the body runs
+        (``app.limits.FairAdmission``); raise ``RateLimited`` (429) over the share and ``Overloaded`` (503 +
+        ``Retry-After: 1``) when no place is free, at once. Counted in ``quiz.admissions`` either way."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.places.place(principal.id))
+            except RateLimited:
+                self._admitted(principal, FAIR_SHARE)
+                raise
+            except Overloaded:
+                self._admitted(principal, CAPACITY)
+                raise
+            self._admitted(principal, None)
             yield
-        finally:
-            self.in_flight -= 1
+
+    def _admitted(self, principal: Principal, limit: str | None) -> None:
+        """Count a request for a round in ``quiz.admissions``: allowed, or refused by ``limit``."""
+        labels = {C.ATTR_ADMISSION_OUTCOME: C.LIMITED if limit else C.ADMITTED}
+        if limit:
+            labels[C.ATTR_LIMIT] = limit
+        if self.settings.metrics_principal_label:
+            labels[C.ATTR_PRINCIPAL] = principal.id
+        self.quiz.telemetry.instruments.admissions.add(1, labels)
 
     async def prepare(self, request: PlayRound | GiveAnswer, scope: AsyncExitStack,
-                      owner: str = ANONYMOUS.id) -> PreparedRound:
-        """Resolve session and settings for principal ``owner``; a continued session is leased for this round
-        until ``scope`` closes, and is checked to be ``owner``'s under the lease.
+                      principal: Principal = ANONYMOUS) -> PreparedRound:
+        """Resolve session and settings for ``principal``; a continued session is leased for this round until
+        ``scope`` closes, and is checked to be the principal's under the lease.
 
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
         for an unknown or expired id or another principal's session (the same answer: ids do not leak),
@@ -174,6 +237,7 @@ class RoundService:
         ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not fit the session's paused round
         and ``SessionStoreUnavailable`` when the store cannot be reached.
         """
+        owner, metered = principal.id, any(p.name == TOKENS for p in self.policies(principal))
         previous: QuizState | None = None
         if request.session_id is not None:
             await self._lease(request.session_id, scope)
@@ -188,7 +252,8 @@ class RoundService:
             else:
                 snapshot = await self._snapshot(request.session_id, owner, "Omit session_id to start a new session.")
             if isinstance(request, GiveAnswer):
-                return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner)
+                return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner,
+                               metered=metered)
             previous = cast(QuizState, snapshot.values) if snapshot.values else None
             if previous is not None and (awaited := awaited_answer(snapshot)) is not None:
                 raise AnswerAwaited(f"Round {awaited.round} of session {request.session_id!r} awaits "
@@ -204,7 +269,8 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or known.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
-        return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner)
+        return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner,
+                             metered=metered)
 
     @staticmethod
     def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
@@ -246,20 +312,29 @@ class RoundService:
 
     async def feedback(self, session_id: str, round_no: int, rating: Rating, comment: str | None,
                        owner: str = ANONYMOUS.id) -> None:
-        """Record a person's ``rating`` (and ``comment``) of a kept round: a ``gen_ai.evaluation.result``
-        (``user_feedback``) attached to that round's grading span, and ``quiz.feedback``. Raises
+        """Record a person's ``rating`` (and ``comment``) of a kept round, once per round and principal
+        (``app.sessions.Ratings``): a first rating is a ``gen_ai.evaluation.result`` (``user_feedback``) attached
+        to that round's grading span and one count of ``quiz.feedback``; a changed one is a new evaluation
+        event (the latest is the principal's rating) and no count; the same one again is nothing. Raises
         ``SessionNotFound``, ``RoundNotFound`` (404) and ``SessionStoreUnavailable`` (503)."""
         values = (await self._snapshot(session_id, owner)).values
         played = next((r for r in values.get("rounds", []) if r["round"] == round_no), None)
         if played is None:
             raise RoundNotFound(f"Session {session_id!r} keeps no round {round_no}: rounds can be rated once "
                                 "graded, and the last SESSION_ROUNDS_KEPT are kept. See GET /sessions/{id}.")
+        try:
+            rated = await self.store.ratings.rate(session_id, round_no, owner, rating, comment)
+        except self.store.errors as exc:
+            raise self._unavailable(exc) from exc
+        if rated == "same":  # the same rating again (a double click, a retry): nothing new to say
+            return
         telemetry = self.quiz.telemetry
         telemetry.evaluations.record(
             C.EVALUATION_USER_FEEDBACK, rating, C.RATING_SCORES[rating], comment,
             {GenAI.GEN_AI_CONVERSATION_ID: session_id, C.ATTR_ROUND: round_no, C.ATTR_VERDICT: played["verdict"]},
             trace_id=played.get("trace_id"), span_id=played.get("span_id"))
-        telemetry.instruments.feedback.add(1, {C.ATTR_RATING: rating, C.ATTR_VERDICT: played["verdict"]})
+        if rated == "new":  # a change of mind is the latest evaluation event, never a second count
+            telemetry.instruments.feedback.add(1, {C.ATTR_RATING: rating, C.ATTR_VERDICT: played["verdict"]})
 
     async def _snapshot(self, session_id: str, owner: str,
                         hint: str = "Start a new session with POST /ask.") -> StateSnapshot:
@@ -324,10 +399,23 @@ class RoundService:
             trace_id = current_trace_id()
         try:  # the round is saved; a session without a fresh row is given one at the next start
             await self.store.activity.touch(prepared.session_id)
+            if prepared.metered and (tokens := self._tokens(prepared, ended)):
+                await self.store.usage.add(prepared.owner, TOKENS, TOKEN_WINDOW_S, tokens)
         except self.store.errors as exc:
-            log.warning("could not record the session's activity: %s: %s", type(exc).__name__, exc)
+            log.warning("could not record the session's activity or tokens: %s: %s", type(exc).__name__, exc)
         yield RoundPlayed(prepared.session_id, ended.state, self.quiz.llm.model, trace_id, ended.finished,
                           ended.paused)
+
+    @staticmethod
+    def _tokens(prepared: PreparedRound, ended: Played) -> int:
+        """The LLM tokens this request's part of the round used (a resumed round's question was counted when
+        it was asked)."""
+        usage = ended.finished.usage if ended.finished else ended.paused.usage if ended.paused else None
+        if usage is None:
+            return 0
+        before = prepared.paused.usage if prepared.paused else None
+        return (usage.input_tokens + usage.output_tokens
+                - (before.input_tokens + before.output_tokens if before else 0))
 
     def _record(self, session_id: str, result: FinishedRound) -> None:
         """Count a graded round in ``quiz.rounds`` and record the Teacher's grade as an evaluation of it."""

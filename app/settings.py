@@ -147,6 +147,19 @@ class Settings(BaseSettings):
     entra_keys_refresh_s: float = Field(
         30.0, ge=0, le=86_400, description="Least time between two fetches of the tenant's signing keys for a "
         "token with an unknown key id (how a rotated key is picked up), seconds.")
+    rate_limit_rounds_per_minute: int = Field(
+        60, ge=0, description="Rounds (POST /ask, AG-UI runs) a principal may start per minute, across replicas; "
+        "0: no limit. The anonymous principal is limited only with RATE_LIMIT_ANONYMOUS.")
+    rate_limit_tokens_per_day: int = Field(
+        2_000_000, ge=0, description="LLM tokens a principal may use per UTC day, across replicas; 0: no limit.")
+    rate_limit_anonymous: bool = Field(
+        False, description="Also limit the anonymous principal (authentication off: everyone shares its limits).")
+    fair_share_window_s: float = Field(
+        5.0, gt=0, le=3600, description="A principal that asked for a round this recently counts as active: "
+        "MAX_CONCURRENT_ROUNDS is shared evenly between the active principals, seconds.")
+    metrics_principal_label: bool = Field(
+        False, description="Label quiz.admissions with the principal id (`quiz.principal`): only with few, "
+        "known principals — each is a new time series.")
 
     # --- HTTP -------------------------------------------------------------------------------------
     max_concurrent_rounds: int = Field(

@@ -93,6 +93,13 @@ ATTR_VERDICT: Final = "quiz.verdict"
 ATTR_STEP: Final = "quiz.step"  # a step of the agent table (graphs/agents.py): ask, answer, grade …
 ATTR_STEP_OUTCOME: Final = "quiz.step.outcome"  # the bounded outcome a step reports (the table's ``outcomes``)
 ATTR_RATING: Final = "quiz.rating"
+# quiz.admissions: whether a round was let in, and which limit refused it (app.limits); the principal only when
+# the operator opts in (METRICS_PRINCIPAL_LABEL), as each principal is a new series.
+ATTR_ADMISSION_OUTCOME: Final = "quiz.admission.outcome"
+ADMITTED: Final = "allowed"
+LIMITED: Final = "limited"
+ATTR_LIMIT: Final = "quiz.limit"  # rounds | tokens | fair_share | capacity (app.limits), only when limited
+ATTR_PRINCIPAL: Final = "quiz.principal"  # app.auth.Principal.id, opt-in
 ATTR_ANSWERED_BY: Final = "quiz.answered_by"  # STUDENTS: who played the Student in the round
 ATTR_COST: Final = "quiz.cost.usd"  # double, US dollars: the round's LLM spend by the price table (telemetry/cost.py)
 ATTR_PROMPT_VERSION: Final = "quiz.prompt.version"  # the agent's prompt version (graphs/prompt_files), with
@@ -130,6 +137,7 @@ METRIC_ERRORS: Final = "quiz.errors"
 METRIC_FEEDBACK: Final = "quiz.feedback"
 METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
 METRIC_LLM_COST: Final = "quiz.llm.cost.usd"
+METRIC_ADMISSIONS: Final = "quiz.admissions"
 
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
 STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -172,6 +180,10 @@ class QuizInstruments:
       ``gen_ai.request.model``, ``gen_ai.agent.name``, ``quiz.step`` — US dollars spent on the LLM, by the price
       table (``telemetry.cost``), one add per agent step that called it; live and evaluation traffic apart by
       the resource's ``quiz.traffic``. Not recorded for a model the table has no price for.
+    - ``admissions``: Counter ``quiz.admissions`` {request} [``quiz_admissions_total``], attributes
+      ``quiz.admission.outcome`` (``allowed``, ``limited``), ``quiz.limit`` (when limited: ``rounds``,
+      ``tokens``, ``fair_share``, ``capacity``) and, opted in, ``quiz.principal`` — every request for a round
+      (``/ask``, an AG-UI run) and what the client limits (``app.limits``) made of it.
     """
 
     rounds: Counter
@@ -181,6 +193,7 @@ class QuizInstruments:
     feedback: Counter
     eval_items: Counter
     llm_cost: Counter
+    admissions: Counter
 
     @classmethod
     def create(cls, meter: Meter) -> QuizInstruments:
@@ -200,4 +213,6 @@ class QuizInstruments:
                                             description="Evaluation items judged, by judge and verdict."),
             llm_cost=meter.create_counter(METRIC_LLM_COST, unit="{USD}",
                                           description="US dollars spent on the LLM, by model, agent and step."),
+            admissions=meter.create_counter(METRIC_ADMISSIONS, unit="{request}",
+                                            description="Requests for a round, allowed or limited, by limit."),
         )

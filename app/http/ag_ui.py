@@ -74,7 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.auth import Principal
 from app.errors import AnswerAwaited, NoAnswerAwaited
-from app.http.dependencies import PrincipalDep, ProblemsDep, RoundsDep, request_scope
+from app.http.dependencies import PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, request_scope
 from app.http.problems import ROUND_ERRORS, Problems, route_of
 from app.http.schemas import (
     MESSAGE_MAX_CHARS,
@@ -235,14 +235,14 @@ def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
                          "as `result`, `usage`; or an `interrupt` outcome when a person plays the Student). "
                          "A failure after the stream began is RUN_ERROR, its `code` the problem type.",
           "content": {"text/event-stream": {}}},
-    **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422)}})
+    **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422, 429)}})
 async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, problems: ProblemsDep,
-                    principal: PrincipalDep,
+                    principal: PrincipalDep, limits: RateLimitsDep,
                     scope: Annotated[AsyncExitStack, Depends(request_scope)]) -> EventSourceResponse:
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
     return EventSourceResponse(_run(rounds, problems, run, route_of(request), scope, principal),
-                               headers={"Cache-Control": "no-cache"})
+                               headers={"Cache-Control": "no-cache", **limits})
 
 
 async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, route: str | None,
@@ -257,9 +257,9 @@ async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, rout
     yield _encode(encoder, CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(),
                                                                 "session_id": run.thread_id}))
     try:
-        scope.enter_context(rounds.admission())
+        scope.enter_context(rounds.admission(principal))
         ask, answering = to_request(run)
-        prepared = await _prepare(rounds, ask, answering, scope, principal.id)
+        prepared = await _prepare(rounds, ask, answering, scope, principal)
         state = _state(prepared)
         yield _encode(encoder, StateSnapshotEvent(snapshot=state.snapshot()))
         async for item in rounds.run(prepared):
@@ -279,11 +279,11 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
 
 
 async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering: str | None,
-                   scope: AsyncExitStack, owner: str) -> PreparedRound:
+                   scope: AsyncExitStack, principal: Principal) -> PreparedRound:
     """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
     protocol's words, and a resume checked against the interrupt that waits."""
     try:
-        prepared = await rounds.prepare(ask, scope, owner)
+        prepared = await rounds.prepare(ask, scope, principal)
     except AnswerAwaited:
         raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
                             "asked it; GET /sessions/{threadId} shows it): resume it with status "

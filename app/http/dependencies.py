@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, TypedDict
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
@@ -75,13 +75,26 @@ async def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def round_scope(rounds: RoundsDep) -> AsyncIterator[AsyncExitStack]:
+async def rate_limits(rounds: RoundsDep, principal: PrincipalDep, response: Response) -> dict[str, str]:
+    """Count the round against the principal's limits (``RoundService.quota``: 429 ``RateLimited`` when one is
+    used up) and return the ``RateLimit``/``RateLimit-Policy`` fields, already set on a JSON answer; a route
+    that returns its own response (a stream) adds them to it."""
+    headers = await rounds.quota(principal)
+    response.headers.update(headers)
+    return headers
+
+
+RateLimitsDep = Annotated[dict[str, str], Depends(rate_limits)]
+
+
+async def round_scope(rounds: RoundsDep, principal: PrincipalDep) -> AsyncIterator[AsyncExitStack]:
     """What a round holds for the whole request — its place (``RoundService.admission``, raises
-    ``Overloaded``) and its session's lease (entered by ``RoundService.prepare``) — released together when
-    the JSON response is sent, or when the event stream ends or its client goes away (FastAPI runs a
-    request-scoped ``yield`` dependency's exit after the response, streamed ones included, since 0.118)."""
+    ``RateLimited`` over the principal's fair share and ``Overloaded``) and its session's lease (entered by
+    ``RoundService.prepare``) — released together when the JSON response is sent, or when the event stream
+    ends or its client goes away (FastAPI runs a request-scoped ``yield`` dependency's exit after the
+    response, streamed ones included, since 0.118)."""
     async with AsyncExitStack() as scope:
-        scope.enter_context(rounds.admission())
+        scope.enter_context(rounds.admission(principal))
         yield scope
 
 

@@ -44,6 +44,8 @@ ROUND_ERRORS: dict[int | str, dict[str, Any]] = {
         409: "A round of this session is still in progress (one at a time; see Retry-After), the session's "
              "round awaits your `answer`, or an `answer` came when no round awaits one",
         413: "Body too large", 422: "Invalid request",
+        429: "This client's rounds per minute or tokens per day are used up, or it holds its fair share of the "
+             "rounds in progress while others play (see Retry-After and the RateLimit fields)",
         502: "LLM failure (auth, upstream error, unusable output)",
         503: "LLM rate limited, session store unavailable, or too many rounds in progress (see Retry-After)",
         504: "LLM timeout"}.items()}

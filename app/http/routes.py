@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.http.dependencies import HealthDep, PrincipalDep, ProblemsDep, RoundsDep, round_scope
+from app.http.dependencies import HealthDep, PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, round_scope
 from app.http.problems import (
     FEEDBACK_ERRORS,
     ROUND_ERRORS,
@@ -48,13 +48,13 @@ router = APIRouter()
                          "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
 async def ask(request: Request, body: AskBody, rounds: RoundsDep, problems: ProblemsDep, principal: PrincipalDep,
-              scope: Annotated[AsyncExitStack, Depends(round_scope)],
+              limits: RateLimitsDep, scope: Annotated[AsyncExitStack, Depends(round_scope)],
               accept: Annotated[str | None, Header()] = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
-    prepared = await rounds.prepare(body.domain(), scope, principal.id)
+    prepared = await rounds.prepare(body.domain(), scope, principal)
     if accept and "text/event-stream" in accept:
         return EventSourceResponse(_events(rounds, problems, prepared, route_of(request)),
-                                   headers={"Cache-Control": "no-cache"})
+                                   headers={"Cache-Control": "no-cache", **limits})
     return ended(await rounds.play(prepared))
 
 

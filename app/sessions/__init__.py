@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 
 LEASES = "quiz_round_leases"  # table of the round leases (SQLite and Postgres)
 ACTIVITY = "quiz_session_activity"  # table of when each session last finished a round (SQLite and Postgres)
-
+USAGE = "quiz_usage"  # table of each principal's rounds and tokens per fixed window (app.limits)
+RATINGS = "quiz_ratings"  # table of each principal's rating of each round (feedback, once per round)
+Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a change of mind, nothing
 
 class RoundLeases(Protocol):
     """Exclusive, expiring leases on session ids. Store errors propagate (the store's ``SessionStore.errors``)."""
@@ -79,15 +81,45 @@ class SessionActivity(Protocol):
         ...
 
 
+class Usage(Protocol):
+    """Each principal's use per policy and fixed window, shared by every replica on the same store (the limits
+    of ``app.limits``). Store errors propagate (the store's ``SessionStore.errors``)."""
+
+    async def add(self, principal: str, policy: str, window_s: int, amount: int) -> tuple[int, int]:
+        """Add ``amount`` (0: only read) to ``principal``'s count under ``policy`` in the current window of
+        ``window_s`` seconds, aligned to the epoch on the store's clock, in one atomic step; return the count
+        now and the whole seconds until the window ends (≥ 1)."""
+        ...
+
+    async def prune(self) -> None:
+        """Drop the counts of windows that have ended."""
+        ...
+
+
+class Ratings(Protocol):
+    """Each principal's rating of a kept round: one per (session, round, principal). Store errors propagate."""
+
+    async def rate(self, session_id: str, round_no: int, principal: str, rating: str, comment: str | None) -> Rated:
+        """Keep this rating, replacing the principal's earlier one of the round, atomically: ``"new"`` (the
+        first), ``"changed"`` (rating or comment differ from the earlier one) or ``"same"`` (nothing changed)."""
+        ...
+
+    async def forget(self, session_id: str) -> None:
+        """Drop every rating of the session (it was deleted)."""
+        ...
+
+
 @dataclass(frozen=True)
 class SessionStore:
-    """Where sessions live: the LangGraph checkpointer, the round leases and activity kept beside it, and the
-    exceptions the store raises when its database cannot be reached (``errors``: caught as 503
-    ``session-store-unavailable``)."""
+    """Where sessions live: the LangGraph checkpointer, the round leases, activity, usage counts and ratings
+    kept beside it, and the exceptions the store raises when its database cannot be reached (``errors``:
+    caught as 503 ``session-store-unavailable``)."""
 
     checkpointer: BaseCheckpointSaver
     leases: RoundLeases
     activity: SessionActivity
+    usage: Usage
+    ratings: Ratings
     errors: tuple[type[BaseException], ...] = ()
 
 

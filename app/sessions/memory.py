@@ -12,6 +12,7 @@ own size. For state that survives restarts or is shared by replicas, use the SQL
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 
-from app.sessions import SessionStore
+from app.sessions import Rated, SessionStore
 from app.settings import Settings
 
 
@@ -134,12 +135,57 @@ class NoActivity:
         """Nothing to drop."""
 
 
+class MemoryUsage:
+    """Counts in this process (``memory://``: each replica counts on its own). ``clock``: epoch seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._counts: dict[tuple[str, str], tuple[int, int]] = {}  # (principal, policy) → (window number, count)
+        self._clock = clock
+
+    async def add(self, principal: str, policy: str, window_s: int, amount: int) -> tuple[int, int]:
+        """See ``app.sessions.Usage.add``."""
+        now = self._clock()
+        window = int(now // window_s)
+        held = self._counts.get((principal, policy))
+        count = (held[1] if held is not None and held[0] == window else 0) + amount
+        self._counts[(principal, policy)] = (window, count)
+        return count, max(1, math.ceil((window + 1) * window_s - now))
+
+    async def prune(self) -> None:
+        """Nothing to do: a principal keeps one count per policy, replaced when its window ends."""
+
+
+class MemoryRatings:
+    """Ratings in this process, of the ``max_sessions`` sessions most recently rated (sessions are evicted on
+    their own; their ratings go with the least recently rated)."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self._sessions: OrderedDict[str, dict[tuple[int, str], tuple[str, str | None]]] = OrderedDict()
+        self._max_sessions = max_sessions
+
+    async def rate(self, session_id: str, round_no: int, principal: str, rating: str, comment: str | None) -> Rated:
+        """See ``app.sessions.Ratings.rate``."""
+        ratings = self._sessions.setdefault(session_id, {})
+        self._sessions.move_to_end(session_id)
+        earlier = ratings.get((round_no, principal))
+        ratings[(round_no, principal)] = (rating, comment)
+        while len(self._sessions) > self._max_sessions:
+            self._sessions.popitem(last=False)
+        return "new" if earlier is None else "same" if earlier == (rating, comment) else "changed"
+
+    async def forget(self, session_id: str) -> None:
+        """See ``app.sessions.Ratings.forget``."""
+        self._sessions.pop(session_id, None)
+
+
 # The in-memory store never fails to reach itself.
 ERRORS: tuple[type[BaseException], ...] = ()
 
 
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
-    """The bounded saver (``MAX_SESSIONS``, ``SESSION_TTL_S``), leases in this process, no activity table."""
+    """The bounded saver (``MAX_SESSIONS``, ``SESSION_TTL_S``), leases, usage counts and ratings in this process,
+    no activity table."""
     yield SessionStore(BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s),
-                       MemoryLeases(), NoActivity(), ERRORS)
+                       MemoryLeases(), NoActivity(), MemoryUsage(),
+                       MemoryRatings(settings.max_sessions), ERRORS)

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.sessions import ACTIVITY, LEASES, CheckpointerUnavailable, SessionStore
+from app.sessions import ACTIVITY, LEASES, RATINGS, USAGE, CheckpointerUnavailable, Rated, SessionStore
 from app.settings import Settings, redact
 
 # What this store raises when the database cannot be reached (down, connection lost, pool exhausted).
@@ -98,6 +98,72 @@ class PostgresActivity:
             await conn.execute(f"DELETE FROM {ACTIVITY} WHERE session_id = %s", (session_id,))
 
 
+class PostgresUsage:
+    """Usage counts in the Postgres session database, timed by the database's clock: every replica counts in
+    the same row, one atomic upsert per count."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
+        self._pool = pool
+
+    async def setup(self) -> None:
+        """Create the table (idempotent)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {USAGE} (principal TEXT NOT NULL, policy TEXT NOT NULL, "
+                "window_end TIMESTAMPTZ NOT NULL, used BIGINT NOT NULL, PRIMARY KEY (principal, policy, window_end))")
+
+    async def add(self, principal: str, policy: str, window_s: int, amount: int) -> tuple[int, int]:
+        """See ``app.sessions.Usage.add``."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"INSERT INTO {USAGE} (principal, policy, window_end, used) VALUES (%(principal)s, %(policy)s, "
+                "to_timestamp((floor(extract(epoch FROM now()) / %(window)s) + 1) * %(window)s), %(amount)s) "
+                f"ON CONFLICT (principal, policy, window_end) DO UPDATE SET used = {USAGE}.used + EXCLUDED.used "
+                "RETURNING used, ceil(extract(epoch FROM window_end - now()))::bigint AS reset_s",
+                {"principal": principal, "policy": policy, "window": window_s, "amount": amount})
+            row = await cursor.fetchone()
+            assert row is not None  # an upsert with RETURNING always returns its row
+            return int(row["used"]), max(1, int(row["reset_s"]))
+
+    async def prune(self) -> None:
+        """See ``app.sessions.Usage.prune``."""
+        async with self._pool.connection() as conn:
+            await conn.execute(f"DELETE FROM {USAGE} WHERE window_end < now()")
+
+
+class PostgresRatings:
+    """Ratings in the Postgres session database: one upsert decides, across replicas, whether a rating is the
+    principal's first of the round (``xmax = 0``: the row was inserted, not updated)."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
+        self._pool = pool
+
+    async def setup(self) -> None:
+        """Create the table (idempotent)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {RATINGS} (session_id TEXT NOT NULL, round INTEGER NOT NULL, "
+                "principal TEXT NOT NULL, rating TEXT NOT NULL, comment TEXT, "
+                "PRIMARY KEY (session_id, round, principal))")
+
+    async def rate(self, session_id: str, round_no: int, principal: str, rating: str, comment: str | None) -> Rated:
+        """See ``app.sessions.Ratings.rate``: no row back means the rating was already this one."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"INSERT INTO {RATINGS} (session_id, round, principal, rating, comment) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (session_id, round, principal) DO UPDATE SET rating = EXCLUDED.rating, "
+                f"comment = EXCLUDED.comment WHERE ({RATINGS}.rating, {RATINGS}.comment) IS DISTINCT FROM "
+                "(EXCLUDED.rating, EXCLUDED.comment) RETURNING (xmax = 0) AS inserted",
+                (session_id, round_no, principal, rating, comment))
+            row = await cursor.fetchone()
+        return "same" if row is None else "new" if row["inserted"] else "changed"
+
+    async def forget(self, session_id: str) -> None:
+        """See ``app.sessions.Ratings.forget``."""
+        async with self._pool.connection() as conn:
+            await conn.execute(f"DELETE FROM {RATINGS} WHERE session_id = %s", (session_id,))
+
+
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     """Open the pool and run the (idempotent) migrations; ``CheckpointerUnavailable`` naming the host, never the
@@ -119,6 +185,10 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await leases.setup()
         activity = PostgresActivity(pool)
         await activity.setup()
+        usage = PostgresUsage(pool)
+        await usage.setup()
+        ratings = PostgresRatings(pool)
+        await ratings.setup()
     except (psycopg.Error, PoolTimeout) as exc:
         await pool.close()
         reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
@@ -127,6 +197,6 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
             f"{parts.hostname}:{parts.port or 5432}: {reason.strip()} — check that the server is up and "
             "reachable, and that the user and database exist.") from None
     try:
-        yield SessionStore(saver, leases, activity, ERRORS)
+        yield SessionStore(saver, leases, activity, usage, ratings, ERRORS)
     finally:
         await pool.close()

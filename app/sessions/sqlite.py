@@ -5,6 +5,7 @@ written through the saver's own connection and lock. For one node; survives rest
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from app.sessions import ACTIVITY, LEASES, SessionStore
+from app.sessions import ACTIVITY, LEASES, RATINGS, USAGE, Rated, SessionStore
 from app.settings import Settings
 
 # What this store raises when its file cannot be used (locked, gone, read-only).
@@ -100,6 +101,70 @@ class SqliteActivity:
         await sqlite_write(self._saver, (f"DELETE FROM {ACTIVITY} WHERE session_id = ?", (session_id,)))
 
 
+class SqliteUsage:
+    """Usage counts in the SQLite session file (wall clock), through the saver's connection and lock."""
+
+    def __init__(self, saver: AsyncSqliteSaver) -> None:
+        self._saver = saver
+
+    async def setup(self) -> None:
+        """Create the table (idempotent)."""
+        await sqlite_write(self._saver, (
+            f"CREATE TABLE IF NOT EXISTS {USAGE} (principal TEXT NOT NULL, policy TEXT NOT NULL, window_end REAL "
+            "NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (principal, policy, window_end))", ()))
+
+    async def add(self, principal: str, policy: str, window_s: int, amount: int) -> tuple[int, int]:
+        """See ``app.sessions.Usage.add``."""
+        now = time.time()
+        window_end = (now // window_s + 1) * window_s
+        async with self._saver.lock:
+            cursor = await self._saver.conn.execute(
+                f"INSERT INTO {USAGE} (principal, policy, window_end, used) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (principal, policy, window_end) DO UPDATE SET used = used + excluded.used "
+                "RETURNING used", (principal, policy, window_end, amount))
+            (used,) = await cursor.fetchone() or (amount,)
+            await self._saver.conn.commit()
+        return int(used), max(1, math.ceil(window_end - now))
+
+    async def prune(self) -> None:
+        """See ``app.sessions.Usage.prune``."""
+        await sqlite_write(self._saver, (f"DELETE FROM {USAGE} WHERE window_end < ?", (time.time(),)))
+
+
+class SqliteRatings:
+    """Ratings in the SQLite session file, through the saver's connection and lock (one writer: atomic)."""
+
+    def __init__(self, saver: AsyncSqliteSaver) -> None:
+        self._saver = saver
+
+    async def setup(self) -> None:
+        """Create the table (idempotent)."""
+        await sqlite_write(self._saver, (
+            f"CREATE TABLE IF NOT EXISTS {RATINGS} (session_id TEXT NOT NULL, round INTEGER NOT NULL, principal "
+            "TEXT NOT NULL, rating TEXT NOT NULL, comment TEXT, PRIMARY KEY (session_id, round, principal))", ()))
+
+    async def rate(self, session_id: str, round_no: int, principal: str, rating: str, comment: str | None) -> Rated:
+        """See ``app.sessions.Ratings.rate``."""
+        key = (session_id, round_no, principal)
+        async with self._saver.lock:
+            async with self._saver.conn.execute(
+                    f"SELECT rating, comment FROM {RATINGS} WHERE session_id = ? AND round = ? AND principal = ?",
+                    key) as cursor:
+                earlier = await cursor.fetchone()
+            if earlier is not None and tuple(earlier) == (rating, comment):
+                return "same"
+            await self._saver.conn.execute(
+                f"INSERT INTO {RATINGS} (session_id, round, principal, rating, comment) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id, round, principal) DO UPDATE SET rating = excluded.rating, "
+                "comment = excluded.comment", (*key, rating, comment))
+            await self._saver.conn.commit()
+        return "new" if earlier is None else "changed"
+
+    async def forget(self, session_id: str) -> None:
+        """See ``app.sessions.Ratings.forget``."""
+        await sqlite_write(self._saver, (f"DELETE FROM {RATINGS} WHERE session_id = ?", (session_id,)))
+
+
 def path_of(url: str) -> str:
     """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL; ``ValueError`` without one."""
     path = url.removeprefix("sqlite://").removeprefix("/") if url.startswith("sqlite:///") else ""
@@ -119,4 +184,8 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await leases.setup()
         activity = SqliteActivity(saver)
         await activity.setup()
-        yield SessionStore(saver, leases, activity, ERRORS)
+        usage = SqliteUsage(saver)
+        await usage.setup()
+        ratings = SqliteRatings(saver)
+        await ratings.setup()
+        yield SessionStore(saver, leases, activity, usage, ratings, ERRORS)

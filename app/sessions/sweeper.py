@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 async def delete_session(store: SessionStore, session_id: str) -> None:
-    """Delete every checkpoint of ``session_id``, then its activity row (call it under the session's lease).
-    In this order, a deletion cut short leaves a row, and the next sweep finishes it."""
+    """Delete every checkpoint of ``session_id``, its ratings, then its activity row (call it under the session's
+    lease). In this order, a deletion cut short leaves a row, and the next sweep finishes it."""
     await store.checkpointer.adelete_thread(session_id)
+    await store.ratings.forget(session_id)
     await store.activity.forget(session_id)
 
 
@@ -57,6 +58,7 @@ async def expire_idle_sessions(store: SessionStore, idle_s: float, lease_s: floa
         await asyncio.sleep(interval_s)
         try:
             removed = await sweep(store, idle_s, lease_s)
+            await store.usage.prune()
         except store.errors as exc:
             log.warning("session expiry: the session store is unavailable (%s: %s); retrying in %.0f s",
                         type(exc).__name__, exc, interval_s)
