@@ -6,8 +6,9 @@ telemetry as ``/ask``. The protocol's TypeScript client plays the same in ``test
 from __future__ import annotations
 
 import json
-import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -48,18 +49,30 @@ def run_input(thread_id: str | None = None, message: str | None = None, **fields
     return body
 
 
-def run(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[Any]:
-    """POST a run; its events, each parsed by ``ag_ui.core.Event``."""
+def parsed(lines: Iterator[str]) -> Iterator[Any]:
+    """The events of a stream's lines as they arrive, each one ``data:`` line then a blank line, parsed by
+    ``ag_ui.core.Event``."""
+    for line in lines:
+        assert line.startswith("data: "), line
+        event = EVENTS.validate_python(json.loads(line.removeprefix("data: ")))
+        assert next(lines, "") == "", "one data line per event"
+        yield event
+
+
+@contextmanager
+def running(client: TestClient, body: dict[str, Any],
+            headers: dict[str, str] | None = None) -> Iterator[Iterator[Any]]:
+    """POST a run; its events as they arrive. The stream stays open until the ``with`` block ends."""
     with client.stream("POST", "/ag-ui", json=body, headers={"accept": "text/event-stream", **(headers or {})}) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
-        text = "".join(r.iter_text())
-    events = []
-    for block in text.strip().split("\n\n"):
-        (line,) = block.splitlines()
-        assert line.startswith("data: ")
-        events.append(EVENTS.validate_python(json.loads(line.removeprefix("data: "))))
-    return events
+        yield parsed(r.iter_lines())
+
+
+def run(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[Any]:
+    """POST a run; all its events."""
+    with running(client, body, headers) as events:
+        return list(events)
 
 
 def types(events: list[Any]) -> list[str]:
@@ -299,30 +312,30 @@ def test_each_step_is_announced_when_it_starts(client: TestClient, fake_llm: Fak
         assert finished[step] - at >= 290, (step, finished[step] - at)
 
 
-def test_limits_are_run_errors_with_retry_after(make_client, fake_llm: FakeOpenAI) -> None:
+def test_limits_are_run_errors_with_retry_after(make_client) -> None:
     """Past MAX_CONCURRENT_ROUNDS a run is shed at once (overloaded), and a second run of the same thread
     while one plays is refused (round-in-progress): both with the problem's retry_after."""
-    import concurrent.futures
-
     client = make_client(max_concurrent_rounds=1)
-    fake_llm.latency_s = 0.4
     thread = str(uuid.uuid4())
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(run, client, run_input(thread))
-        time.sleep(0.2)
+    with running(client, run_input(thread)) as playing:
+        held(playing)
         shed = run_error(run(client, run_input()))
         assert shed.code == "/problems/overloaded" and (shed.metadata or {})["problem"]["retry_after"] == 1
-        assert slow.result()[-1].result["round"] == 1
-    fake_llm.latency_s = 0.0
+        assert list(playing)[-1].result["round"] == 1
     roomy = make_client(max_concurrent_rounds=4)
-    fake_llm.latency_s = 0.4
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(run, roomy, run_input(thread))
-        time.sleep(0.2)
+    with running(roomy, run_input(thread)) as playing:
+        held(playing)
         busy = run_error(run(roomy, run_input(thread)))
         assert busy.code == "/problems/round-in-progress" and (busy.metadata or {})["problem"]["retry_after"] == 2
-        first.result()
+        assert list(playing)[-1].result["round"] == 1  # another app, another (in-memory) store
     assert client.app_state["rounds"].in_flight == roomy.app_state["rounds"].in_flight == 0
+
+
+def held(events: Iterator[Any]) -> None:
+    """Read a run's events up to its first ``STATE_SNAPSHOT``: the run has taken its place among
+    ``MAX_CONCURRENT_ROUNDS`` and its thread's lease before it sends the snapshot (``app/http/ag_ui.py``,
+    ``_run``), and holds both until its stream ends — the stream stays open, so the run still plays."""
+    assert next((e for e in events if isinstance(e, StateSnapshotEvent)), None) is not None, "no STATE_SNAPSHOT"
 
 
 def test_a_run_closed_early_releases_its_place_and_its_thread(make_client, fake_llm: FakeOpenAI) -> None:
