@@ -6,6 +6,7 @@ telemetry as ``/ask``. The protocol's TypeScript client plays the same in ``test
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -300,16 +301,28 @@ def test_the_endpoint_is_in_the_openapi_document(client: TestClient) -> None:
     assert {"401", "413", "422"} <= set(operation["responses"])
 
 
-def test_each_step_is_announced_when_it_starts(client: TestClient, fake_llm: FakeOpenAI) -> None:
-    """STEP_STARTED leaves while the step's LLM call is in flight (a client can show who is at work)."""
+STEP_TOOLS = {"teacher.ask": "Question", "reviewer.review": "Review", "student.answer": "StudentAnswer",
+              "teacher.grade": "Grade"}  # each step's one LLM call, by the structured-output tool it forces
+
+
+def test_each_step_is_announced_while_its_llm_call_is_in_flight(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    """STEP_STARTED reaches the client before the step's LLM call is answered, STEP_FINISHED after it (a
+    client can show who is at work)."""
     fake_llm.latency_s = 0.3
-    events = run(client, run_input())
-    started = {e.step_name: e.timestamp or 0 for e in events if isinstance(e, StepStartedEvent)}
-    finished = {e.step_name: e.timestamp or 0 for e in events if isinstance(e, StepFinishedEvent)}
-    assert set(started) == set(finished) == {"teacher.ask", "reviewer.review", "student.answer",
-                                                      "teacher.grade"}
-    for step, at in started.items():
-        assert finished[step] - at >= 290, (step, finished[step] - at)
+    arrived: dict[tuple[str, str], float] = {}
+    with running(client, run_input()) as events:
+        for event in events:
+            if isinstance(event, StepStartedEvent | StepFinishedEvent):
+                arrived[event.type.value, event.step_name] = time.monotonic()
+    assert set(arrived) == {(kind, step) for kind in ("STEP_STARTED", "STEP_FINISHED") for step in STEP_TOOLS}
+    for step, tool in STEP_TOOLS.items():
+        (call,) = fake_llm.requests_for(tool)
+        # No guessed bound: the fake server answers latency_s after the request reached it, at the earliest
+        # (``received_at`` is taken before its sleep, on the test's own monotonic clock). A STEP_STARTED held
+        # back with the step's other events would arrive after that moment; a step cannot finish before it.
+        answered = call.received_at + fake_llm.latency_s
+        assert arrived["STEP_STARTED", step] < answered <= arrived["STEP_FINISHED", step], (
+            step, arrived["STEP_STARTED", step] - answered, arrived["STEP_FINISHED", step] - answered)
 
 
 def test_limits_are_run_errors_with_retry_after(make_client) -> None:
