@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.test_ag_ui import latest
 
 
 def ask(client: TestClient, status: int = 200, **body: object) -> dict:
@@ -150,8 +151,13 @@ def test_telemetry_says_who_answered(client: TestClient, telemetry_env: OTLPRece
     model = ask(client, subject="math")
 
     def rounds_by_answerer() -> dict[str, float]:
-        points = [p for p in telemetry_env.metric_points() if p.name == "quiz.rounds"]
-        return {p.attributes["quiz.answered_by"]: p.value for p in points}
+        """Each series' latest (cumulative) count, summed by who answered."""
+        counts: dict[str, float] = {}
+        for p in latest(telemetry_env.metric_points()):
+            if p.name == "quiz.rounds":
+                by = p.attributes["quiz.answered_by"]
+                counts[by] = counts.get(by, 0) + p.value
+        return counts
 
     assert telemetry_env.wait_for(lambda: rounds_by_answerer() == {"person": 1, "model": 1})
     telemetry_env.wait_for(lambda: {s.name for s in telemetry_env.trace(person["trace_id"])} >= {
