@@ -38,6 +38,14 @@ RECORD_ORDER = """() => {
 }"""
 
 
+# All the text the document holds, shown or not: ``innerText`` skips hidden elements, where a leak would sit.
+# Every node's text (``textContent``), every attribute's value, and what form fields hold (``value`` is no
+# attribute once the field is filled).
+EVERYTHING_IN_THE_DOM = """() => [
+  document.documentElement.textContent,
+  ...[...document.querySelectorAll("*")].flatMap(el => [...el.attributes].map(a => a.value)),
+  ...[...document.querySelectorAll("input, textarea, select")].map(el => el.value),
+].join("\\n")"""
 @pytest.fixture(scope="module")
 def services(llm_server: FakeOpenAI, otlp: OTLPReceiver,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
@@ -122,7 +130,7 @@ def test_playing_as_the_student_with_the_keyboard_only(page: Page, services, fak
     card = page.locator("#rounds .round").first
     expect(card.locator(".question")).to_have_text("What is 6 × 7?")
     expect(card.locator(".reference")).to_be_hidden()  # never before grading
-    assert "forty-two" not in page.locator("body").inner_text()
+    assert "forty-two" not in page.evaluate(EVERYTHING_IN_THE_DOM)  # not even hidden
     keyboard.type("42, I think")
     keyboard.press("Enter")
 
