@@ -4,6 +4,7 @@ executable; nothing downloads one), against the service as a real process on loo
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -203,6 +204,7 @@ def test_a_reload_restores_the_session_and_its_waiting_question(page: Page, serv
 
 
 def test_feedback_from_the_page_reaches_the_otlp_receiver(page: Page, services, otlp: OTLPReceiver) -> None:
+    since = time.time_ns()  # the receiver is the whole run's: other modules' services export to it too
     open_page(page, services())
     page.get_by_role("button", name="Play a round").click()
     card = page.locator("#rounds .round").first
@@ -219,8 +221,15 @@ def test_feedback_from_the_page_reaches_the_otlp_receiver(page: Page, services, 
 
     (event,) = otlp.wait_for(feedback)
     assert event.attributes["gen_ai.evaluation.score.label"] == "down"
-    served = {s.attributes.get("url.path") for s in otlp.spans() if s.kind == "SERVER"}
-    assert "/ask" in served and not served & {"/", "/static/app.js", "/static/style.css", "/ui/config"}
+    # This page's round was traced; the page's own files and config were not. Only this test's spans are read:
+    # those of the process that served its round (its service.instance.id), since it began. Spans of the page's
+    # files would have ended before the round's and been exported no later.
+    (ask,) = otlp.wait_for(lambda: [s for s in otlp.trace(trace_id) if s.kind == "SERVER"])
+    assert ask.attributes["url.path"] == "/ask"
+    instance = ask.resource["service.instance.id"]
+    served = {s.attributes.get("url.path") for s in otlp.spans() if s.kind == "SERVER" and s.start_ns >= since
+              and s.resource.get("service.instance.id") == instance}
+    assert "/ask" in served and not served & {"/", "/static/app.js", "/static/style.css", "/ui/config"}, served
     assert "gen_ai.evaluation.explanation" not in event.attributes  # a comment is content: capture is off
 
 
