@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ from pydantic import TypeAdapter
 from tests.conftest import HEX32
 from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
-from tests.fakes.otlp_receiver import OTLPReceiver
+from tests.fakes.otlp_receiver import MetricPoint, OTLPReceiver
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(Event)
 ROUND = ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT",
@@ -48,18 +50,30 @@ def run_input(thread_id: str | None = None, message: str | None = None, **fields
     return body
 
 
-def run(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[Any]:
-    """POST a run; its events, each parsed by ``ag_ui.core.Event``."""
+def parsed(lines: Iterator[str]) -> Iterator[Any]:
+    """The events of a stream's lines as they arrive, each one ``data:`` line then a blank line, parsed by
+    ``ag_ui.core.Event``."""
+    for line in lines:
+        assert line.startswith("data: "), line
+        event = EVENTS.validate_python(json.loads(line.removeprefix("data: ")))
+        assert next(lines, "") == "", "one data line per event"
+        yield event
+
+
+@contextmanager
+def running(client: TestClient, body: dict[str, Any],
+            headers: dict[str, str] | None = None) -> Iterator[Iterator[Any]]:
+    """POST a run; its events as they arrive. The stream stays open until the ``with`` block ends."""
     with client.stream("POST", "/ag-ui", json=body, headers={"accept": "text/event-stream", **(headers or {})}) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
-        text = "".join(r.iter_text())
-    events = []
-    for block in text.strip().split("\n\n"):
-        (line,) = block.splitlines()
-        assert line.startswith("data: ")
-        events.append(EVENTS.validate_python(json.loads(line.removeprefix("data: "))))
-    return events
+        yield parsed(r.iter_lines())
+
+
+def run(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[Any]:
+    """POST a run; all its events."""
+    with running(client, body, headers) as events:
+        return list(events)
 
 
 def types(events: list[Any]) -> list[str]:
@@ -258,6 +272,18 @@ def test_same_auth_as_ask_and_a_body_limit_that_fits_long_threads(make_client) -
     assert client.post("/ask", json={"message": "x" * 17_000}, headers={"x-api-key": "k-ag-ui-1"}).status_code == 413
 
 
+def latest(points: list[MetricPoint]) -> list[MetricPoint]:
+    """Each series' latest point (a series: the metric's name, its attributes and its resource). OTLP metric
+    exports are cumulative by default: every export repeats the total so far, so points of several exports
+    must not be summed — that counts the same events once per export."""
+    last: dict[tuple[str, str, str], MetricPoint] = {}
+    for point in points:
+        key = (point.name, json.dumps(point.attributes, sort_keys=True), json.dumps(point.resource, sort_keys=True))
+        if key not in last or point.time_ns >= last[key].time_ns:
+            last[key] = point
+    return list(last.values())
+
+
 def test_the_same_telemetry_as_ask(client: TestClient, fake_llm: FakeOpenAI, telemetry_env: OTLPReceiver) -> None:
     events = run(client, run_input())
     trace_id = events[1].value["trace_id"]
@@ -274,7 +300,7 @@ def test_the_same_telemetry_as_ask(client: TestClient, fake_llm: FakeOpenAI, tel
     assert span.attributes["error.type"] == "upstream" and span.attributes["http.response.status_code"] == 200
 
     def errors_on_route() -> float:
-        return sum(p.value for p in telemetry_env.metric_points()
+        return sum(p.value for p in latest(telemetry_env.metric_points())
                    if p.name == "quiz.errors" and p.attributes.get("http.route") == "/ag-ui")
 
     assert telemetry_env.wait_for(lambda: errors_on_route() == 1)
@@ -287,42 +313,54 @@ def test_the_endpoint_is_in_the_openapi_document(client: TestClient) -> None:
     assert {"401", "413", "422"} <= set(operation["responses"])
 
 
-def test_each_step_is_announced_when_it_starts(client: TestClient, fake_llm: FakeOpenAI) -> None:
-    """STEP_STARTED leaves while the step's LLM call is in flight (a client can show who is at work)."""
+STEP_TOOLS = {"teacher.ask": "Question", "reviewer.review": "Review", "student.answer": "StudentAnswer",
+              "teacher.grade": "Grade"}  # each step's one LLM call, by the structured-output tool it forces
+
+
+def test_each_step_is_announced_while_its_llm_call_is_in_flight(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    """STEP_STARTED reaches the client before the step's LLM call is answered, STEP_FINISHED after it (a
+    client can show who is at work)."""
     fake_llm.latency_s = 0.3
-    events = run(client, run_input())
-    started = {e.step_name: e.timestamp or 0 for e in events if isinstance(e, StepStartedEvent)}
-    finished = {e.step_name: e.timestamp or 0 for e in events if isinstance(e, StepFinishedEvent)}
-    assert set(started) == set(finished) == {"teacher.ask", "reviewer.review", "student.answer",
-                                                      "teacher.grade"}
-    for step, at in started.items():
-        assert finished[step] - at >= 290, (step, finished[step] - at)
+    arrived: dict[tuple[str, str], float] = {}
+    with running(client, run_input()) as events:
+        for event in events:
+            if isinstance(event, StepStartedEvent | StepFinishedEvent):
+                arrived[event.type.value, event.step_name] = time.monotonic()
+    assert set(arrived) == {(kind, step) for kind in ("STEP_STARTED", "STEP_FINISHED") for step in STEP_TOOLS}
+    for step, tool in STEP_TOOLS.items():
+        (call,) = fake_llm.requests_for(tool)
+        # No guessed bound: the fake server answers latency_s after the request reached it, at the earliest
+        # (``received_at`` is taken before its sleep, on the test's own monotonic clock). A STEP_STARTED held
+        # back with the step's other events would arrive after that moment; a step cannot finish before it.
+        answered = call.received_at + fake_llm.latency_s
+        assert arrived["STEP_STARTED", step] < answered <= arrived["STEP_FINISHED", step], (
+            step, arrived["STEP_STARTED", step] - answered, arrived["STEP_FINISHED", step] - answered)
 
 
-def test_limits_are_run_errors_with_retry_after(make_client, fake_llm: FakeOpenAI) -> None:
+def test_limits_are_run_errors_with_retry_after(make_client) -> None:
     """Past MAX_CONCURRENT_ROUNDS a run is shed at once (overloaded), and a second run of the same thread
     while one plays is refused (round-in-progress): both with the problem's retry_after."""
-    import concurrent.futures
-
     client = make_client(max_concurrent_rounds=1)
-    fake_llm.latency_s = 0.4
     thread = str(uuid.uuid4())
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(run, client, run_input(thread))
-        time.sleep(0.2)
+    with running(client, run_input(thread)) as playing:
+        held(playing)
         shed = run_error(run(client, run_input()))
         assert shed.code == "/problems/overloaded" and (shed.metadata or {})["problem"]["retry_after"] == 1
-        assert slow.result()[-1].result["round"] == 1
-    fake_llm.latency_s = 0.0
+        assert list(playing)[-1].result["round"] == 1
     roomy = make_client(max_concurrent_rounds=4)
-    fake_llm.latency_s = 0.4
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(run, roomy, run_input(thread))
-        time.sleep(0.2)
+    with running(roomy, run_input(thread)) as playing:
+        held(playing)
         busy = run_error(run(roomy, run_input(thread)))
         assert busy.code == "/problems/round-in-progress" and (busy.metadata or {})["problem"]["retry_after"] == 2
-        first.result()
+        assert list(playing)[-1].result["round"] == 1  # another app, another (in-memory) store
     assert client.app_state["rounds"].in_flight == roomy.app_state["rounds"].in_flight == 0
+
+
+def held(events: Iterator[Any]) -> None:
+    """Read a run's events up to its first ``STATE_SNAPSHOT``: the run has taken its place among
+    ``MAX_CONCURRENT_ROUNDS`` and its thread's lease before it sends the snapshot (``app/http/ag_ui.py``,
+    ``_run``), and holds both until its stream ends — the stream stays open, so the run still plays."""
+    assert next((e for e in events if isinstance(e, StateSnapshotEvent)), None) is not None, "no STATE_SNAPSHOT"
 
 
 def test_a_run_closed_early_releases_its_place_and_its_thread(make_client, fake_llm: FakeOpenAI) -> None:

@@ -46,6 +46,11 @@ def script(fake: FakeOpenAI, rewrite: str, right_when: Any) -> None:
     fake.respond("Rewrite", lambda _: {"critique": "It never asks for the final answer.", "system": rewrite})
 
 
+def chat_requests(fake: FakeOpenAI) -> int:
+    """The chat completions the fake LLM has received: the calls really made, retries and all."""
+    return sum(r.path.endswith("/chat/completions") for r in fake.requests)
+
+
 def optimize(tmp_path: Path, fake: FakeOpenAI, *args: str, otlp: OTLPReceiver | None = None) -> dict[str, Any]:
     done = subprocess.run([str(Path(sys.executable).parent / "question-app"), "optimize", "--rounds", "1",
                            "--beam", "1", "--expand", "1", "--train-limit", "4", "--validation-limit", "4",
@@ -75,7 +80,8 @@ def test_a_better_prompt_is_kept_and_written_as_the_next_version(fake_llm: FakeO
     prompt = StudentPrompt.model_validate(yaml.safe_load(text))
     assert (prompt.version, prompt.system) == ("3", GOOD)
     assert [c["id"] for c in document["candidates"]] == ["v1", "r1.1-v1"]
-    assert document["run"]["llm_calls"] <= document["run"]["budget"]
+    # The search's own count is the calls the LLM received, within the budget.
+    assert chat_requests(fake_llm) == document["run"]["llm_calls"] <= document["run"]["budget"]
     assert "Written:" in (tmp_path / "out" / "optimize.md").read_text()
     # Traced: the search, its round, each candidate's score as an evaluation.
     names = otlp.wait_for(lambda: {s.name for s in otlp.spans()} >= {C.SPAN_OPTIMIZE, C.SPAN_OPTIMIZE_ROUND,
@@ -127,7 +133,8 @@ def test_the_budget_bounds_the_search(fake_llm: FakeOpenAI, tmp_path: Path) -> N
     # Three calls per item (review, answer, grade), 4 train and 4 validation items: scoring the start on train
     # is 12, each rewrite 1 + 12, and the final validation of both 24 is kept in reserve: room for one rewrite.
     document = optimize(tmp_path, fake_llm, "--budget", "55", "--expand", "3")
-    assert document["run"]["llm_calls"] <= 55 and len(document["candidates"]) == 2
+    assert chat_requests(fake_llm) <= 55 and len(document["candidates"]) == 2  # what the LLM received
+    assert document["run"]["llm_calls"] == chat_requests(fake_llm)  # and what the search reports
     assert document["stopped"] == "budget reached in round 1"
 
 

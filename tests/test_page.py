@@ -4,6 +4,7 @@ executable; nothing downloads one), against the service as a real process on loo
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,6 +37,33 @@ RECORD_ORDER = """() => {
     }
   }).observe(document.querySelector("#rounds"), {subtree: true, childList: true, characterData: true});
 }"""
+
+
+# All the text the document holds, shown or not: ``innerText`` skips hidden elements, where a leak would sit.
+# Every node's text (``textContent``), every attribute's value, and what form fields hold (``value`` is no
+# attribute once the field is filled).
+EVERYTHING_IN_THE_DOM = """() => [
+  document.documentElement.textContent,
+  ...[...document.querySelectorAll("*")].flatMap(el => [...el.attributes].map(a => a.value)),
+  ...[...document.querySelectorAll("input, textarea, select")].map(el => el.value),
+].join("\\n")"""
+# The page's Content-Security-Policy, directive by directive: only this origin, nothing inline, no framing.
+POLICY = {"default-src": ["'none'"], "script-src": ["'self'"], "style-src": ["'self'"], "img-src": ["'self'"],
+          "connect-src": ["'self'"], "base-uri": ["'none'"], "form-action": ["'self'"],
+          "frame-ancestors": ["'none'"]}
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as ``{directive: [source, …]}`` (CSP3's parse: split on ``;``, names
+    lower-cased; a browser ignores a repeated directive, so here it is an error)."""
+    parsed: dict[str, list[str]] = {}
+    for part in policy.split(";"):
+        if not part.strip():
+            continue
+        name, *sources = part.split()
+        assert name.lower() not in parsed, f"{name} twice in {policy!r}"
+        parsed[name.lower()] = sources
+    return parsed
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +150,7 @@ def test_playing_as_the_student_with_the_keyboard_only(page: Page, services, fak
     card = page.locator("#rounds .round").first
     expect(card.locator(".question")).to_have_text("What is 6 × 7?")
     expect(card.locator(".reference")).to_be_hidden()  # never before grading
-    assert "forty-two" not in page.locator("body").inner_text()
+    assert "forty-two" not in page.evaluate(EVERYTHING_IN_THE_DOM)  # not even hidden
     keyboard.type("42, I think")
     keyboard.press("Enter")
 
@@ -176,6 +204,7 @@ def test_a_reload_restores_the_session_and_its_waiting_question(page: Page, serv
 
 
 def test_feedback_from_the_page_reaches_the_otlp_receiver(page: Page, services, otlp: OTLPReceiver) -> None:
+    since = time.time_ns()  # the receiver is the whole run's: other modules' services export to it too
     open_page(page, services())
     page.get_by_role("button", name="Play a round").click()
     card = page.locator("#rounds .round").first
@@ -192,8 +221,15 @@ def test_feedback_from_the_page_reaches_the_otlp_receiver(page: Page, services, 
 
     (event,) = otlp.wait_for(feedback)
     assert event.attributes["gen_ai.evaluation.score.label"] == "down"
-    served = {s.attributes.get("url.path") for s in otlp.spans() if s.kind == "SERVER"}
-    assert "/ask" in served and not served & {"/", "/static/app.js", "/static/style.css", "/ui/config"}
+    # This page's round was traced; the page's own files and config were not. Only this test's spans are read:
+    # those of the process that served its round (its service.instance.id), since it began. Spans of the page's
+    # files would have ended before the round's and been exported no later.
+    (ask,) = otlp.wait_for(lambda: [s for s in otlp.trace(trace_id) if s.kind == "SERVER"])
+    assert ask.attributes["url.path"] == "/ask"
+    instance = ask.resource["service.instance.id"]
+    served = {s.attributes.get("url.path") for s in otlp.spans() if s.kind == "SERVER" and s.start_ns >= since
+              and s.resource.get("service.instance.id") == instance}
+    assert "/ask" in served and not served & {"/", "/static/app.js", "/static/style.css", "/ui/config"}, served
     assert "gen_ai.evaluation.explanation" not in event.attributes  # a comment is content: capture is off
 
 
@@ -237,8 +273,8 @@ def test_the_page_is_labelled_and_its_language_follows_the_choice(page: Page, se
                                                                   fake_llm: FakeOpenAI) -> None:
     base = services()
     response = httpx.get(base + "/")
-    csp = response.headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    (csp,) = response.headers.get_list("content-security-policy")
+    assert directives(csp) == POLICY
     assert not re.search(r"\son[a-z]+\s*=", response.text)  # no inline event handler attributes
     assert "<script>" not in response.text and "style=" not in response.text
     script = (ROOT / "app/http/web/static/app.js").read_text()

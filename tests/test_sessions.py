@@ -4,7 +4,11 @@ SQLite keeps sessions across a restart; Postgres shares them between replicas.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import functools
+import operator
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,10 +37,24 @@ def new_round(client: TestClient, **body: object) -> dict:
     return r.json()
 
 
-def test_session_ids_are_unguessable(client: TestClient) -> None:
-    ids = {new_round(client)["session_id"] for _ in range(20)}
-    assert len(ids) == 20
-    assert all(len(i) >= 22 for i in ids)  # 128 random bits, URL-safe base64
+def test_session_ids_are_128_bits_none_of_them_fixed(client: TestClient) -> None:
+    """What a test can show of an unguessable id: its size — 22 URL-safe base64 characters that are exactly 16
+    bytes (``secrets.token_urlsafe(16)``: 128 bits) — and that none of the 128 bits is fixed. A counter, a clock,
+    a UUID (6 fixed bits) or a shorter random part padded out fails. That the bits come from the operating
+    system's CSPRNG is for reading ``app.rounds.new_session_id``."""
+    # New sessions whose rounds wait for a person: two LLM calls each instead of four.
+    ids = [new_round(client, student="person")["session_id"] for _ in range(40)]
+    assert len(set(ids)) == len(ids)
+    bits = []
+    for sid in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", sid), sid
+        raw = base64.urlsafe_b64decode(sid + "==")
+        assert len(raw) == 16 and base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == sid, sid  # no spare bits
+        bits.append(int.from_bytes(raw, "big"))
+    # Every bit is 1 in some id and 0 in another. A random bit stays the same over 40 ids with probability
+    # 2 * 2**-40: for any of 128 bits, about 2e-10.
+    every = 2**128 - 1
+    assert functools.reduce(operator.or_, bits) == functools.reduce(operator.or_, [every ^ b for b in bits]) == every
 
 
 def test_the_least_recently_used_session_goes_first_past_the_cap(make_client) -> None:
@@ -315,8 +333,13 @@ def test_a_session_shows_its_last_rounds_and_can_be_forgotten(store: str, make_c
                  client.post("/ask", json={"session_id": sid})):
         assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
         assert gone.json()["type"] == "/problems/session-not-found"
-    assert client.get("/sessions/not-a-session-id!").status_code in (404, 422)
-    assert client.get("/sessions/short").status_code == 422
+    # An id that cannot be a session id is invalid input, refused by the path's pattern (SESSION_ID_PATTERN)
+    # before any store is asked: 422 naming the field. A well-formed id that nobody holds (the forgotten one,
+    # above) is 404: it may have existed, and a new session can be started.
+    for malformed in ("not-a-session-id!", "short"):
+        refused = client.get(f"/sessions/{malformed}")
+        assert refused.status_code == 422 and refused.json()["type"] == "/problems/validation", refused.text
+        assert [e["loc"] for e in refused.json()["errors"]] == [["path", "session_id"]]
 
 
 def test_a_session_is_not_forgotten_while_one_of_its_rounds_plays(make_client, fake_llm: FakeOpenAI) -> None:
