@@ -175,6 +175,58 @@ async def first_event_times(base: str, samples: int) -> list[float]:
     return out
 
 
+async def flood_and_quiet(base: str, seconds: float) -> tuple[dict, dict]:
+    """Two clients with their own API keys: a flood (64 connections, retrying 50 ms after any refusal,
+    Retry-After ignored) and a quiet one (2 connections, honouring Retry-After). Returns each one's
+    statuses and, for the quiet one, each round's time from its first attempt to its 200 (retries included)."""
+    deadline = time.monotonic() + seconds
+    flood: dict[str, int] = {}
+    quiet: dict[str, int] = {}
+    quiet_rounds: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=80)) as client:
+        async def flooder() -> None:
+            while time.monotonic() < deadline:
+                r = await client.post("/ask", json={}, headers={"x-api-key": "flood-secret"})
+                flood[str(r.status_code)] = flood.get(str(r.status_code), 0) + 1
+                if r.status_code != 200:
+                    await asyncio.sleep(0.05)
+
+        async def player() -> None:
+            await asyncio.sleep(1)  # the flood holds every place by then
+            while time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                while True:
+                    r = await client.post("/ask", json={}, headers={"x-api-key": "quiet-secret"})
+                    quiet[str(r.status_code)] = quiet.get(str(r.status_code), 0) + 1
+                    if r.status_code == 200:
+                        quiet_rounds.append(time.perf_counter() - t0)
+                        break
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+
+        await asyncio.gather(*(flooder() for _ in range(64)), *(player() for _ in range(2)))
+    return flood, {"statuses": quiet, "rounds": quiet_rounds}
+
+
+def fairness(otlp_endpoint: str, seconds: float, latency_ms: float) -> tuple[str, str, str]:
+    """The fair-admission row: MAX_CONCURRENT_ROUNDS=16, a flooding client and a quiet one (``flood_and_quiet``)."""
+    llm = FakeLLM(latency_ms)
+    service = Service(llm, otlp_endpoint, API_KEYS="flood-secret,quiet-secret", MAX_CONCURRENT_ROUNDS="16",
+                      RATE_LIMIT_ROUNDS_PER_MINUTE="0", RATE_LIMIT_TOKENS_PER_DAY="0")
+    try:
+        flood, quiet = asyncio.run(flood_and_quiet(service.base, seconds))
+    finally:
+        service.stop()
+        llm.stop()
+    statuses = quiet["statuses"]
+    answered = sum(statuses.values())
+    rounds = quiet["rounds"]
+    return ("two clients, one flooding (64 connections) at MAX_CONCURRENT_ROUNDS=16, "
+            f"{latency_ms:.0f} ms LLM",
+            f"quiet client: {statuses.get('200', 0) / max(1, answered):.0%} of its requests answered 200, "
+            f"round p50 {ms(pct(rounds, 50))}, p99 {ms(pct(rounds, 99))} (retries included)",
+            f"quiet {dict(sorted(statuses.items()))}, flood {dict(sorted(flood.items()))} in {seconds:.0f} s")
+
+
 def store_soak(otlp_endpoint: str, seconds: float, latency_ms: float) -> tuple[str, str, str]:
     """New sessions on a SQLite store for ``seconds`` (16 clients, ``latency_ms`` per LLM call) with
     SESSION_TTL_S=2: the sessions and bytes it holds stay near rate × TTL while rounds are played, and fall
@@ -254,10 +306,16 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--only-scaling", action="store_true", help="only the 1 vs 2 workers rows")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--only-fairness", action="store_true", help="only the flooding-client row")
     args = parser.parse_args()
     quick = args.quick
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str]] = []
+    if args.only_fairness:
+        with OTLPReceiver() as otlp:
+            a, b, c = fairness(otlp.endpoint, 10 if quick else 20, args.latency_ms)
+        print(f"| {a} | {b} | {c} |")
+        return
     if args.only_scaling:
         with OTLPReceiver() as otlp:
             rows = scaling(args.latency_ms, otlp.endpoint, 8 if quick else 15)
@@ -338,6 +396,9 @@ def main() -> None:
 
         # --- B2: the session store stays bounded (expiry) ------------------------------------------------
         rows.append(store_soak(otlp.endpoint, 20 if quick else 60, args.latency_ms))
+
+        # --- B3: a flooding client and a quiet one (fair admission) --------------------------------------
+        rows.append(fairness(otlp.endpoint, 10 if quick else 20, args.latency_ms))
 
         # --- C: shutdown with the Collector unreachable, rounds in flight ---------------------------------
         dead = f"http://127.0.0.1:{free_port()}"
