@@ -1,6 +1,7 @@
-"""Slow clients, against ``question-app`` as a real process on loopback with the fake LLM, over raw sockets: a
-body that trickles in gets 408 and a closed connection within the configured time while other clients' rounds
-keep their latency."""
+"""Slow clients and too many connections, against ``question-app`` as a real process on loopback with the fake
+LLM, over raw sockets: a body that trickles in gets 408 and a closed connection within the configured time
+while other clients' rounds keep their latency; uvicorn refuses connections beyond ``MAX_CONNECTIONS`` with 503
+and closes idle keep-alive connections after ``KEEP_ALIVE_TIMEOUT_S``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -24,6 +26,8 @@ from tests.service import clean_env, start_service, stop
 READ_TIMEOUT_S = 1.0  # BODY_READ_TIMEOUT_S
 GRACE_S = 0.5  # BODY_READ_GRACE_S
 MIN_RATE = 20  # BODY_MIN_RATE_BYTES_S
+MAX_CONNECTIONS = 12
+KEEP_ALIVE_S = 1  # KEEP_ALIVE_TIMEOUT_S
 SLACK_S = 0.5  # scheduling and loopback, on a loaded CI machine
 
 
@@ -32,7 +36,8 @@ def service(llm_server: FakeOpenAI, otlp: OTLPReceiver, tmp_path_factory: pytest
     env = clean_env(OPENAI_BASE_URL=llm_server.base_url, OPENAI_API_KEY="sk-limits", OPENAI_MODEL="gpt-5.2-chat",
                     LLM_MAX_RETRIES="0", LLM_TIMEOUT_S="5", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
                     BODY_READ_TIMEOUT_S=str(READ_TIMEOUT_S), BODY_READ_GRACE_S=str(GRACE_S),
-                    BODY_MIN_RATE_BYTES_S=str(MIN_RATE))
+                    BODY_MIN_RATE_BYTES_S=str(MIN_RATE), MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+                    KEEP_ALIVE_TIMEOUT_S=str(KEEP_ALIVE_S))
     process, base = start_service(env, tmp_path_factory.mktemp("limits") / "service.log")
     yield base
     stop(process)
@@ -145,7 +150,7 @@ def test_rounds_keep_their_latency_while_bodies_trickle_in(service: str, fake_ll
         while not stopping.is_set():
             answers.append(trickle(service, every_s=0.2, per_send=1))
 
-    # Four slow clients at a time, each replaced as soon as it is cut off.
+    # Four slow clients at a time (well under MAX_CONNECTIONS), each replaced as soon as it is cut off.
     threads = [threading.Thread(target=trickler, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -161,3 +166,22 @@ def test_rounds_keep_their_latency_while_bodies_trickle_in(service: str, fake_ll
     # A server that waited on the slow bodies would add up to READ_TIMEOUT_S to the rounds queued behind them.
     assert statistics.median(during) <= 1.5 * statistics.median(baseline) + 0.15, (baseline, during)
     assert max(during) <= max(baseline) + READ_TIMEOUT_S / 2, (baseline, during)
+
+
+def test_beyond_max_connections_uvicorn_answers_503_and_serves_again_when_they_close(service: str) -> None:
+    with ExitStack() as stack:
+        idle = [stack.enter_context(connect(service)) for _ in range(MAX_CONNECTIONS)]
+        time.sleep(0.2)  # accepted by the server
+        r = httpx.get(f"{service}/health", timeout=5)
+        assert r.status_code == 503, r.text
+        for sock in idle[:2]:
+            sock.close()
+        time.sleep(0.2)
+        assert httpx.get(f"{service}/health", timeout=5).status_code == 200  # below the cap again
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(service: str) -> None:
+    with connect(service) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer = read_answer(sock, None, wait_s=KEEP_ALIVE_S + SLACK_S)  # the close comes within the wait
+    assert answer.status == 200 and answer.closed
