@@ -11,6 +11,7 @@
 | ``AnswerAwaited`` | 409 | ``answer_awaited`` | a new round was asked while the session's round awaits an answer |
 | ``NoAnswerAwaited`` | 409 | ``no_answer_awaited`` | an ``answer`` was sent and no round of the session awaits one |
 | ``BodyTooLarge`` | 413 | ``validation`` | body over ``MAX_BODY_BYTES`` |
+| ``BodyTooSlow`` | 408 + ``Connection: close`` | ``validation`` | body too slow (``BODY_READ_TIMEOUT_S`` …) |
 | ``Overloaded`` | 503 + ``Retry-After`` | ``overloaded`` | ``MAX_CONCURRENT_ROUNDS`` rounds already in progress |
 | ``SessionStoreUnavailable`` | 503 + ``Retry-After`` | ``session_store`` | the checkpointer's database is unreachable |
 | ``LLMInvalidOutput`` | 502 | ``invalid_output`` | structured output failed validation on every attempt |
@@ -86,6 +87,14 @@ class BodyTooLarge(QuizError):
     """413: the request body is over ``MAX_BODY_BYTES``."""
 
     status, slug, title, error_type = 413, "body-too-large", "Request body too large", "validation"
+
+
+class BodyTooSlow(QuizError):
+    """408: the request body took longer than ``BODY_READ_TIMEOUT_S``, or came slower than
+    ``BODY_MIN_RATE_BYTES_S`` after ``BODY_READ_GRACE_S`` (``app.http.limits``); sent with ``Connection: close``.
+    The caller's side (a slow or stalled client), so ``validation`` like the 413, not a server error."""
+
+    status, slug, title, error_type = 408, "body-too-slow", "Request body too slow", "validation"
 
 
 class RoundInProgress(QuizError):

@@ -3,6 +3,19 @@
 Deterministic keyword matching (no LLM call): ``"보통 난이도로 수학 문제 풀래"`` → medium, math, ko;
 ``"hard history please"`` → hard, history, en; ``"next"`` / ``"다음"`` → same settings;
 ``"reset"`` / ``"초기화"`` → start the session over (same id, round 1, no history).
+
+Keywords match as words, never inside one (``tests/test_messages.py`` holds the cases):
+
+- An English keyword is a whole word: no ASCII letter, digit or ``_`` on either side. Inflected forms do not
+  count (``"presets"``, ``"resetting"``, ``"I restarted my laptop"`` reset nothing; ``"barcode"`` is not
+  ``code``): a past tense describes, it does not ask. Hangul may follow, because Korean attaches particles to
+  English words too (``"python으로"`` → programming).
+- A Korean keyword starts a word — a run of Hangul syllables — and anything may follow it in that word,
+  because particles and endings attach (``"수학을"``, ``"초기화해줘"``, ``"어려운데"``). Inside a word it does not
+  count: ``"이과학생"`` (이과 학생) is not 과학, ``"대화학습"`` not 화학, ``"비상식적"`` not 상식. Without a
+  morphological analyser a particle cannot be told from a compound's second half, so a compound that *starts*
+  with a keyword still matches (``"수학여행"``, a school trip, → math; ``"일반적으로"`` → general), and one
+  that ends with it does not (``"고등수학"``).
 """
 
 from __future__ import annotations
@@ -35,6 +48,19 @@ RESET_WORDS = ("reset", "restart", "start over", "초기화", "처음부터")
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 
+def keyword(word: str) -> re.Pattern[str]:
+    """The pattern that finds ``word`` (lower case) as a word of a lower-cased message (see the module docstring):
+    ASCII with no ASCII word character either side (spaces inside it: any run of white space); Hangul at the
+    start of a run of Hangul syllables."""
+    if word.isascii():
+        return re.compile(r"(?<![a-z0-9_])" + r"\s+".join(map(re.escape, word.split())) + r"(?![a-z0-9_])")
+    return re.compile(r"(?<![\uac00-\ud7a3])" + re.escape(word))
+
+
+_PATTERNS = {word: keyword(word) for table in (SUBJECT_WORDS, DIFFICULTY_WORDS) for words in table.values()
+             for word in words} | {word: keyword(word) for word in RESET_WORDS}
+
+
 @dataclass(frozen=True)
 class Intent:
     """What a chat message asks for; ``None`` where it says nothing."""
@@ -46,14 +72,10 @@ class Intent:
 
 
 def _find(text: str, table: Mapping[K, tuple[str, ...]]) -> K | None:
+    """The first key of ``table`` (in its order) one of whose words is in ``text``."""
     for key, words in table.items():
-        for word in words:
-            # ASCII words must stand alone ("code" not in "barcode"); Korean words attach particles (수학을).
-            if word.isascii():
-                if re.search(rf"\b{re.escape(word)}\b", text):
-                    return key
-            elif word in text:
-                return key
+        if any(_PATTERNS[word].search(text) for word in words):
+            return key
     return None
 
 
@@ -63,10 +85,14 @@ def is_korean(text: str | None) -> bool:
 
 
 def parse_message(message: str | None) -> Intent:
-    """The settings a chat message asks for; fields it does not mention are ``None``."""
+    """The settings a chat message asks for; fields it does not mention are ``None``, ``reset`` ``False``.
+
+    Keywords match as words (module docstring); where a message names two subjects or difficulties, the one
+    listed first in ``SUBJECT_WORDS`` / ``DIFFICULTY_WORDS`` wins. ``language`` is ``"ko"`` when the message has
+    a Hangul syllable, else ``None``."""
     if not message:
         return Intent()
     text = message.strip().lower()
     return Intent(subject=_find(text, SUBJECT_WORDS), difficulty=_find(text, DIFFICULTY_WORDS),
                   language="ko" if is_korean(text) else None,
-                  reset=any(w in text for w in RESET_WORDS))
+                  reset=any(_PATTERNS[word].search(text) for word in RESET_WORDS))

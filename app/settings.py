@@ -168,6 +168,25 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16_384, ge=1024, description="Larger request bodies get 413.")
     # An AG-UI client sends the whole conversation with every run (about 1 KB per round with a large model).
     ag_ui_max_body_bytes: int = Field(262_144, ge=1024, description="Larger POST /ag-ui bodies get 413.")
+    # Slow bodies (app.http.limits; Apache mod_reqtimeout's rule): a body may take BODY_READ_GRACE_S plus one
+    # second per BODY_MIN_RATE_BYTES_S bytes received, never more than BODY_READ_TIMEOUT_S; then 408.
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Longest a request body may take to arrive after its headers, seconds; "
+        "then 408 and the connection is closed.")
+    body_min_rate_bytes_s: int = Field(
+        500, ge=0, description="After BODY_READ_GRACE_S, a request body must arrive at this many bytes per second "
+        "on average or get 408 at once; 0: no minimum.")
+    body_read_grace_s: float = Field(
+        2.0, ge=0, le=600, description="Seconds a request body may take before BODY_MIN_RATE_BYTES_S applies.")
+    # uvicorn's limit_concurrency: every open connection counts (a round in progress, an idle keep-alive one, a
+    # body on its way, a probe), so well above MAX_CONCURRENT_ROUNDS — rounds beyond that get the app's own
+    # 503 `overloaded` with Retry-After, which needs a connection to be answered on.
+    max_connections: int = Field(
+        256, ge=2, le=100_000, description="Open connections per process (uvicorn's limit_concurrency); a request "
+        "on a connection beyond it gets uvicorn's plain-text 503.")
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, le=3600, description="An idle keep-alive connection is closed after this many seconds (uvicorn's "
+        "timeout_keep_alive); behind a proxy that pools connections, keep it above the proxy's idle timeout.")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,7 +6,8 @@
     question-app rules [--azure]  print the SLO rules (Prometheus rules file, or Azure's ARM rule groups)
 
 Where and how the service listens comes from ``Settings`` (``HOST``, ``PORT``, ``LOG_LEVEL``,
-``GRACEFUL_SHUTDOWN_S``); a bad value stops the start with a message that names the variable. Only the chosen
+``GRACEFUL_SHUTDOWN_S``, and uvicorn's connection cap and keep-alive: ``MAX_CONNECTIONS``,
+``KEEP_ALIVE_TIMEOUT_S``); a bad value stops the start with a message that names the variable. Only the chosen
 sub-command's modules are imported.
 """
 
@@ -32,6 +33,7 @@ def serve(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     uvicorn.run("app.http.factory:create_app", factory=True, host=settings.host, port=settings.port,
                 log_level=settings.log_level, timeout_graceful_shutdown=settings.graceful_shutdown_s,
+                limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_timeout_s,
                 proxy_headers=True, server_header=False)
     return 0
 

@@ -28,7 +28,7 @@ from quiz.vocabulary import Rating, Verdict, subject_of
 # table (``graphs.agents``): bounded by it, not spelled here.
 # ``error.type`` of a request answered with a problem body (``quiz.errors``, the workflow span):
 ErrorType = Literal[
-    "validation",  # 400 body not JSON, 413 body too large, 422 a field is wrong
+    "validation",  # 400 body not JSON, 408 body too slow, 413 body too large, 422 a field is wrong
     "unauthorized",  # 401: authentication is on and no valid credential was sent
     "limited",  # 429: the principal's rate limit or fair share of rounds in progress (app.limits)
     "unknown_route",  # 404 no such path, 405 no such method on it

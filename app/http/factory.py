@@ -128,7 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     tel.instrument_app(app, untraced=UNTRACED_URLS)
     set_global_response_propagator(TraceResponsePropagator())  # `traceresponse` header on every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, problems=problems,
-                       per_path={ag_ui.AG_UI_PATH: (settings.ag_ui_max_body_bytes, "AG_UI_MAX_BODY_BYTES")})
+                       per_path={ag_ui.AG_UI_PATH: (settings.ag_ui_max_body_bytes, "AG_UI_MAX_BODY_BYTES")},
+                       read_timeout_s=settings.body_read_timeout_s, min_rate_bytes_s=settings.body_min_rate_bytes_s,
+                       grace_s=settings.body_read_grace_s)
     problems.install(app)
     # Authentication only when it is on, so the OpenAPI document says exactly what is enforced.
     guard = [Depends(authenticate)] if auth.required else []
