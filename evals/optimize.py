@@ -360,7 +360,8 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``question-app optimize``."""
     p = argparse.ArgumentParser(prog="question-app optimize", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--agent", choices=list(agents.AGENTS), default="student", help="whose system prompt to optimise")
-    p.add_argument("--start", default="1", help="the prompt version to start from (default 1)")
+    p.add_argument("--start", help="the prompt version to start from (default: the one the service plays by default, "
+                   "the agent table's: the Teacher's 2, the Student's 1)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--beam", type=int, default=2, help="prompts kept after each round")
     p.add_argument("--expand", type=int, default=2, help="rewrites proposed per kept prompt and round")
@@ -379,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``question-app optimize``; 0 whether or not a better prompt was found (the report says which),
     2 for bad arguments."""
     args = parser().parse_args(argv)
+    args.start = args.start or agents.agent(args.agent).prompt_version
     if min(args.rounds, args.beam, args.expand, args.budget, args.concurrency) < 1:
         parser().error("--rounds, --beam, --expand, --budget and --concurrency must be ≥ 1")
     if args.start not in prompts.versions(args.agent):
