@@ -237,8 +237,10 @@ def write_version(directory: Path, prompt: AgentPrompt, provenance: str) -> Path
 async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     """The whole optimisation: the beam search on ``train``, the check on ``validation``, the new version."""
     question_set = load(args.set)
-    train = question_set.select(split="train", limit=args.train_limit)
-    validation = question_set.select(split="validation", limit=args.validation_limit)
+    # Quiz items only: an injection item's answer is fixed (no Student prompt changes it), and its hostile words
+    # are not shown to the rewriting LLM as a mistake to learn from.
+    train = question_set.select(split="train", kind="quiz", limit=args.train_limit)
+    validation = question_set.select(split="validation", kind="quiz", limit=args.validation_limit)
     started = time.perf_counter()
     async with bootstrap.process(settings, traffic=C.TRAFFIC_EVALUATION) as (tel, llm):
         s = Search(llm, tel, settings, run_id, question_set.version, args.agent, args.out, args.concurrency,
