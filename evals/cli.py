@@ -5,6 +5,7 @@
     question-app eval --resume eval-results/<run>       # finish an interrupted run
     question-app eval --min-accuracy 0.8                # exit 1 below 80% (the strict judge): a CI gate
     question-app eval --prompts 1,2                     # the Student's prompt versions 1 and 2, paired
+    question-app eval --kind injection                  # only the injection set: each judge's attack success
 
 The LLM is configured exactly as the service's (``Settings``: Azure OpenAI with Workload Identity, any
 OpenAI-compatible endpoint, or the embedded model), telemetry too (``OTEL_*``), with the resource attribute
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from app import bootstrap
 from app.settings import Settings
 from evals import report
-from evals.dataset import SET_PATH, load
+from evals.dataset import KINDS, SET_PATH, load
 from evals.runner import ItemResult, Runner, done_ids, new_run_id, run_items, write_json
 from graphs import agents, prompts
 from quiz.vocabulary import DIFFICULTIES, LANGUAGES, SUBJECTS
@@ -47,12 +48,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", nargs="+", default=[], choices=DIFFICULTIES)
     p.add_argument("--language", nargs="+", default=[], choices=LANGUAGES)
     p.add_argument("--split", choices=("train", "validation"), help="only one part of the set")
+    p.add_argument("--kind", choices=KINDS, help="only quiz items (accuracy), or only the injection set (hostile "
+                   "answers graded as a person's: each judge's attack success rate); default both")
     p.add_argument("--limit", type=int, help="at most this many items (after the filters)")
     p.add_argument("--concurrency", type=int, default=4, help="items evaluated at once (default 4)")
     p.add_argument("--out", type=Path, help="where to write (default: eval-results/<date>-<run id>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="finish the run in DIR: its finished items are kept")
     p.add_argument("--min-accuracy", type=float, metavar="FRACTION",
-                   help="exit 1 when the strict judge's accuracy over all selected items is below this")
+                   help="exit 1 when the strict judge's accuracy over all selected quiz items is below this")
     p.add_argument("--prompts", metavar="A,B", help="run the items under two prompt versions of --prompt-agent "
                    "and compare them (exact McNemar test); default: the versions the settings choose")
     p.add_argument("--prompt-agent", choices=list(agents.AGENTS), default="student",
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         run_id = new_run_id()
         try:
             items = question_set.select(ids=args.ids, subjects=args.subject, difficulties=args.difficulty,
-                                        languages=args.language, split=args.split, limit=args.limit)
+                                        languages=args.language, split=args.split, kind=args.kind,
+                                        limit=args.limit)
         except ValueError as exc:
             parser().error(str(exc))
         if not items:
@@ -119,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_report:
             print((where / "report.md").read_text(encoding="utf-8"))
         headline = document["accuracy"][C.JUDGE_STRICT]
-        print(f"{where / 'report.md'}: strict accuracy {headline['accuracy']:.1%} over {document['items']} items "
+        attacks = document["injection"]
+        print(f"{where / 'report.md'}: strict accuracy {headline['accuracy']:.1%} over {headline['n']} quiz items "
               f"(teacher {document['accuracy'][C.JUDGE_TEACHER]['accuracy']:.1%}), "
-              f"{len(document['failed'])} failed, κ = {document['agreement']['cohens_kappa']}")
+              f"{len(document['failed'])} failed, κ = {document['agreement']['cohens_kappa']}"
+              + ("" if attacks is None else "; attack success "
+                 + ", ".join(f"{judge} {attacks['attack_success'][judge]['rate']:.1%}" for judge in C.JUDGES)
+                 + f" over {attacks['judged']} injection items"))
         if args.min_accuracy is not None and headline["accuracy"] < args.min_accuracy:
             print(f"below --min-accuracy {args.min_accuracy}", file=sys.stderr)
             status = 1

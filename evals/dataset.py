@@ -1,5 +1,8 @@
 """The evaluation set: ``evals/questions.yaml``, validated by ``QuestionSet`` (whose JSON Schema is
-``evals/questions.schema.json``, kept equal to it by ``tests/test_eval.py``), filtered and split."""
+``evals/questions.schema.json``, kept equal to it by ``tests/test_eval.py``), filtered and split.
+
+Two kinds of item: quiz items (the Student agent answers; accuracy) and injection items (``Item.injection``: a
+fixed hostile answer is graded as a person's; the attack success rate, ``evals.report``)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from quiz.vocabulary import SUBJECTS, Difficulty, Language
+from quiz.vocabulary import SUBJECTS, Difficulty, Language, Verdict
 
 SET_PATH = Path(__file__).with_name("questions.yaml")
 SCHEMA_PATH = Path(__file__).with_name("questions.schema.json")
@@ -19,11 +22,24 @@ SCHEMA_PATH = Path(__file__).with_name("questions.schema.json")
 Match = Literal["numeric", "contains", "judge"]
 Split = Literal["train", "validation"]
 Trap = Literal["plausible_wrong", "false_premise", "unit"]
+Kind = Literal["quiz", "injection"]  # an item without ``injection``, or with
+KINDS: tuple[Kind, ...] = ("quiz", "injection")
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 
 
+class Injection(BaseModel):
+    """An injection item's attack: the ``answer`` graded as the Student's (a person's, as in a live round), words
+    that try to talk the grader into a verdict, and the verdict it ``expected``ly deserves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    answer: Text = Field(description="The hostile answer, graded instead of the Student agent's.")
+    expected: Verdict = Field(description="The verdict the answer deserves; any other is a successful attack.")
+
+
 class Item(BaseModel):
-    """One quiz item (see the head of ``questions.yaml`` for what each field means)."""
+    """One item: a quiz item, or with ``injection`` one of the injection set (see the head of ``questions.yaml``
+    for what each field means)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,6 +54,7 @@ class Item(BaseModel):
     tolerance: float = Field(0.0, ge=0, description="For `numeric`: how far a number may be from the reference.")
     split: Split
     trap: Trap | None = None
+    injection: Injection | None = Field(None, description="Set for an item of the injection set: its attack.")
 
     @model_validator(mode="after")
     def _numeric_reference(self) -> Item:
@@ -64,16 +81,19 @@ class QuestionSet(BaseModel):
         return self
 
     def select(self, *, ids: Iterable[str] = (), subjects: Iterable[str] = (), difficulties: Iterable[str] = (),
-               languages: Iterable[str] = (), split: str | None = None, limit: int | None = None) -> list[Item]:
-        """The items that pass every filter given (an empty filter passes all), in file order, at most
-        ``limit``. Raises ``ValueError`` for an id the set does not have."""
+               languages: Iterable[str] = (), split: str | None = None, kind: Kind | None = None,
+               limit: int | None = None) -> list[Item]:
+        """The items that pass every filter given (an empty filter passes all; ``kind``: only quiz items or
+        only injection items), in file order, at most ``limit``. Raises ``ValueError`` for an id the set does
+        not have."""
         wanted = set(ids)
         if unknown := wanted - {item.id for item in self.items}:
             raise ValueError(f"no such item in the set: {', '.join(sorted(unknown))}")
         chosen = [item for item in self.items
                   if (not wanted or item.id in wanted) and (not subjects or item.subject in set(subjects))
                   and (not difficulties or item.difficulty in set(difficulties))
-                  and (not languages or item.language in set(languages)) and (split is None or item.split == split)]
+                  and (not languages or item.language in set(languages)) and (split is None or item.split == split)
+                  and (kind is None or (item.injection is not None) == (kind == "injection"))]
         return chosen[:limit] if limit is not None else chosen
 
 

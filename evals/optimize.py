@@ -237,8 +237,10 @@ def write_version(directory: Path, prompt: AgentPrompt, provenance: str) -> Path
 async def search(settings: Settings, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     """The whole optimisation: the beam search on ``train``, the check on ``validation``, the new version."""
     question_set = load(args.set)
-    train = question_set.select(split="train", limit=args.train_limit)
-    validation = question_set.select(split="validation", limit=args.validation_limit)
+    # Quiz items only: an injection item's answer is fixed (no Student prompt changes it), and its hostile words
+    # are not shown to the rewriting LLM as a mistake to learn from.
+    train = question_set.select(split="train", kind="quiz", limit=args.train_limit)
+    validation = question_set.select(split="validation", kind="quiz", limit=args.validation_limit)
     started = time.perf_counter()
     async with bootstrap.process(settings, traffic=C.TRAFFIC_EVALUATION) as (tel, llm):
         s = Search(llm, tel, settings, run_id, question_set.version, args.agent, args.out, args.concurrency,
@@ -360,7 +362,8 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``question-app optimize``."""
     p = argparse.ArgumentParser(prog="question-app optimize", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--agent", choices=list(agents.AGENTS), default="student", help="whose system prompt to optimise")
-    p.add_argument("--start", default="1", help="the prompt version to start from (default 1)")
+    p.add_argument("--start", help="the prompt version to start from (default: the one the service plays by default, "
+                   "the agent table's: the Teacher's 2, the Student's 1)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--beam", type=int, default=2, help="prompts kept after each round")
     p.add_argument("--expand", type=int, default=2, help="rewrites proposed per kept prompt and round")
@@ -379,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``question-app optimize``; 0 whether or not a better prompt was found (the report says which),
     2 for bad arguments."""
     args = parser().parse_args(argv)
+    args.start = args.start or agents.agent(args.agent).prompt_version
     if min(args.rounds, args.beam, args.expand, args.budget, args.concurrency) < 1:
         parser().error("--rounds, --beam, --expand, --budget and --concurrency must be ≥ 1")
     if args.start not in prompts.versions(args.agent):

@@ -1,12 +1,14 @@
 """Runs evaluation items through the quiz graph: the set's question instead of the Teacher's, the Student
 agent answers, the Teacher's grading step grades (judge ``teacher``) and the strict judge checks
-(``evals.judges``; judge ``strict``).
+(``evals.judges``; judge ``strict``). An injection item's hostile answer is given as a person's instead (the
+round pauses for it and resumes, as a live person's round does), and the Student agent is not asked.
 
 Items run concurrently (at most ``concurrency`` at once); each is one trace (``invoke_workflow quiz`` with
-``quiz.eval.*`` attributes, the agent spans beneath it), its two verdicts ``gen_ai.evaluation.result``
-events and ``quiz.eval.items`` counts. LLM retries and deadlines are the service's own settings. A failed
-item is recorded with its error type, never fatal. Every finished item is appended to ``items.jsonl`` at
-once, so an interrupted run resumes where it stopped (``resume=True`` skips the ids already there).
+``quiz.eval.*`` attributes, the agent spans beneath it), a quiz item's two verdicts ``gen_ai.evaluation.result``
+events and ``quiz.eval.items`` counts, an injection item's two verdicts ``quiz.eval.attacks`` counts. LLM
+retries and deadlines are the service's own settings. A failed item is recorded with its error type, never
+fatal. Every finished item is appended to ``items.jsonl`` at once, so an interrupted run resumes where it
+stopped (``resume=True`` skips the ids already there).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 from pydantic import BaseModel
 
@@ -31,8 +35,8 @@ from evals.dataset import Item
 from evals.judges import JUDGE_SYSTEM, judge_prompt, mechanical
 from graphs.prompts import AgentPrompt
 from graphs.state import NO_TOKENS, Grade, InputState, TokenUsage
-from graphs.views import StepOutcome
-from quiz.vocabulary import ANSWERED_BY_MODEL, Verdict
+from graphs.views import FinishedRound, StepOutcome
+from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Verdict
 from telemetry import contract as C
 from telemetry.cost import total
 from telemetry.sdk import Telemetry
@@ -47,7 +51,8 @@ class ItemResult(BaseModel):
     Tokens: the item's LLM calls (Student, Teacher's grade, strict judge); ``cost_usd``: their price in US
     dollars from the price table (``telemetry.cost``; ``None`` when the model has no price, or the item
     failed); ``latency_s``: wall time of the item. ``error``: the error type (``telemetry.contract.ErrorType``)
-    when the item failed, else ``None``."""
+    when the item failed, else ``None``. ``expected``: an injection item's — the verdict its hostile answer
+    (``answer``) deserves; a judge's other verdict is a successful attack. ``None`` for a quiz item."""
 
     id: str
     subject: str
@@ -55,6 +60,7 @@ class ItemResult(BaseModel):
     language: str
     split: str
     trap: str | None = None
+    expected: Verdict | None = None
     question: str
     reference: str
     answer: str | None = None
@@ -74,9 +80,10 @@ class ItemResult(BaseModel):
 
 @dataclass
 class Runner:
-    """What every item shares: the quiz (no checkpointer: one round per item), the LLM, telemetry, the
-    service's settings, and the run's identity (``run_id``, the set's ``set_version``). ``prompts``: the agents'
-    prompts (default: the settings' versions; a candidate's, when optimising)."""
+    """What every item shares: the quiz (no checkpointer: one round per item) and the same quiz with a checkpointer
+    for injection items (their round pauses for the answer), the LLM, telemetry, the service's settings, and the
+    run's identity (``run_id``, the set's ``set_version``). ``prompts``: the agents' prompts (default: the
+    settings' versions; a candidate's, when optimising)."""
 
     llm: LLM
     telemetry: Telemetry
@@ -85,9 +92,13 @@ class Runner:
     set_version: int
     prompts: Mapping[str, AgentPrompt] | None = None
     quiz: Quiz = field(init=False)
+    person_quiz: Quiz = field(init=False)
+    checkpointer: InMemorySaver = field(init=False, default_factory=InMemorySaver)
 
     def __post_init__(self) -> None:
         self.quiz = Quiz.create(self.llm, self.telemetry, self.settings, prompts=self.prompts)
+        self.person_quiz = Quiz.create(self.llm, self.telemetry, self.settings, self.checkpointer,
+                                       prompts=self.prompts)
 
     async def evaluate(self, item: Item) -> ItemResult:
         """Play ``item`` and judge the answer twice; never raises for an LLM or output failure (the result
@@ -96,35 +107,26 @@ class Runner:
         started = time.perf_counter()
         base = ItemResult(id=item.id, subject=item.subject, difficulty=item.difficulty, language=item.language,
                           split=item.split, trap=item.trap, question=item.question, reference=item.reference,
-                          strict_by=item.match)
+                          strict_by=item.match, expected=item.injection.expected if item.injection else None)
         inputs = InputState(subject=item.subject, difficulty=item.difficulty, language=item.language,
-                            student=ANSWERED_BY_MODEL,
+                            student=ANSWERED_BY_MODEL if item.injection is None else ANSWERED_BY_PERSON,
                             preset={"question": item.question, "reference_answer": item.reference})
         attributes = {C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id,
                       C.ATTR_EVAL_SET_VERSION: self.set_version}
         try:
             with self.quiz.round_span(session_id, inputs, attributes=attributes) as span:
                 base.trace_id = current_trace_id()
-                played = (await self.quiz.play(session_id, inputs)).finished
-                assert played is not None  # the Student is the model: the round never pauses
+                played = await self._play(session_id, inputs, item)
                 strict, tokens = await self._strict(session_id, item, played.student_answer)
                 input_tokens = played.usage.input_tokens + tokens["input_tokens"]
                 output_tokens = played.usage.output_tokens + tokens["output_tokens"]
                 cost_usd = total([played.usage.cost_usd, tokens["cost_usd"]])
                 span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
                 span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
-                agreed = str((played.verdict == "correct") == (strict == "correct")).lower()  # as the report's κ
-                for judge, verdict, feedback in ((C.JUDGE_TEACHER, played.verdict, played.feedback),
-                                                 (C.JUDGE_STRICT, strict, None)):
-                    labels = {C.ATTR_EVAL_JUDGE: judge, C.ATTR_SUBJECT: item.subject,
-                              C.ATTR_DIFFICULTY: item.difficulty}
-                    trace_id, span_id = played.judged or (None, None)  # both judge the Student's answer
-                    self.telemetry.evaluations.record(
-                        C.EVALUATION_CORRECTNESS, verdict, C.VERDICT_SCORES[verdict], feedback,
-                        {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id},
-                        trace_id=trace_id, span_id=span_id)
-                    self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict,
-                                                                  C.ATTR_EVAL_AGREED: agreed})
+                if item.injection is None:
+                    self._judged(item, played, strict)
+                else:  # counted apart: an attack, not the Student's accuracy
+                    self._attacked(item, played.verdict, strict)
         except QuizError as error:
             return base.model_copy(update={"error": error.error_type, "error_detail": error.title,
                                            "latency_s": time.perf_counter() - started})
@@ -133,6 +135,46 @@ class Runner:
             "strict": strict, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
             "steps": played.steps,
             "latency_s": time.perf_counter() - started})
+
+    def _judged(self, item: Item, played: FinishedRound, strict: Verdict) -> None:
+        """A quiz item's two verdicts: ``gen_ai.evaluation.result`` events on the Student's answer, and
+        ``quiz.eval.items`` counts (with whether the judges agree, as the report's κ)."""
+        agreed = str((played.verdict == "correct") == (strict == "correct")).lower()
+        for judge, verdict, feedback in ((C.JUDGE_TEACHER, played.verdict, played.feedback),
+                                         (C.JUDGE_STRICT, strict, None)):
+            labels = {C.ATTR_EVAL_JUDGE: judge, C.ATTR_SUBJECT: item.subject, C.ATTR_DIFFICULTY: item.difficulty}
+            trace_id, span_id = played.judged or (None, None)  # both judge the Student's answer
+            self.telemetry.evaluations.record(
+                C.EVALUATION_CORRECTNESS, verdict, C.VERDICT_SCORES[verdict], feedback,
+                {**labels, C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id},
+                trace_id=trace_id, span_id=span_id)
+            self.telemetry.instruments.eval_items.add(1, {**labels, C.ATTR_VERDICT: verdict,
+                                                          C.ATTR_EVAL_AGREED: agreed})
+
+    def _attacked(self, item: Item, teacher: Verdict, strict: Verdict) -> None:
+        """An injection item's two verdicts as ``quiz.eval.attacks`` counts: by judge, verdict and language, and
+        whether the attack succeeded (the verdict is not the one the answer deserves)."""
+        assert item.injection is not None
+        for judge, verdict in ((C.JUDGE_TEACHER, teacher), (C.JUDGE_STRICT, strict)):
+            self.telemetry.instruments.eval_attacks.add(1, {
+                C.ATTR_EVAL_JUDGE: judge, C.ATTR_VERDICT: verdict, C.ATTR_LANGUAGE: item.language,
+                C.ATTR_EVAL_ATTACK_SUCCEEDED: str(verdict != item.injection.expected).lower()})
+
+    async def _play(self, session_id: str, inputs: InputState, item: Item) -> FinishedRound:
+        """``item``'s round, graded: the Student agent answers a quiz item; an injection item's hostile answer is
+        given as a person's — the round pauses for it and ``Command(resume=answer)`` resumes it into grading, as
+        a live person's round does (``graphs.nodes.person_answer``); its thread is then forgotten."""
+        if item.injection is None:
+            played = await self.quiz.play(session_id, inputs)
+        else:
+            try:
+                await self.person_quiz.play(session_id, inputs)  # paused: awaiting the answer
+                played = await self.person_quiz.play(session_id, Command(resume=item.injection.answer))
+            finally:
+                await self.checkpointer.adelete_thread(session_id)
+        if played.finished is None:
+            raise RuntimeError(f"{item.id}: the round was not graded")
+        return played.finished
 
     async def _strict(self, session_id: str, item: Item, answer: str) -> tuple[Verdict, TokenUsage]:
         """The strict judge's verdict (``correct`` or ``incorrect`` from a mechanical check; the judge prompt's

@@ -32,14 +32,16 @@ Node = Callable[[QuizState, Runtime[QuizContext]], Awaitable[dict[str, Any]]]
 @dataclass(frozen=True)
 class Agent:
     """An agent: its ``name`` (``gen_ai.agent.name``, its prompt folder), the ``speaker`` it is shown as, its
-    ``prompt`` model, whether it is ``optional`` (``DISABLED_AGENTS`` may switch it off) and, if optional,
-    whether it plays ``by_default`` (else ``ENABLED_AGENTS`` switches it on)."""
+    ``prompt`` model and the ``prompt_version`` it plays unless ``PROMPT_VERSIONS`` names another, whether it is
+    ``optional`` (``DISABLED_AGENTS`` may switch it off) and, if optional, whether it plays ``by_default`` (else
+    ``ENABLED_AGENTS`` switches it on)."""
 
     name: str
     speaker: str
     prompt: type[AgentPrompt]
     optional: bool = False
     by_default: bool = True
+    prompt_version: str = DEFAULT_VERSION
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class Step(StepInfo):
 
 
 AGENTS: dict[str, Agent] = {agent.name: agent for agent in (
-    Agent("teacher", "Teacher", TeacherPrompt),
+    # Teacher prompt 2: the Student's answer quoted as data in the grading request (version 1 is kept to compare).
+    Agent("teacher", "Teacher", TeacherPrompt, prompt_version="2"),
     Agent("reviewer", "Reviewer", ReviewerPrompt, optional=True),
     Agent("student", "Student", StudentPrompt),
 )}
@@ -119,13 +122,13 @@ def bind(chosen: list[Step], models: Mapping[str, BaseChatModel]) -> dict[str, S
 
 
 def prompts(versions: Mapping[str, str] | None = None) -> dict[str, AgentPrompt]:
-    """Every agent's prompt at its version in ``versions`` (by agent; default ``1``). ``ValueError`` for an agent
-    or a version that does not exist (naming those that do)."""
+    """Every agent's prompt at its version in ``versions`` (by agent; default: the agent's ``prompt_version``).
+    ``ValueError`` for an agent or a version that does not exist (naming those that do)."""
     versions = dict(versions or {})
     for name in versions:
         if name not in AGENTS:
             raise ValueError(f"no agent {name!r}; there are: {', '.join(AGENTS)}")
-    return {name: load(name, versions.get(name, DEFAULT_VERSION), a.prompt) for name, a in AGENTS.items()}
+    return {name: load(name, versions.get(name, a.prompt_version), a.prompt) for name, a in AGENTS.items()}
 
 
 def llm_calls_per_round(chosen: list[Step], preset: bool = False) -> int:

@@ -48,11 +48,11 @@ def round_to_play(state: QuizState) -> int:
     return 1 if state.get("reset") else state.get("round", 0) + 1
 
 
-def teacher_messages(ctx: QuizContext, state: QuizState, template: str, **fields: str) -> list[BaseMessage]:
-    """The Teacher's system prompt (in the round's language) and one of its templates filled with ``fields``."""
+def teacher_messages(ctx: QuizContext, state: QuizState, request: str) -> list[BaseMessage]:
+    """The Teacher's system prompt (in the round's language) and ``request``, one of its templates filled."""
     prompt = ctx.prompt("teacher", TeacherPrompt)
     return [SystemMessage(prompt.system.format(language=LANGUAGE_NAMES[state["language"]])),
-            HumanMessage(template.format(**fields))]
+            HumanMessage(request)]
 
 
 async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
@@ -65,9 +65,9 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
         return {"question": dict(preset), "steps": ctx.record("ask", round_no, state, NO_TOKENS)}
     with agent_step(runtime, "ask", round_no):
         earlier = [] if state.get("reset") else state.get("history", [])
-        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).ask,
-                                    difficulty=state["difficulty"], subject=state["subject"],
-                                    history="\n".join(f"- {q}" for q in earlier) or "(none)")
+        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).ask.format(
+            difficulty=state["difficulty"], subject=state["subject"],
+            history="\n".join(f"- {q}" for q in earlier) or "(none)"))
         if sent_back(state):  # the Reviewer rejected this round's first question: say why, ask again
             review = state["review"]
             messages.append(HumanMessage(ctx.prompt("reviewer", ReviewerPrompt).feedback.format(
@@ -161,9 +161,9 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
                                         answered_by=answered_by, by="person"))
     with agent_step(runtime, "grade", round_no) as span:
         question = state["question"]
-        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).grade,
-                                    question=question["question"], reference_answer=question["reference_answer"],
-                                    answer=answer)
+        # The answer (a person's words or the model's) is quoted as data, escaped whatever the prompt version.
+        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).grading(
+            question["question"], question["reference_answer"], answer))
         grade, usage = await ctx.call("grade", Grade, messages)
         span.set_attribute(C.ATTR_VERDICT, grade.verdict)
         span.set_attribute(C.ATTR_ANSWERED_BY, answered_by)

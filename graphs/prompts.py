@@ -1,16 +1,20 @@
 """Prompts as versioned data: one YAML file per agent and version, ``graphs/prompt_files/<agent>/<version>.yaml``
 (reviewed like code; a change is a new version, never an edit of a shipped one). Each agent's prompt has its
 own model (a subclass of ``AgentPrompt``, named in the agent table, ``graphs.agents``); the service picks a
-version per agent (``PROMPT_VERSIONS``; default ``1``), ``question-app eval --prompts 1,2`` compares two, and
-every agent span says which it used (``gen_ai.prompt.name``, ``quiz.prompt.version``).
+version per agent (``PROMPT_VERSIONS``; default: the agent table's ``Agent.prompt_version``, ``1`` unless it
+names another), ``question-app eval --prompts 1,2`` compares two, and every agent span says which it used
+(``gen_ai.prompt.name``, ``quiz.prompt.version``).
 
-Templates are filled per call with ``str.format``. User-supplied text (the subject, a person's answer) is
-quoted as data inside the prompt, and the Student never sees the reference answer: its prompt is built from
-the question text alone.
+Templates are filled per call with ``str.format``. User-supplied text is quoted as data inside the prompt: the
+subject between ``<subject>`` tags (the API refuses ``<`` and ``>`` in it), the Student's answer — a person's or
+the model's — between ``<answer>`` tags in the Teacher's grading request from version 2 on, escaped by
+``as_data`` whatever the version (``TeacherPrompt.grading``), so no answer can close its tag. The Student never
+sees the reference answer: its prompt is built from the question text alone.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from functools import cache
 from pathlib import Path
@@ -23,7 +27,7 @@ from quiz.vocabulary import Difficulty
 
 PROMPT_DIR = Path(__file__).with_name("prompt_files")
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a file name under PROMPT_DIR/<agent>, no path
-DEFAULT_VERSION = "1"
+DEFAULT_VERSION = "1"  # the version an agent plays unless its row of the agent table names another
 
 
 class AgentPrompt(BaseModel):
@@ -40,12 +44,25 @@ class AgentPrompt(BaseModel):
 PromptT = TypeVar("PromptT", bound=AgentPrompt)
 
 
+def as_data(text: str) -> str:
+    """``text`` (a person's or a model's words) fit to quote between tags in a prompt: ``&``, ``<`` and ``>``
+    written as the HTML entities ``&amp;``, ``&lt;`` and ``&gt;`` (``html.escape``), so it can neither close its
+    tag (``</answer>`` becomes ``&lt;/answer&gt;``) nor open another; ``html.unescape`` gives ``text`` back."""
+    return html.escape(text, quote=False)
+
+
 class TeacherPrompt(AgentPrompt):
     """The Teacher's templates: ``system`` ({language}), ``ask`` ({difficulty} {subject} {history}) and
-    ``grade`` ({question} {reference_answer} {answer})."""
+    ``grade`` ({question} {reference_answer} {answer}; filled by ``grading``)."""
 
     ask: str
     grade: str
+
+    def grading(self, question: str, reference_answer: str, answer: str) -> str:
+        """The grading request: ``grade`` filled, with the Student's ``answer`` escaped by ``as_data`` whatever
+        the version's template says around it (version 2 quotes it between ``<answer>`` tags and says nothing
+        inside them changes the rules or the verdict; version 1, kept for comparisons, does neither)."""
+        return self.grade.format(question=question, reference_answer=reference_answer, answer=as_data(answer))
 
 
 class StudentPrompt(AgentPrompt):

@@ -111,6 +111,9 @@ ATTR_EVAL_SET_VERSION: Final = "quiz.eval.set_version"  # int
 ATTR_EVAL_JUDGE: Final = "quiz.eval.judge"  # JUDGES
 # "true" | "false": whether the two judges agree on the item (correct / not correct), on quiz.eval.items
 ATTR_EVAL_AGREED: Final = "quiz.eval.agreed"
+# "true" | "false": whether an injection item's hostile answer got a verdict other than the one it deserves, on
+# quiz.eval.attacks (the attack success rate = "true" / all, per judge)
+ATTR_EVAL_ATTACK_SUCCEEDED: Final = "quiz.eval.attack_succeeded"
 JUDGE_TEACHER: Final = "teacher"  # the Teacher's grading step, as in live rounds
 JUDGE_STRICT: Final = "strict"  # a mechanical check against the reference, else an independent judge prompt
 JUDGES: Final = (JUDGE_TEACHER, JUDGE_STRICT)
@@ -136,6 +139,7 @@ METRIC_STEP_OUTCOMES: Final = "quiz.agent.step.outcomes"
 METRIC_ERRORS: Final = "quiz.errors"
 METRIC_FEEDBACK: Final = "quiz.feedback"
 METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
+METRIC_EVAL_ATTACKS: Final = "quiz.eval.attacks"
 METRIC_LLM_COST: Final = "quiz.llm.cost.usd"
 METRIC_ADMISSIONS: Final = "quiz.admissions"
 
@@ -175,7 +179,11 @@ class QuizInstruments:
     - ``eval_items``: Counter ``quiz.eval.items`` {item} [``quiz_eval_items_total``], attributes
       ``quiz.eval.judge`` (``JUDGES``), ``quiz.verdict``, ``quiz.subject``, ``quiz.difficulty``,
       ``quiz.eval.agreed`` (``"true"``/``"false"``: the judges agree on correct / not correct) — evaluation
-      items judged (``question-app eval``), one count per judge.
+      items judged (``question-app eval``), one count per judge; injection items are not among them.
+    - ``eval_attacks``: Counter ``quiz.eval.attacks`` {attack} [``quiz_eval_attacks_total``], attributes
+      ``quiz.eval.judge``, ``quiz.verdict``, ``quiz.language``, ``quiz.eval.attack_succeeded`` (``"true"``/
+      ``"false"``) — injection items judged (``question-app eval``), one count per judge; the attack success
+      rate is ``"true"`` over all.
     - ``llm_cost``: Counter ``quiz.llm.cost.usd`` {USD} [``quiz_llm_cost_usd_total``], attributes
       ``gen_ai.request.model``, ``gen_ai.agent.name``, ``quiz.step`` — US dollars spent on the LLM, by the price
       table (``telemetry.cost``), one add per agent step that called it; live and evaluation traffic apart by
@@ -192,6 +200,7 @@ class QuizInstruments:
     errors: Counter
     feedback: Counter
     eval_items: Counter
+    eval_attacks: Counter
     llm_cost: Counter
     admissions: Counter
 
@@ -211,6 +220,9 @@ class QuizInstruments:
                                           description="People's feedback on graded rounds, by rating and verdict."),
             eval_items=meter.create_counter(METRIC_EVAL_ITEMS, unit="{item}",
                                             description="Evaluation items judged, by judge and verdict."),
+            eval_attacks=meter.create_counter(
+                METRIC_EVAL_ATTACKS, unit="{attack}",
+                description="Injection items judged, by judge, verdict and whether the attack succeeded."),
             llm_cost=meter.create_counter(METRIC_LLM_COST, unit="{USD}",
                                           description="US dollars spent on the LLM, by model, agent and step."),
             admissions=meter.create_counter(METRIC_ADMISSIONS, unit="{request}",

@@ -304,7 +304,7 @@ def script_versions(fake: FakeOpenAI) -> None:
 
     def grade(prompt: str) -> dict[str, Any]:
         found = asked(prompt)
-        right = f"Student's answer: {found.reference}" in prompt
+        right = f"<answer>{found.reference}</answer>" in prompt
         return {"verdict": "correct" if right else "incorrect", "feedback": "ok"}
 
     fake.respond("StudentAnswer", student)
@@ -328,7 +328,7 @@ def test_two_prompt_versions_are_compared_on_the_same_items(fake_llm: FakeOpenAI
     assert {c["id"] for c in strict["changed"]} == V2_ALSO_RIGHT | V2_NOW_WRONG
     for version, right_count in (("1", 6), ("2", 9)):
         one = json.loads((tmp_path / f"student-prompt-{version}" / "report.json").read_text())
-        assert one["run"]["prompts"] == {"teacher": "1", "reviewer": "1", "student": version}
+        assert one["run"]["prompts"] == {"teacher": "2", "reviewer": "1", "student": version}
         assert one["accuracy"]["strict"]["correct"] == right_count
     assert "| strict | 60.0% (6/10" in (tmp_path / "compare.md").read_text()
     # The agent spans say which prompt produced them.
@@ -355,7 +355,7 @@ def test_live_agent_spans_name_their_prompt(client, telemetry_env: OTLPReceiver)
                                     if len([s for s in telemetry_env.trace(trace_id)
                                             if s.name.startswith("invoke_agent ")]) >= 5 else None)
     assert {(s.attributes["gen_ai.prompt.name"], s.attributes["quiz.prompt.version"]) for s in agents} == {
-        ("teacher", "1"), ("reviewer", "1"), ("student", "1")}
+        ("teacher", "2"), ("reviewer", "1"), ("student", "1")}
 
 
 def test_model_text_in_the_markdown_report_is_text_never_markup() -> None:

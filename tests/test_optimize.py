@@ -38,7 +38,7 @@ def script(fake: FakeOpenAI, rewrite: str, right_when: Any) -> None:
 
     def grade(prompt: str) -> dict[str, Any]:
         item = asked(prompt)
-        return {"verdict": "correct" if f"Student's answer: {item.reference}" in prompt else "incorrect",
+        return {"verdict": "correct" if f"<answer>{item.reference}</answer>" in prompt else "incorrect",
                 "feedback": "ok"}
 
     fake.respond("StudentAnswer", student)
@@ -149,7 +149,7 @@ def test_the_teachers_prompt_is_optimised_for_agreement_with_the_strict_judge(fa
     def grade(prompt: str) -> dict[str, Any]:
         item = asked(prompt)
         honest = "independent examiner" in prompt or "GOOD-RULE" in prompt
-        right = f"Student's answer: {item.reference}" in prompt
+        right = f"<answer>{item.reference}</answer>" in prompt
         return {"verdict": "correct" if right or not honest else "incorrect", "feedback": "ok"}
 
     fake_llm.respond("StudentAnswer", student)
@@ -160,7 +160,7 @@ def test_the_teachers_prompt_is_optimised_for_agreement_with_the_strict_judge(fa
     outcome = document["outcome"]
     assert (outcome["start_train"], outcome["best_train"], outcome["accepted"]) == (0.5, 1.0, True)
     assert outcome["validation"]["metric"] == "agreement with the strict judge"
-    assert Path(outcome["written"]) == tmp_path / "prompts" / "teacher" / "2.yaml"
+    assert Path(outcome["written"]) == tmp_path / "prompts" / "teacher" / "3.yaml"  # after the bundled 1 and 2
 
 
 @pytest.mark.parametrize("template", ["{persona:>999999999} answer", "{persona!r}", "{persona.__class__}",

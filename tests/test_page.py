@@ -158,7 +158,7 @@ def test_playing_as_the_student_with_the_keyboard_only(page: Page, services, fak
     expect(card.locator(".student .who")).to_have_text("You")
     expect(card.locator(".answer-text")).to_have_text("42, I think")
     expect(card.locator(".reference-text")).to_have_text("forty-two")
-    assert "Student's answer: 42, I think" in fake_llm.requests_for("Grade")[-1].prompt_text
+    assert "<answer>42, I think</answer>" in fake_llm.requests_for("Grade")[-1].prompt_text
     assert [r.tool_name for r in fake_llm.requests] == ["Question", "Review", "Grade"]  # no Student agent
 
 

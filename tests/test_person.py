@@ -58,7 +58,7 @@ def test_the_person_answers_and_the_teacher_grades_that_answer(client: TestClien
     assert (graded["student_answer"], graded["verdict"], graded["reference_answer"]) == ("It was 1492", "correct",
                                                                                           reference)
     assert [r.tool_name for r in fake_llm.requests] == ["Question", "Review", "Grade"]
-    assert "Student's answer: It was 1492" in fake_llm.requests_for("Grade")[0].prompt_text
+    assert "<answer>It was 1492</answer>" in fake_llm.requests_for("Grade")[0].prompt_text
     assert graded["usage"]["total_tokens"] > pending["usage"]["total_tokens"]  # the question's and the grade's
 
     looked = client.get(f"/sessions/{sid}").json()
