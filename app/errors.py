@@ -10,6 +10,9 @@
 | ``RoundInProgress`` | 409 + ``Retry-After`` | ``round_in_progress`` | a round of this session is still playing |
 | ``AnswerAwaited`` | 409 | ``answer_awaited`` | a new round was asked while the session's round awaits an answer |
 | ``NoAnswerAwaited`` | 409 | ``no_answer_awaited`` | an ``answer`` was sent and no round of the session awaits one |
+| ``RoundCancelled`` | 409 | ``cancelled`` | the round was stopped by ``DELETE /sessions/{id}/round`` before it ended |
+| ``IdempotencyKeyReused`` | 422 | ``validation`` | an ``Idempotency-Key`` sent again with a different request |
+| ``RoundLost`` | 503 + ``Retry-After`` | ``round_lost`` | the replica playing the round stopped or died mid-round |
 | ``BodyTooLarge`` | 413 | ``validation`` | body over ``MAX_BODY_BYTES`` |
 | ``BodyTooSlow`` | 408 + ``Connection: close`` | ``validation`` | body too slow (``BODY_READ_TIMEOUT_S`` …) |
 | ``Overloaded`` | 503 + ``Retry-After`` | ``overloaded`` | ``MAX_CONCURRENT_ROUNDS`` rounds already in progress |
@@ -115,6 +118,40 @@ class NoAnswerAwaited(QuizError):
 
     status, slug, title, error_type = 409, "no-answer-awaited", "No question awaits an answer", \
         "no_answer_awaited"
+
+
+class RoundCancelled(QuizError):
+    """409: the round was stopped (``DELETE /sessions/{id}/round``, from this client or another of the same
+    principal) before it ended; the session is as it was before the round."""
+
+    status, slug, title, error_type = 409, "round-cancelled", "The round was cancelled", "cancelled"
+
+
+class InvalidHeader(QuizError):
+    """422: a request header the service reads is malformed (an empty or over-long ``Idempotency-Key``)."""
+
+    status, slug, title, error_type = 422, "validation", "Invalid request", "validation"
+
+
+class IdempotencyKeyReused(QuizError):
+    """422: an ``Idempotency-Key`` came again with a different request (another body, route or session), which
+    the IETF draft answers with 422 (draft-ietf-httpapi-idempotency-key-header-07 §2.7)."""
+
+    status, slug, title, error_type = (422, "idempotency-key-reused", "The idempotency key belongs to another request",
+                                       "validation")
+
+
+class RoundLost(QuizError):
+    """503: the replica playing the round was stopped or died before the round ended (its heartbeat stopped).
+    The session is as it was before the round; a retry — with the same ``Idempotency-Key`` — plays it again,
+    once, on a replica that is up."""
+
+    status, slug, title, error_type = 503, "round-lost", "The round was lost with its replica", "round_lost"
+
+    def __init__(self, detail: str = "The replica playing this round stopped before the round ended; the session "
+                                     "is as it was before it. Retry (with the same Idempotency-Key) to play it "
+                                     "again.") -> None:
+        super().__init__(detail, {"Retry-After": "1"})
 
 
 class Overloaded(QuizError):

@@ -69,7 +69,7 @@ class PlayRound:
     """Play the next round: of ``session_id`` (``None``: a new session), with these settings (``None``: the
     session's, else what ``intent`` — a parsed chat message — says, else the defaults). ``create``: an unknown
     ``session_id`` starts a new session under it (an AG-UI client names its threads; the id must be a random
-    UUID, ``WeakThreadId`` otherwise) instead of ``SessionNotFound``."""
+    UUID, ``WeakThreadId`` otherwise, unless ``adopt``: the service made it) instead of ``SessionNotFound``."""
 
     session_id: str | None = None
     subject: str | None = None
@@ -78,6 +78,7 @@ class PlayRound:
     student: Student | None = None
     intent: Intent = field(default_factory=Intent)
     create: bool = False
+    adopt: bool = False  # with ``create``: the id is this service's own (a retry of a lost first round)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class PreparedRound:
     awaited: Awaited | None = None  # a person's answer: the question it answers
     paused: PausedRound | None = None  # a person's answer: the paused round it finishes (its tokens so far)
     owner: str = ANONYMOUS.id  # the principal the session belongs to (app.auth)
+    lease: tuple[str, str] | None = None  # (session id, lease owner) held for this round (None: a new session)
     metered: bool = False  # whether the round's tokens count against the owner's tokens per day (app.limits)
 
     @cached_property
@@ -239,13 +241,14 @@ class RoundService:
         """
         owner, metered = principal.id, any(p.name == TOKENS for p in self.policies(principal))
         previous: QuizState | None = None
+        lease: tuple[str, str] | None = None
         if request.session_id is not None:
-            await self._lease(request.session_id, scope)
+            lease = (request.session_id, await self._lease(request.session_id, scope))
             if isinstance(request, PlayRound) and request.create:
                 snapshot = await self._lookup(request.session_id)
                 if snapshot.values:
                     self._check_owner(request.session_id, snapshot, owner, "")
-                elif not is_random_uuid(request.session_id):
+                elif not request.adopt and not is_random_uuid(request.session_id):
                     raise WeakThreadId(f"Thread {request.session_id!r} is new, and a new thread's id must be a random "
                                        "(version 4) UUID, as AG-UI clients make them: anyone could guess or plant "
                                        "this one. Start the thread with a fresh UUID.")
@@ -253,7 +256,7 @@ class RoundService:
                 snapshot = await self._snapshot(request.session_id, owner, "Omit session_id to start a new session.")
             if isinstance(request, GiveAnswer):
                 return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner,
-                               metered=metered)
+                               lease=lease, metered=metered)
             previous = cast(QuizState, snapshot.values) if snapshot.values else None
             if previous is not None and (awaited := awaited_answer(snapshot)) is not None:
                 raise AnswerAwaited(f"Round {awaited.round} of session {request.session_id!r} awaits "
@@ -270,7 +273,7 @@ class RoundService:
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
         return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner,
-                             metered=metered)
+                             lease=lease, metered=metered)
 
     @staticmethod
     def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
@@ -358,21 +361,24 @@ class RoundService:
         except self.store.errors as exc:
             raise self._unavailable(exc) from exc
 
-    async def _lease(self, session_id: str, scope: AsyncExitStack) -> None:
+    async def _lease(self, session_id: str, scope: AsyncExitStack) -> str:
+        """Take the session's lease until ``scope`` closes, for ``ROUND_LEASE_TTL_S`` (a round renews it while
+        it plays: ``app.runs``); its owner token. ``RoundInProgress`` when it is held."""
         owner = secrets.token_hex(8)
         try:
-            held = await self.store.leases.acquire(session_id, owner, self.settings.round_deadline_s)
+            held = await self.store.leases.acquire(session_id, owner, self.settings.round_lease_ttl_s)
         except self.store.errors as exc:
             raise self._unavailable(exc) from exc
         if not held:
             raise RoundInProgress("Another round of this session is still being played (a double click, or a "
                                   "retry?). Wait for it to finish, then ask again.", {"Retry-After": "2"})
         scope.push_async_callback(self._unlease, session_id, owner)
+        return owner
 
     async def _unlease(self, session_id: str, owner: str) -> None:
         try:
             await self.store.leases.release(session_id, owner)
-        except self.store.errors as exc:  # it expires by itself after Settings.round_deadline_s
+        except self.store.errors as exc:  # it expires by itself after ROUND_LEASE_TTL_S
             log.warning("could not release the lease of a session: %s: %s", type(exc).__name__, exc)
 
     @staticmethod

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     session_rounds_kept: int = Field(
         10, ge=1, le=200, description="Finished rounds a session keeps for GET /sessions/{id} (the checkpoint "
                                       "stays small: older rounds are dropped).")
+    round_lease_ttl_s: float = Field(
+        15.0, ge=3, le=600, description="A round's hold on its session, renewed every third of it while the round "
+        "plays: how soon a round of a replica that died is lost and its session free again, seconds.")
+    round_retention_s: float = Field(
+        3600.0, ge=60, le=7 * 86_400, description="How long a round's outcome and stream events are kept after it "
+        "ends: an Idempotency-Key retry gets the first outcome, and Last-Event-ID resumes, that long (seconds).")
 
     # --- the browser page ---------------------------------------------------------------------------
     app_insights_link_template: str | None = Field(

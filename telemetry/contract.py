@@ -37,6 +37,8 @@ ErrorType = Literal[
     "round_in_progress",  # 409: a round of the same session is still playing
     "answer_awaited",  # 409: the session's round awaits a person's answer; a new round cannot start
     "no_answer_awaited",  # 409: an answer was sent, but no round of the session awaits one
+    "cancelled",  # 409: the round was stopped by its client (DELETE /sessions/{id}/round) before it ended
+    "round_lost",  # 503: the replica playing the round stopped or died mid-round; a retry plays it again
     "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
     "session_store",  # 503: the checkpointer's database is unreachable
     "identity_provider",  # 503: Entra ID's signing keys cannot be fetched to check a token
@@ -50,7 +52,7 @@ ErrorType = Literal[
 # The error types answered with a 5xx status (or ending a stream that had answered 200): failed rounds that
 # are the service's or its dependencies' fault, as opposed to the caller's (4xx).
 SERVER_ERROR_TYPES: Final[tuple[ErrorType, ...]] = (
-    "overloaded", "session_store", "identity_provider", "rate_limited", "timeout", "auth", "upstream",
+    "overloaded", "round_lost", "session_store", "identity_provider", "rate_limited", "timeout", "auth", "upstream",
     "invalid_output", "internal")
 # ``error.type`` of a failed agent step (``quiz.agent.step.duration``, the agent span) is the exception's
 # class name, as the semantic conventions recommend when there is no better code (bounded: the set of

@@ -50,12 +50,14 @@ def run_input(thread_id: str | None = None, message: str | None = None, **fields
     return body
 
 
-def parsed(lines: Iterator[str]) -> Iterator[Any]:
-    """The events of a stream's lines as they arrive, each one ``data:`` line then a blank line, parsed by
-    ``ag_ui.core.Event``."""
-    for line in lines:
-        assert line.startswith("data: "), line
-        event = EVENTS.validate_python(json.loads(line.removeprefix("data: ")))
+def parsed(lines: Iterator[str], after: int = 0) -> Iterator[Any]:
+    """The events of a stream's lines as they arrive, each an ``id:`` line (``<attempt>.<seq>``, numbered on
+    from ``after``), one ``data:`` line and a blank line, parsed by ``ag_ui.core.Event``."""
+    for seq, line in enumerate(lines, start=after + 1):
+        assert line == f"id: 1.{seq}", line
+        data = next(lines)
+        assert data.startswith("data: "), data
+        event = EVENTS.validate_python(json.loads(data.removeprefix("data: ")))
         assert next(lines, "") == "", "one data line per event"
         yield event
 
@@ -67,7 +69,8 @@ def running(client: TestClient, body: dict[str, Any],
     with client.stream("POST", "/ag-ui", json=body, headers={"accept": "text/event-stream", **(headers or {})}) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
-        yield parsed(r.iter_lines())
+        resumed = (headers or {}).get("last-event-id")
+        yield parsed(r.iter_lines(), int(resumed.split(".")[1]) if resumed else 0)
 
 
 def run(client: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> list[Any]:
@@ -363,16 +366,24 @@ def held(events: Iterator[Any]) -> None:
     assert next((e for e in events if isinstance(e, StateSnapshotEvent)), None) is not None, "no STATE_SNAPSHOT"
 
 
-def test_a_run_closed_early_releases_its_place_and_its_thread(make_client, fake_llm: FakeOpenAI) -> None:
+def test_a_run_closed_early_plays_on_and_the_same_input_resumes_it(make_client, fake_llm: FakeOpenAI) -> None:
     client = make_client(max_concurrent_rounds=1)
     rounds = client.app_state["rounds"]
     fake_llm.latency_s = 0.3
     thread = str(uuid.uuid4())
-    with client.stream("POST", "/ag-ui", json=run_input(thread)) as r:
-        lines = r.iter_lines()  # kept: closing the iterator closes the stream
-        assert next(line for line in lines if '"STEP_FINISHED"' in line)
-        assert rounds.in_flight == 1  # the run holds its place while its stream is open
-    wait_until(lambda: rounds.in_flight == 0, 5, "the client went away: the place is released")
-    assert fake_llm.requests_for("Grade") == []  # the round stopped with it
+    body = run_input(thread)
+    with running(client, body) as events:
+        seen = [next(events) for _ in range(5)]  # RUN_STARTED, trace, STATE_SNAPSHOT, STEP_STARTED, TEXT_MESSAGE_START
+        assert rounds.in_flight == 1  # the run holds its place
+    assert fake_llm.requests_for("Grade") == []
+    # The client went away (a dropped connection, or HttpAgent's abortRun): the run plays on to its end.
+    wait_until(lambda: rounds.in_flight == 0, 5, "the run ended and released its place")
+    assert len(fake_llm.requests_for("Grade")) == 1
+    # The same input again, with the last id seen: the events missed, once and in order, and no second round.
+    rest = run(client, body, {"last-event-id": "1.5"})
+    assert len(fake_llm.requests_for("Grade")) == 1
+    kinds = types(seen + rest)
+    assert kinds[0] == "RUN_STARTED" and kinds[-1] == "RUN_FINISHED" and kinds.count("RUN_STARTED") == 1
+    assert rest[-1].result["round"] == 1 and rest[-1].run_id == body["runId"]
     fake_llm.latency_s = 0.0
-    assert run(client, run_input(thread))[-1].result["round"] == 1  # the thread is free, the round unplayed
+    assert run(client, run_input(thread))[-1].result["round"] == 2

@@ -225,21 +225,32 @@ def test_streaming_sends_one_event_per_agent_step(client: TestClient, fake_llm: 
     assert trace["session_id"] == final["session_id"]
 
 
-def test_a_stream_closed_early_releases_its_place_and_stops_the_round(make_client, fake_llm: FakeOpenAI) -> None:
+def test_a_stream_closed_early_loses_nothing_the_round_plays_on_and_resumes(make_client,
+                                                                           fake_llm: FakeOpenAI) -> None:
     client = make_client(max_concurrent_rounds=1)
     rounds = client.app_state["rounds"]
     fake_llm.latency_s = 0.3
     with client.stream("POST", "/ask", json={}, headers={"accept": "text/event-stream"}) as r:
         assert r.headers["cache-control"] == "no-cache"
         lines = r.iter_lines()
-        assert next(line for line in lines if line.startswith("event: question"))
+        seen = [next(lines) for _ in range(6)]  # id, event, data, blank: trace; id, event: question
+        assert seen[0] == "id: 1.1" and seen[1] == "event: trace"
+        assert seen[5] == "event: question" and seen[4] == "id: 1.2"
+        session_id = json.loads(seen[2].removeprefix("data: "))["session_id"]
         # Streamed as it happens: the question is here before the grading call has even left.
         assert fake_llm.requests_for("Grade") == []
-        assert rounds.in_flight == 1  # the stream holds the round's place while it is open
-    wait_until(lambda: rounds.in_flight == 0, 5, "the client went away: the place is released")
-    assert fake_llm.requests_for("Grade") == []  # and the round stopped with it
+        assert rounds.in_flight == 1  # the round holds its place
+    # The client went away: the round plays on, holding its place until it ends.
+    wait_until(lambda: rounds.in_flight == 0, 5, "the round ended and released its place")
+    assert len(fake_llm.requests_for("Grade")) == 1
+    # The client reconnects with the last id it saw and gets what it missed, once, in order.
+    with client.stream("GET", f"/sessions/{session_id}/round",
+                       headers={"accept": "text/event-stream", "last-event-id": "1.2"}) as r:
+        events = parse_sse(r.read().decode())
+    assert [e for e, _ in events] == ["review", "answer", "grade", "round"]
+    assert events[-1][1]["session_id"] == session_id and events[-1][1]["round"] == 1
     fake_llm.latency_s = 0.0
-    assert client.post("/ask", json={}).status_code == 200
+    assert client.post("/ask", json={"session_id": session_id}).json()["round"] == 2
 
 
 def test_streaming_reports_errors_as_an_event(client: TestClient, fake_llm: FakeOpenAI) -> None:

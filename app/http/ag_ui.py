@@ -37,12 +37,15 @@ The state (``QuizAgentState``) never holds a reference answer: that comes only w
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from ag_ui.core import (
@@ -68,14 +71,15 @@ from ag_ui.core import (
     UserMessage,
 )
 from ag_ui.encoder import EventEncoder
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.auth import Principal
-from app.errors import AnswerAwaited, NoAnswerAwaited
-from app.http.dependencies import PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, request_scope
+from app.errors import AnswerAwaited, NoAnswerAwaited, QuizError, RoundCancelled
+from app.http.dependencies import PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, RunnerDep
 from app.http.problems import ROUND_ERRORS, Problems, route_of
+from app.http.routes import IdempotencyKey, LastEventId, idempotency
 from app.http.schemas import (
     MESSAGE_MAX_CHARS,
     Answer,
@@ -83,12 +87,15 @@ from app.http.schemas import (
     AskRequest,
     DifficultyIn,
     PendingRound,
+    Problem,
     SessionId,
     Subject,
     ended,
 )
 from app.messages import parse_message
 from app.rounds import GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
+from app.runs import Frame, Holding, fingerprint, run_id_of
+from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
 from graphs.views import AwaitedQuestion, Score, SessionView
 from quiz.vocabulary import Language, Student, Verdict
@@ -229,46 +236,83 @@ def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
 
 
 @router.post(AG_UI_PATH, response_class=Response, responses={
-    200: {"description": "The run as AG-UI events (server-sent events, `data:` lines of JSON): RUN_STARTED, "
+    200: {"description": "The run as AG-UI events (server-sent events, `data:` lines of JSON, each with an `id`): "
+                         "RUN_STARTED, "
                          "CUSTOM `trace`, STATE_SNAPSHOT, per agent step STEP_STARTED, a text message by the "
                          "Teacher or the Student and STEP_FINISHED, STATE_SNAPSHOT, RUN_FINISHED (the round "
                          "as `result`, `usage`; or an `interrupt` outcome when a person plays the Student). "
-                         "A failure after the stream began is RUN_ERROR, its `code` the problem type.",
+                         "A failure after the stream began is RUN_ERROR, its `code` the problem type. The same "
+                         "input sent again (same `threadId` and `runId`) follows the same run — from "
+                         "`Last-Event-ID` on — instead of playing another.",
           "content": {"text/event-stream": {}}},
     **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422, 429)}})
-async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, problems: ProblemsDep,
-                    principal: PrincipalDep, limits: RateLimitsDep,
-                    scope: Annotated[AsyncExitStack, Depends(request_scope)]) -> EventSourceResponse:
+async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runner: RunnerDep, problems: ProblemsDep,
+                    principal: PrincipalDep, limits: RateLimitsDep, idempotency_key: IdempotencyKey = None,
+                    last_event_id: LastEventId = None) -> EventSourceResponse:
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
-    return EventSourceResponse(_run(rounds, problems, run, route_of(request), scope, principal),
+    route = route_of(request)
+    key = idempotency(idempotency_key) or f"ag-ui:{run.thread_id}:{run.run_id}"
+    run_id = run_id_of(principal.id, key)
+    signature = fingerprint(route or "", run.model_dump_json())
+    stopped = partial(_stopped, problems, run, route)
+    record = await runner.existing(run_id, signature)
+    if record is None or (record.state == "running" and not record.alive):  # new, or its holder died
+        record = await runner.start(
+            RunRecord(run_id, run.thread_id, principal.id, key, signature, 1, secrets.token_hex(8), "running",
+                      alive=True),
+            lambda holding: _run(rounds, problems, run, route, holding, principal), stopped,
+            Holding(AsyncExitStack()), stream=True)
+    return EventSourceResponse(runner.follow(record, last_event_id, stopped),
                                headers={"Cache-Control": "no-cache", **limits})
 
 
 async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, route: str | None,
-               scope: AsyncExitStack, principal: Principal) -> AsyncIterator[bytes]:
+               holding: Holding, principal: Principal) -> AsyncIterator[Frame]:
     """The run as encoded AG-UI events, up to ``RUN_FINISHED`` — or ``RUN_ERROR`` for any failure once the
     stream has begun (``Problems.failed_stream``: traced and counted). The run's place and its session's lease
-    are taken here, on the request's ``scope``, which releases them when the response ends or the client goes
-    away. (One generator, like ``/ask``'s stream: the round's spans open and close in it.)"""
+    are taken here, on ``holding``, which the round's task releases when the run ends. (One generator, like
+    ``/ask``'s stream: the round's spans open and close in it.)"""
     encoder = EventEncoder()
-    yield _encode(encoder, RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id,
-                                           protocol_version=PROTOCOL_VERSION))
-    yield _encode(encoder, CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(),
-                                                                "session_id": run.thread_id}))
+    yield Frame(_encode(encoder, RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id,
+                                                 protocol_version=PROTOCOL_VERSION)))
+    yield Frame(_encode(encoder, CustomEvent(name=TRACE_EVENT, value={"trace_id": current_trace_id(),
+                                                                      "session_id": run.thread_id})))
     try:
-        scope.enter_context(rounds.admission(principal))
+        holding.resources.enter_context(rounds.admission(principal))
         ask, answering = to_request(run)
-        prepared = await _prepare(rounds, ask, answering, scope, principal)
+        prepared = await _prepare(rounds, ask, answering, holding.resources, principal)
+        holding.lease = prepared.lease
         state = _state(prepared)
-        yield _encode(encoder, StateSnapshotEvent(snapshot=state.snapshot()))
+        yield Frame(_encode(encoder, StateSnapshotEvent(snapshot=state.snapshot())))
         async for item in rounds.run(prepared):
             for event in _translate(item, run, rounds, prepared):
-                yield _encode(encoder, event)
+                data = _encode(encoder, event)
+                if isinstance(event, RunFinishedEvent):
+                    yield Frame(data, Outcome("finished", 200, json.dumps(event.result).encode()))
+                else:
+                    yield Frame(data)
     except Exception as exc:  # a QuizError, or a bug: the run still ends with RUN_ERROR, never half-way
         problem = problems.failed_stream(exc, route)
-        yield _encode(encoder, RunErrorEvent(message=problem.detail, code=problem.type,
-                                             metadata={"problem": problem.model_dump(exclude_unset=True)}))
+        yield _error(encoder, run, problem, exc.headers if isinstance(exc, QuizError) else {}, "failed")
+
+
+def _error(encoder: EventEncoder, run: QuizRunInput, problem: Problem, headers: dict[str, str],
+           state: RunState) -> Frame:
+    """``RUN_ERROR`` for ``problem``: its ``code`` the problem type, its ``metadata.problem`` the body."""
+    body = problem.model_dump(exclude_unset=True)
+    return Frame(_encode(encoder, RunErrorEvent(message=problem.detail, code=problem.type,
+                                                metadata={"problem": body})),
+                 Outcome(state, problem.status, json.dumps(body).encode(), headers))
+
+
+def _stopped(problems: Problems, run: QuizRunInput, route: str | None, error: QuizError) -> Frame:
+    """The last event of a run that did not end by itself: ``RUN_ERROR`` with ``/problems/round-cancelled``
+    (AG-UI 1.0 has no event for a run stopped by the server; its clients abort by closing the stream, which
+    here leaves the run playing for a reconnect: ``DELETE /sessions/{threadId}/round`` stops it) or
+    ``/problems/round-lost``."""
+    state: RunState = "cancelled" if isinstance(error, RoundCancelled) else "lost"
+    return _error(EventEncoder(), run, problems.of(error, route=route), error.headers, state)
 
 
 def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:

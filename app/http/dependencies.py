@@ -20,12 +20,14 @@ from app.auth import ANONYMOUS, Authenticator, Principal
 from app.http.problems import Problems
 from app.http.schemas import Health
 from app.rounds import RoundService
+from app.runs import Runner
 
 
 class AppState(TypedDict):
     """What the lifespan builds once and every request may use."""
 
     rounds: RoundService
+    runner: Runner
     problems: Problems
     health: Health
     auth: Authenticator
@@ -34,6 +36,11 @@ class AppState(TypedDict):
 async def get_rounds(request: Request) -> RoundService:
     """The ``RoundService`` the lifespan built."""
     return request.state.rounds
+
+
+async def get_runner(request: Request) -> Runner:
+    """The ``Runner`` that plays rounds apart from their requests (``app.runs``)."""
+    return request.state.runner
 
 
 async def get_problems(request: Request) -> Problems:
@@ -47,6 +54,7 @@ async def get_health(request: Request) -> Health:
 
 
 RoundsDep = Annotated[RoundService, Depends(get_rounds)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
 ProblemsDep = Annotated[Problems, Depends(get_problems)]
 HealthDep = Annotated[Health, Depends(get_health)]
 
@@ -88,19 +96,10 @@ RateLimitsDep = Annotated[dict[str, str], Depends(rate_limits)]
 
 
 async def round_scope(rounds: RoundsDep, principal: PrincipalDep) -> AsyncIterator[AsyncExitStack]:
-    """What a round holds for the whole request — its place (``RoundService.admission``, raises
-    ``RateLimited`` over the principal's fair share and ``Overloaded``) and its session's lease (entered by
-    ``RoundService.prepare``) — released together when the JSON response is sent, or when the event stream
-    ends or its client goes away (FastAPI runs a request-scoped ``yield`` dependency's exit after the
-    response, streamed ones included, since 0.118)."""
+    """What a round holds — its place (``RoundService.admission``, raises ``RateLimited`` over the principal's
+    fair share and ``Overloaded``) and its session's lease (entered by ``RoundService.prepare``). A round that
+    starts takes them over (``AsyncExitStack.pop_all``: ``app.runs.Holding``) and releases them when it ends,
+    whether its client stayed or not; a request that plays no round releases them when it ends."""
     async with AsyncExitStack() as scope:
         scope.enter_context(rounds.admission(principal))
-        yield scope
-
-
-async def request_scope() -> AsyncIterator[AsyncExitStack]:
-    """An exit stack that lives as long as the request, its streamed response included: what a stream takes
-    inside its generator (an AG-UI run's place and lease) is released here even when the client goes away and
-    the generator is never resumed (FastAPI runs the exit after the response, streamed ones included)."""
-    async with AsyncExitStack() as scope:
         yield scope

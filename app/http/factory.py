@@ -30,6 +30,7 @@ from app.http.routes import probes, router
 from app.http.schemas import Health
 from app.play import Quiz
 from app.rounds import RoundService
+from app.runs import Runner
 from app.sessions import describe, open_session_store
 from app.sessions.sweeper import expire_idle_sessions
 from app.settings import Provider, Settings
@@ -105,17 +106,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store = await stack.enter_async_context(open_session_store(settings))
             quiz = Quiz.create(llm, tel, settings, store.checkpointer, store_errors=store.errors)
             rounds = RoundService(quiz, store, settings)
+            runner = Runner(store, settings.round_lease_ttl_s, settings.round_retention_s)
             expiry = asyncio.create_task(expire_idle_sessions(
-                store, settings.session_ttl_s, settings.round_deadline_s, settings.session_sweep_interval_s),
-                name="session-expiry")
+                store, settings.session_ttl_s, settings.round_lease_ttl_s, settings.session_sweep_interval_s,
+                settings.round_retention_s), name="session-expiry")
             stack.push_async_callback(stop, expiry)  # before the store closes
+            # Rounds whose clients went away still end (or are lost) before the store closes.
+            stack.push_async_callback(runner.close, settings.graceful_shutdown_s)
             health = Health(provider=settings.provider.value, model=llm.model,
                             embedded=settings.provider is Provider.EMBEDDED,
                             checkpointer=describe(settings.checkpointer_url), version=VERSION)
             tune_gc()
             log.info("question-app %s ready: provider=%s model=%s checkpointer=%s", VERSION,
                      settings.provider.value, llm.model, describe(settings.checkpointer_url))
-            yield AppState(rounds=rounds, problems=problems, health=health, auth=auth)
+            yield AppState(rounds=rounds, runner=runner, problems=problems, health=health, auth=auth)
             gc.unfreeze()  # what this app built may be collected once it has stopped
             log.info("question-app shutting down: flushing telemetry")
 

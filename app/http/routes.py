@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.http.dependencies import HealthDep, PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, round_scope
+from app.errors import InvalidHeader, QuizError, RoundCancelled, RoundNotFound
+from app.http.dependencies import (
+    HealthDep,
+    PrincipalDep,
+    ProblemsDep,
+    RateLimitsDep,
+    RoundsDep,
+    RunnerDep,
+    round_scope,
+)
 from app.http.problems import (
     FEEDBACK_ERRORS,
+    PROBLEM_JSON,
     ROUND_ERRORS,
     SESSION_ERRORS,
     SESSION_LOOKUP_ERRORS,
@@ -30,55 +43,111 @@ from app.http.schemas import (
     Health,
     PendingRound,
     Round,
+    RoundState,
     Session,
     ended,
 )
-from app.rounds import PreparedRound, RoundPlayed, RoundService
+from app.rounds import PlayRound, PreparedRound, RoundPlayed, RoundService
+from app.runs import IDEMPOTENCY_KEY_MAX, Frame, Holding, fingerprint, parse_key, run_id_of
+from app.sessions import Outcome, RunRecord, RunState
 from telemetry.spans import current_trace_id
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX + 2,
+    description="Play this round once, however often the request is sent (IETF "
+                "draft-ietf-httpapi-idempotency-key-header): a retry — on any replica, during or after the round, "
+                "for ROUND_RETENTION_S — gets the first request's round (a stream from its start, or from "
+                "`Last-Event-ID`). A UUID is a good key; the same key with another body is 422.")]
+LastEventId = Annotated[str | None, Header(
+    alias="Last-Event-ID", max_length=32,
+    description="Resume a stream (with the same Idempotency-Key): the events after this `id`, then the rest.")]
+
+
 @router.post("/ask", response_model=Round | PendingRound, responses={
     200: {"description": "The round as JSON (`status: graded`), or with `Accept: text/event-stream` as "
-                         f"server-sent events: {SSE_EVENTS} (or `error`). When a person plays the Student "
+                         f"server-sent events: {SSE_EVENTS} (or `error`, or `cancelled`), each with an `id`. "
+                         "When a person plays the Student "
                          "(`student: person`), the first request ends with the question (`status: "
                          f"awaiting_answer`; the stream: `trace`, `question`, `{SSE_AWAITING_ANSWER}`) and a "
                          "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
-async def ask(request: Request, body: AskBody, rounds: RoundsDep, problems: ProblemsDep, principal: PrincipalDep,
-              limits: RateLimitsDep, scope: Annotated[AsyncExitStack, Depends(round_scope)],
-              accept: Annotated[str | None, Header()] = None) -> Any:
+async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: RunnerDep, problems: ProblemsDep,
+              principal: PrincipalDep, limits: RateLimitsDep, scope: Annotated[AsyncExitStack, Depends(round_scope)],
+              accept: Annotated[str | None, Header()] = None, idempotency_key: IdempotencyKey = None,
+              last_event_id: LastEventId = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
-    prepared = await rounds.prepare(body.domain(), scope, principal)
-    if accept and "text/event-stream" in accept:
-        return EventSourceResponse(_events(rounds, problems, prepared, route_of(request)),
+    streaming = bool(accept and "text/event-stream" in accept)
+    route = route_of(request)
+    key = idempotency(idempotency_key)
+    run_id = run_id_of(principal.id, key)
+    signature = fingerprint(route or "", body.model_dump_json())
+    record = await runner.existing(run_id, signature) if key is not None else None
+    if record is None or (record.state == "running" and not record.alive):  # new, or its holder died
+        ask = body.domain()
+        if record is not None and isinstance(ask, PlayRound):  # play the lost round again, in the same session
+            ask = replace(ask, session_id=record.session_id, create=True, adopt=True)
+        prepared = await rounds.prepare(ask, scope, principal)
+        record = await runner.start(
+            RunRecord(run_id, prepared.session_id, principal.id, key, signature, 1, secrets.token_hex(8), "running",
+                      alive=True),
+            lambda holding: _frames(rounds, problems, prepared, route), partial(stopped_event, problems, route),
+            Holding(scope.pop_all(), prepared.lease), stream=streaming)
+    if streaming:
+        return EventSourceResponse(runner.follow(record, last_event_id, partial(stopped_event, problems, route)),
                                    headers={"Cache-Control": "no-cache", **limits})
-    return ended(await rounds.play(prepared))
+    outcome = await runner.outcome(record)
+    return Response(outcome.body, outcome.status, {**limits, **outcome.headers},
+                    media_type="application/json" if outcome.status < 400 else PROBLEM_JSON)
 
 
-async def _events(rounds: RoundService, problems: Problems, prepared: PreparedRound,
-                  route: str | None) -> AsyncIterator[bytes]:
+def idempotency(header: str | None) -> str | None:
+    """The ``Idempotency-Key`` (``app.runs.parse_key``); 422 ``InvalidHeader`` for one that is not a key."""
+    try:
+        return parse_key(header)
+    except ValueError as exc:
+        raise InvalidHeader(f"{exc}: send a UUID, for example.") from None
+
+
+async def _frames(rounds: RoundService, problems: Problems, prepared: PreparedRound,
+                  route: str | None) -> AsyncIterator[Frame]:
     """The round as server-sent events: ``trace``, one per finished step's ``RoundEvent`` (named by its
     ``kind``, whatever step it comes from), ``round`` (or ``awaiting_answer`` when the round pauses for a
     person's answer); a failure ends the stream with an ``error`` event holding the problem body
     (``Problems.failed_stream``: traced and counted). A step's start is not sent: this stream tells what a step
-    produced (``POST /ag-ui`` tells both).
+    produced (``POST /ag-ui`` tells both). The last event carries the round's outcome: a JSON request's answer.
     """
     try:
         trace = {"trace_id": current_trace_id(), "session_id": prepared.session_id}
-        yield format_sse_event(event="trace", data_str=json.dumps(trace, separators=(",", ":")))
+        yield Frame(format_sse_event(event="trace", data_str=json.dumps(trace, separators=(",", ":"))))
         async for item in rounds.run(prepared):
             if isinstance(item, RoundPlayed):
                 result = ended(item)
                 name = SSE_AWAITING_ANSWER if isinstance(result, PendingRound) else "round"
-                yield format_sse_event(event=name, data_str=result.model_dump_json())
+                data = result.model_dump_json()
+                yield Frame(format_sse_event(event=name, data_str=data), Outcome("finished", 200, data.encode()))
             elif item.status == "finished":
-                yield format_sse_event(event=item.kind, data_str=item.model_dump_json())
+                yield Frame(format_sse_event(event=item.kind, data_str=item.model_dump_json()))
     except Exception as exc:  # a QuizError, or a bug: the stream still ends with a problem, never half-way
         problem = problems.failed_stream(exc, route)
-        yield format_sse_event(event="error", data_str=problem.model_dump_json(exclude_unset=True))
+        data = problem.model_dump_json(exclude_unset=True)
+        headers = exc.headers if isinstance(exc, QuizError) else {}
+        yield Frame(format_sse_event(event="error", data_str=data), Outcome("failed", problem.status, data.encode(),
+                                                                               headers))
+
+
+def stopped_event(problems: Problems, route: str | None, error: QuizError) -> Frame:
+    """The last event of a round that did not end by itself: ``cancelled`` (it was cancelled) or ``error``
+    (its replica was lost), holding the problem body; counted in ``quiz.errors``."""
+    problem = problems.of(error, route=route)
+    data = problem.model_dump_json(exclude_unset=True)
+    name = "cancelled" if isinstance(error, RoundCancelled) else "error"
+    state: RunState = "cancelled" if isinstance(error, RoundCancelled) else "lost"
+    return Frame(format_sse_event(event=name, data_str=data), Outcome(state, error.status, data.encode(),
+                                                                      error.headers))
 
 
 SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The `session_id` of a round.")]
@@ -96,6 +165,38 @@ async def delete_session(session_id: SessionIdPath, rounds: RoundsDep, principal
     """Forget a session: every checkpoint of it is deleted; its id is unknown (404) from then on."""
     await rounds.forget(session_id, principal.id)
     return Response(status_code=204)
+
+
+@router.get("/sessions/{session_id}/round", responses={
+    200: {"description": "With `Accept: text/event-stream`: the events of the session's latest round (its `id`s "
+                         "as `POST /ask`'s stream sent them), from `Last-Event-ID` on, then the rest live until "
+                         "it ends — on any replica. Otherwise the round's state as JSON.",
+          "content": {"text/event-stream": {}}}, **SESSION_LOOKUP_ERRORS})
+async def round_in_progress(request: Request, session_id: SessionIdPath, runner: RunnerDep, problems: ProblemsDep,
+                            principal: PrincipalDep, accept: Annotated[str | None, Header()] = None,
+                            last_event_id: LastEventId = None) -> Any:
+    """Follow the session's latest round (the one in progress, or the last one, for ROUND_RETENTION_S): a
+    stream that dropped reconnects here with `Last-Event-ID`. A round asked as JSON has kept only its end."""
+    record = await runner.store.runs.latest(session_id)
+    if record is None or record.principal != principal.id:
+        raise RoundNotFound(f"Session {session_id!r} has no round in progress or kept (rounds are kept "
+                            "ROUND_RETENTION_S after they end).")
+    if accept and "text/event-stream" in accept:
+        route = route_of(request)
+        return EventSourceResponse(runner.follow(record, last_event_id, partial(stopped_event, problems, route)),
+                                   headers={"Cache-Control": "no-cache"})
+    return RoundState(session_id=session_id, state=record.state, attempt=record.attempt,
+                      status=record.outcome.status if record.outcome else None)
+
+
+@router.delete("/sessions/{session_id}/round", status_code=204, response_class=Response, responses={
+    202: {"description": "The round was told to stop and has not confirmed yet (it will: see GET "
+                         "/sessions/{id}/round)"}, **SESSION_LOOKUP_ERRORS})
+async def cancel_round(session_id: SessionIdPath, runner: RunnerDep, principal: PrincipalDep) -> Response:
+    """Stop the session's round in progress, on whichever replica plays it: its LLM call is cancelled, the
+    session stays as it was before the round, its stream ends with `cancelled`. 204 once it has stopped."""
+    outcome = await runner.cancel(session_id, principal.id)
+    return Response(status_code=204 if outcome is not None else 202)
 
 
 @router.post("/sessions/{session_id}/rounds/{round_no}/feedback", status_code=204, response_class=Response,

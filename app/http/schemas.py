@@ -110,6 +110,17 @@ AskBody = Annotated[Annotated[AskRequest, Tag("AskRequest")] | Annotated[AnswerR
                     Discriminator(_ask_kind)]
 
 
+class RoundState(BaseModel):
+    """The state of a session's latest round (``GET /sessions/{id}/round``): ``running``, or how it ended."""
+
+    session_id: str
+    state: Literal["running", "finished", "failed", "cancelled", "lost"] = Field(
+        description="`running`; `finished` (graded, or paused for a person's answer); `failed` (its problem "
+                    "was the answer); `cancelled`; `lost` (its replica stopped mid-round: retry it).")
+    attempt: int = Field(ge=1, description="1, then one more each time a retry took over a lost round.")
+    status: int | None = Field(None, description="The HTTP status of the round's answer, once it ended.")
+
+
 class Round(FinishedRound):
     """A played round: the question, the Student's answer, the Teacher's grade, every step's outcome."""
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -47,6 +47,10 @@ LEASES = "quiz_round_leases"  # table of the round leases (SQLite and Postgres)
 ACTIVITY = "quiz_session_activity"  # table of when each session last finished a round (SQLite and Postgres)
 USAGE = "quiz_usage"  # table of each principal's rounds and tokens per fixed window (app.limits)
 RATINGS = "quiz_ratings"  # table of each principal's rating of each round (feedback, once per round)
+RUNS = "quiz_rounds"  # table of the rounds played or playing: idempotency, holder, outcome (app.runs)
+RUN_EVENTS = "quiz_round_events"  # table of each round's stream events, for a client that reconnects
+CANCEL = "!"  # the prefix of the news topic that tells a round's holder to stop it (RoundRuns.changed)
+RUN_CHANNEL = "quiz_rounds"  # Postgres NOTIFY channel: a round's id, when it has news (an event, its end, a cancel)
 Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a change of mind, nothing
 
 class RoundLeases(Protocol):
@@ -58,6 +62,11 @@ class RoundLeases(Protocol):
 
     async def release(self, session_id: str, owner: str) -> None:
         """Give the lease back; nothing happens if ``owner`` no longer holds it."""
+        ...
+
+    async def renew(self, session_id: str, owner: str, ttl_s: float) -> bool:
+        """Extend ``owner``'s lease to ``ttl_s`` seconds from now (the holder's heartbeat); ``False`` when
+        ``owner`` no longer holds it (it expired and was taken, or was released)."""
         ...
 
 
@@ -109,6 +118,94 @@ class Ratings(Protocol):
         ...
 
 
+RunState = Literal["running", "finished", "failed", "cancelled", "lost"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a round ended, as its answer to a JSON request: ``state`` (never ``running``), the HTTP
+    ``status``, the JSON ``body`` (the round, or a problem) and the response ``headers`` (``Retry-After``)."""
+
+    state: RunState
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A round as the store keeps it (``app.runs``): ``run_id`` (unique), its session, the principal it plays
+    for, the client's idempotency ``key`` (``None``: none sent) and the request's ``fingerprint``; ``attempt``
+    (1, then +1 each time a retry takes over a round whose holder died), the ``holder`` (a token of the process
+    playing it), ``state``, whether its holder's heartbeat is fresh (``alive``), whether a cancel was asked
+    (``cancel``) and, once ended, its ``outcome``."""
+
+    run_id: str
+    session_id: str
+    principal: str
+    key: str | None
+    fingerprint: str
+    attempt: int
+    holder: str
+    state: RunState
+    alive: bool
+    cancel: bool = False
+    outcome: Outcome | None = None
+
+
+class RoundRuns(Protocol):
+    """The rounds played or playing, each with its stream's events, shared by every replica on the same store
+    (``memory://`` and ``sqlite://``: this process only). Kept ``retention_s`` after they end (idempotency keys
+    answer with the first round's outcome that long). Store errors propagate."""
+
+    async def begin(self, run: RunRecord, ttl_s: float) -> RunRecord:
+        """Record ``run`` as running, held by ``run.holder`` for ``ttl_s`` seconds, in one atomic step, unless
+        ``run.run_id`` is kept already (a round with an idempotency key has an id made of it: ``app.runs``):
+        then that round, unchanged — or taken over (``attempt`` + 1, its events dropped, ``holder`` now
+        ``run.holder``) when it is still running and its holder's heartbeat has expired (the holder died).
+        It is ours when its ``holder`` is ``run.holder``."""
+        ...
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """The round ``run_id`` (``None``: none kept)."""
+        ...
+
+    async def latest(self, session_id: str) -> RunRecord | None:
+        """The session's most recent round (``None``: none kept)."""
+        ...
+
+    async def append(self, run_id: str, attempt: int, seq: int, frame: bytes) -> None:
+        """Keep event ``seq`` (1, 2, …) of the round's ``attempt``: ``frame``, the stream bytes sent for it."""
+        ...
+
+    async def events(self, run_id: str, attempt: int, after: int) -> list[tuple[int, bytes]]:
+        """The round's events of ``attempt`` numbered above ``after``, in order, as ``(seq, frame)``."""
+        ...
+
+    async def end(self, run_id: str, attempt: int, outcome: Outcome) -> None:
+        """Record the round's ``outcome`` (if ``attempt`` is still the round's: a holder that was taken over
+        records nothing)."""
+        ...
+
+    async def heartbeat(self, run_id: str, attempt: int, ttl_s: float) -> RunRecord | None:
+        """Extend the holder's hold by ``ttl_s`` seconds; the record as it is now (``cancel`` asked?), or
+        ``None`` when ``attempt`` is no longer the round's or it has ended."""
+        ...
+
+    async def cancel(self, run_id: str) -> None:
+        """Ask the holder of a running round to stop it: the flag on the record, and news on ``CANCEL + run_id``."""
+        ...
+
+    async def changed(self, topic: str, timeout_s: float) -> None:
+        """Wait until ``topic`` has news or ``timeout_s`` seconds pass (a hint, not a promise: read again after
+        it returns). Topics: a round's id (an event, its end, a take-over) and ``CANCEL`` + its id (a cancel)."""
+        ...
+
+    async def prune(self, retention_s: float) -> None:
+        """Drop the rounds (and their events) that ended more than ``retention_s`` seconds ago."""
+        ...
+
+
 @dataclass(frozen=True)
 class SessionStore:
     """Where sessions live: the LangGraph checkpointer, the round leases, activity, usage counts and ratings
@@ -120,6 +217,7 @@ class SessionStore:
     activity: SessionActivity
     usage: Usage
     ratings: Ratings
+    runs: RoundRuns
     errors: tuple[type[BaseException], ...] = ()
 
 

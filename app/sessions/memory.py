@@ -12,18 +12,20 @@ own size. For state that survives restarts or is shared by replicas, use the SQL
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 
-from app.sessions import Rated, SessionStore
+from app.sessions import CANCEL, Outcome, Rated, RunRecord, SessionStore
 from app.settings import Settings
 
 
@@ -116,6 +118,14 @@ class MemoryLeases:
         if self._held.get(session_id, ("", 0.0))[0] == owner:
             del self._held[session_id]
 
+    async def renew(self, session_id: str, owner: str, ttl_s: float) -> bool:
+        """See ``app.sessions.RoundLeases.renew``."""
+        held = self._held.get(session_id)
+        if held is None or held[0] != owner:
+            return False
+        self._held[session_id] = (owner, self._clock() + ttl_s)
+        return True
+
 
 class NoActivity:
     """``memory://``: the in-memory saver expires idle sessions itself."""
@@ -178,6 +188,126 @@ class MemoryRatings:
         self._sessions.pop(session_id, None)
 
 
+@dataclass
+class _Run:
+    record: RunRecord
+    expires: float  # the holder's hold, clock seconds
+    ended: float | None = None  # when it ended, clock seconds
+    events: list[bytes] = field(default_factory=list)
+
+
+class MemoryRuns:
+    """Rounds in this process (``memory://`` and ``sqlite://``: a client reconnects to the same process), at
+    most ``max_runs`` of them (the oldest ended go first). ``clock``: seconds, monotonic."""
+
+    def __init__(self, max_runs: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._runs: OrderedDict[str, _Run] = OrderedDict()  # run id → run, oldest first
+        self._news: dict[str, asyncio.Event] = {}  # topic → the event its waiters wait on
+        self._sessions: dict[str, str] = {}  # session id → its latest run id
+        self._max_runs = max_runs
+        self._clock = clock
+
+    def _view(self, run: _Run) -> RunRecord:
+        alive = run.record.state == "running" and run.expires > self._clock()
+        return replace(run.record, alive=alive) if alive != run.record.alive else run.record
+
+    async def begin(self, run: RunRecord, ttl_s: float) -> RunRecord:
+        """See ``app.sessions.RoundRuns.begin``."""
+        now = self._clock()
+        held = self._runs.get(run.run_id)
+        if held is not None:
+            if held.record.state != "running" or held.expires > now:
+                return self._view(held)
+            held.record = replace(held.record, attempt=held.record.attempt + 1, holder=run.holder, cancel=False)
+            held.expires, held.events = now + ttl_s, []
+            self._wake(run.run_id)
+            return self._view(held)
+        self._runs[run.run_id] = _Run(replace(run, attempt=1, state="running", alive=True), now + ttl_s)
+        self._sessions[run.session_id] = run.run_id
+        self._trim()
+        return self._view(self._runs[run.run_id])
+
+    def _trim(self) -> None:
+        while len(self._runs) > self._max_runs:
+            oldest = next((rid for rid, r in self._runs.items() if r.ended is not None), None)
+            if oldest is None:
+                return
+            self._drop(oldest)
+
+    def _drop(self, run_id: str) -> None:
+        run = self._runs.pop(run_id)
+        if self._sessions.get(run.record.session_id) == run_id:
+            del self._sessions[run.record.session_id]
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """See ``app.sessions.RoundRuns.get``."""
+        run = self._runs.get(run_id)
+        return self._view(run) if run else None
+
+    async def latest(self, session_id: str) -> RunRecord | None:
+        """See ``app.sessions.RoundRuns.latest``."""
+        run = self._runs.get(self._sessions.get(session_id, ""))
+        return self._view(run) if run else None
+
+    async def append(self, run_id: str, attempt: int, seq: int, frame: bytes) -> None:
+        """See ``app.sessions.RoundRuns.append``."""
+        run = self._runs.get(run_id)
+        if run is not None and run.record.attempt == attempt and seq == len(run.events) + 1:
+            run.events.append(frame)
+            self._wake(run_id)
+
+    async def events(self, run_id: str, attempt: int, after: int) -> list[tuple[int, bytes]]:
+        """See ``app.sessions.RoundRuns.events``."""
+        run = self._runs.get(run_id)
+        if run is None or run.record.attempt != attempt:
+            return []
+        return list(enumerate(run.events[after:], start=after + 1))
+
+    async def end(self, run_id: str, attempt: int, outcome: Outcome) -> None:
+        """See ``app.sessions.RoundRuns.end``."""
+        run = self._runs.get(run_id)
+        if run is not None and run.record.attempt == attempt and run.record.state == "running":
+            run.record = replace(run.record, state=outcome.state, alive=False, outcome=outcome)
+            run.ended = self._clock()
+            self._wake(run_id)
+
+    async def heartbeat(self, run_id: str, attempt: int, ttl_s: float) -> RunRecord | None:
+        """See ``app.sessions.RoundRuns.heartbeat``."""
+        run = self._runs.get(run_id)
+        if run is None or run.record.attempt != attempt or run.record.state != "running":
+            return None
+        run.expires = self._clock() + ttl_s
+        return self._view(run)
+
+    async def cancel(self, run_id: str) -> None:
+        """See ``app.sessions.RoundRuns.cancel``."""
+        run = self._runs.get(run_id)
+        if run is not None and run.record.state == "running":
+            run.record = replace(run.record, cancel=True)
+            self._wake(CANCEL + run_id)
+
+    async def changed(self, topic: str, timeout_s: float) -> None:
+        """See ``app.sessions.RoundRuns.changed``."""
+        news = self._news.setdefault(topic, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await news.wait()
+        except TimeoutError:  # no news: forget the event, or topics that never had news pile up
+            if self._news.get(topic) is news:
+                del self._news[topic]
+
+    def _wake(self, topic: str) -> None:
+        news = self._news.pop(topic, None)
+        if news is not None:
+            news.set()
+
+    async def prune(self, retention_s: float) -> None:
+        """See ``app.sessions.RoundRuns.prune``."""
+        horizon = self._clock() - retention_s
+        for run_id in [rid for rid, r in self._runs.items() if r.ended is not None and r.ended < horizon]:
+            self._drop(run_id)
+
+
 # The in-memory store never fails to reach itself.
 ERRORS: tuple[type[BaseException], ...] = ()
 
@@ -188,4 +318,4 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     no activity table."""
     yield SessionStore(BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s),
                        MemoryLeases(), NoActivity(), MemoryUsage(),
-                       MemoryRatings(settings.max_sessions), ERRORS)
+                       MemoryRatings(settings.max_sessions), MemoryRuns(settings.max_sessions), ERRORS)

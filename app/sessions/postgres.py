@@ -5,18 +5,39 @@ timed by the database's clock (replicas' clocks may differ). For several replica
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.sessions import ACTIVITY, LEASES, RATINGS, USAGE, CheckpointerUnavailable, Rated, SessionStore
+from app.sessions import (
+    ACTIVITY,
+    CANCEL,
+    LEASES,
+    RATINGS,
+    RUN_CHANNEL,
+    RUN_EVENTS,
+    RUNS,
+    USAGE,
+    CheckpointerUnavailable,
+    Outcome,
+    Rated,
+    RunRecord,
+    SessionStore,
+)
 from app.settings import Settings, redact
+
+log = logging.getLogger(__name__)
 
 # What this store raises when the database cannot be reached (down, connection lost, pool exhausted).
 ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
@@ -52,6 +73,14 @@ class PostgresLeases:
         """See ``app.sessions.RoundLeases.release``."""
         async with self._pool.connection() as conn:
             await conn.execute(f"DELETE FROM {LEASES} WHERE session_id = %s AND owner = %s", (session_id, owner))
+
+    async def renew(self, session_id: str, owner: str, ttl_s: float) -> bool:
+        """See ``app.sessions.RoundLeases.renew``."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE {LEASES} SET expires_at = now() + make_interval(secs => %s) "
+                "WHERE session_id = %s AND owner = %s", (ttl_s, session_id, owner))
+            return cursor.rowcount == 1
 
 
 class PostgresActivity:
@@ -164,6 +193,155 @@ class PostgresRatings:
             await conn.execute(f"DELETE FROM {RATINGS} WHERE session_id = %s", (session_id,))
 
 
+_RUN_COLUMNS = ("run_id, session_id, principal, idem_key, fingerprint, attempt, holder, state, cancel, "
+                "expires_at > now() AS alive, status, body, headers")
+
+
+def _record(row: DictRow) -> RunRecord:
+    outcome = None if row["status"] is None else Outcome(row["state"], row["status"], bytes(row["body"]),
+                                                         dict(row["headers"] or {}))
+    return RunRecord(row["run_id"], row["session_id"], row["principal"], row["idem_key"], row["fingerprint"],
+                     row["attempt"], row["holder"], row["state"], bool(row["alive"]) and row["state"] == "running",
+                     row["cancel"], outcome)
+
+
+class PostgresRuns:
+    """Rounds and their events in the Postgres session database, shared by every replica: a client that
+    reconnects to another replica reads the events there, and hears new ones through ``LISTEN``/``NOTIFY``
+    on channel ``quiz_rounds`` (payload: the round's id), on one connection per process kept apart from the
+    pool (``listen()``). Timed by the database's clock."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
+        self._pool = pool
+        self._news: dict[str, asyncio.Event] = {}  # topic → the event its waiters wait on
+
+    async def setup(self) -> None:
+        """Create the tables (idempotent)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {RUNS} (run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, "
+                "principal TEXT NOT NULL, idem_key TEXT, fingerprint TEXT NOT NULL, attempt INTEGER NOT NULL, "
+                "holder TEXT NOT NULL, state TEXT NOT NULL, cancel BOOLEAN NOT NULL DEFAULT false, "
+                "expires_at TIMESTAMPTZ NOT NULL, started_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+                "ended_at TIMESTAMPTZ, status INTEGER, body BYTEA, headers JSONB)")
+            await conn.execute(f"CREATE INDEX IF NOT EXISTS {RUNS}_session ON {RUNS} (session_id, started_at)")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {RUN_EVENTS} (run_id TEXT NOT NULL, attempt INTEGER NOT NULL, "
+                "seq INTEGER NOT NULL, frame BYTEA NOT NULL, PRIMARY KEY (run_id, attempt, seq))")
+
+    async def listen(self, conninfo: str, kwargs: dict[str, Any]) -> None:
+        """Hear every replica's news on ``quiz_rounds`` and wake this process's waiters, until cancelled; a
+        lost connection is opened again (meanwhile waiters fall back to their timeouts)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(conninfo, **{**kwargs, "autocommit": True})
+                async with conn:
+                    await conn.execute(f"LISTEN {RUN_CHANNEL}")
+                    async for notice in conn.notifies():
+                        self._wake(notice.payload)
+            except psycopg.Error as exc:
+                log.warning("round news: lost the LISTEN connection (%s: %s); reconnecting in 1 s",
+                            type(exc).__name__, exc)
+                await asyncio.sleep(1)
+
+    def _wake(self, topic: str) -> None:
+        news = self._news.pop(topic, None)
+        if news is not None:
+            news.set()
+
+    async def begin(self, run: RunRecord, ttl_s: float) -> RunRecord:
+        """See ``app.sessions.RoundRuns.begin``: one upsert decides between replicas; a taken-over round's
+        events are dropped in the same transaction."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                f"INSERT INTO {RUNS} (run_id, session_id, principal, idem_key, fingerprint, attempt, holder, state, "
+                "expires_at) VALUES (%(run_id)s, %(session_id)s, %(principal)s, %(key)s, %(fingerprint)s, 1, "
+                "%(holder)s, 'running', now() + make_interval(secs => %(ttl)s)) "
+                f"ON CONFLICT (run_id) DO UPDATE SET attempt = {RUNS}.attempt + 1, "
+                "holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, cancel = false "
+                f"WHERE {RUNS}.state = 'running' AND {RUNS}.expires_at < now() RETURNING {_RUN_COLUMNS}",
+                {"run_id": run.run_id, "session_id": run.session_id, "principal": run.principal, "key": run.key,
+                 "fingerprint": run.fingerprint, "holder": run.holder, "ttl": ttl_s})
+            row = await cursor.fetchone()
+            if row is None:  # the id names a round that is not ours to take
+                cursor = await conn.execute(f"SELECT {_RUN_COLUMNS} FROM {RUNS} WHERE run_id = %s", (run.run_id,))
+                row = await cursor.fetchone()
+                assert row is not None  # the conflict was on this row, and rows are deleted only once ended
+            elif row["attempt"] > 1:
+                await conn.execute(f"DELETE FROM {RUN_EVENTS} WHERE run_id = %s", (row["run_id"],))
+                await conn.execute("SELECT pg_notify(%s, %s)", (RUN_CHANNEL, row["run_id"]))
+        return _record(row)
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> RunRecord | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            row = await cursor.fetchone()
+        return _record(row) if row else None
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """See ``app.sessions.RoundRuns.get``."""
+        return await self._one(f"SELECT {_RUN_COLUMNS} FROM {RUNS} WHERE run_id = %s", (run_id,))
+
+    async def latest(self, session_id: str) -> RunRecord | None:
+        """See ``app.sessions.RoundRuns.latest``."""
+        return await self._one(f"SELECT {_RUN_COLUMNS} FROM {RUNS} WHERE session_id = %s "
+                               "ORDER BY started_at DESC LIMIT 1", (session_id,))
+
+    async def append(self, run_id: str, attempt: int, seq: int, frame: bytes) -> None:
+        """See ``app.sessions.RoundRuns.append``: the row and its notice in one statement."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"WITH kept AS (INSERT INTO {RUN_EVENTS} (run_id, attempt, seq, frame) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING) SELECT pg_notify(%s, %s)", (run_id, attempt, seq, frame, RUN_CHANNEL, run_id))
+
+    async def events(self, run_id: str, attempt: int, after: int) -> list[tuple[int, bytes]]:
+        """See ``app.sessions.RoundRuns.events``."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT seq, frame FROM {RUN_EVENTS} WHERE run_id = %s AND attempt = %s AND seq > %s ORDER BY seq",
+                (run_id, attempt, after))
+            return [(row["seq"], bytes(row["frame"])) for row in await cursor.fetchall()]
+
+    async def end(self, run_id: str, attempt: int, outcome: Outcome) -> None:
+        """See ``app.sessions.RoundRuns.end``."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"WITH ended AS (UPDATE {RUNS} SET state = %s, status = %s, body = %s, headers = %s, ended_at = now() "
+                "WHERE run_id = %s AND attempt = %s AND state = 'running') SELECT pg_notify(%s, %s)",
+                (outcome.state, outcome.status, outcome.body, Jsonb(outcome.headers), run_id, attempt,
+                 RUN_CHANNEL, run_id))
+
+    async def heartbeat(self, run_id: str, attempt: int, ttl_s: float) -> RunRecord | None:
+        """See ``app.sessions.RoundRuns.heartbeat``."""
+        return await self._one(
+            f"UPDATE {RUNS} SET expires_at = now() + make_interval(secs => %s) WHERE run_id = %s AND attempt = %s "
+            f"AND state = 'running' RETURNING {_RUN_COLUMNS}", (ttl_s, run_id, attempt))
+
+    async def cancel(self, run_id: str) -> None:
+        """See ``app.sessions.RoundRuns.cancel``."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"WITH asked AS (UPDATE {RUNS} SET cancel = true WHERE run_id = %s AND state = 'running') "
+                "SELECT pg_notify(%s, %s)", (run_id, RUN_CHANNEL, CANCEL + run_id))
+
+    async def changed(self, topic: str, timeout_s: float) -> None:
+        """See ``app.sessions.RoundRuns.changed``."""
+        news = self._news.setdefault(topic, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await news.wait()
+        except TimeoutError:  # no news: forget the event, or topics that never had news pile up
+            if self._news.get(topic) is news:
+                del self._news[topic]
+
+    async def prune(self, retention_s: float) -> None:
+        """See ``app.sessions.RoundRuns.prune``."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"WITH gone AS (DELETE FROM {RUNS} WHERE ended_at < now() - make_interval(secs => %s) "
+                f"RETURNING run_id) DELETE FROM {RUN_EVENTS} WHERE run_id IN (SELECT run_id FROM gone)", (retention_s,))
+
+
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     """Open the pool and run the (idempotent) migrations; ``CheckpointerUnavailable`` naming the host, never the
@@ -189,6 +367,8 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await usage.setup()
         ratings = PostgresRatings(pool)
         await ratings.setup()
+        runs = PostgresRuns(pool)
+        await runs.setup()
     except (psycopg.Error, PoolTimeout) as exc:
         await pool.close()
         reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
@@ -196,7 +376,11 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
             f"CHECKPOINTER_URL={redact(url)}: cannot open the Postgres session store at "
             f"{parts.hostname}:{parts.port or 5432}: {reason.strip()} — check that the server is up and "
             "reachable, and that the user and database exist.") from None
+    listener = asyncio.create_task(runs.listen(url, {"prepare_threshold": 0}), name="round-news")
     try:
-        yield SessionStore(saver, leases, activity, usage, ratings, ERRORS)
+        yield SessionStore(saver, leases, activity, usage, ratings, runs, ERRORS)
     finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
         await pool.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from app.sessions import ACTIVITY, LEASES, RATINGS, USAGE, Rated, SessionStore
+from app.sessions.memory import MemoryRuns
 from app.settings import Settings
 
 # What this store raises when its file cannot be used (locked, gone, read-only).
@@ -60,6 +61,12 @@ class SqliteLeases:
         """See ``app.sessions.RoundLeases.release``."""
         await sqlite_write(self._saver, (f"DELETE FROM {LEASES} WHERE session_id = ? AND owner = ?",
                                          (session_id, owner)))
+
+    async def renew(self, session_id: str, owner: str, ttl_s: float) -> bool:
+        """See ``app.sessions.RoundLeases.renew``."""
+        return await sqlite_write(self._saver, (
+            f"UPDATE {LEASES} SET expires_at = ? WHERE session_id = ? AND owner = ?",
+            (time.time() + ttl_s, session_id, owner))) == 1
 
 
 class SqliteActivity:
@@ -188,4 +195,5 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await usage.setup()
         ratings = SqliteRatings(saver)
         await ratings.setup()
-        yield SessionStore(saver, leases, activity, usage, ratings, ERRORS)
+        # Rounds in progress and their events stay in this process: a client reconnects to the same node.
+        yield SessionStore(saver, leases, activity, usage, ratings, MemoryRuns(settings.max_sessions), ERRORS)

@@ -52,13 +52,16 @@ async def sweep(store: SessionStore, idle_s: float, lease_s: float, limit: int =
     return removed
 
 
-async def expire_idle_sessions(store: SessionStore, idle_s: float, lease_s: float, interval_s: float) -> None:
-    """Run ``sweep`` every ``interval_s`` seconds until cancelled; a store that is down is retried next time."""
+async def expire_idle_sessions(store: SessionStore, idle_s: float, lease_s: float, interval_s: float,
+                               round_retention_s: float = 3600.0) -> None:
+    """Run ``sweep`` every ``interval_s`` seconds until cancelled, and drop ended windows of usage counts and
+    rounds ended more than ``round_retention_s`` seconds ago; a store that is down is retried next time."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             removed = await sweep(store, idle_s, lease_s)
             await store.usage.prune()
+            await store.runs.prune(round_retention_s)
         except store.errors as exc:
             log.warning("session expiry: the session store is unavailable (%s: %s); retrying in %.0f s",
                         type(exc).__name__, exc, interval_s)
