@@ -127,12 +127,6 @@ class RoundCancelled(QuizError):
     status, slug, title, error_type = 409, "round-cancelled", "The round was cancelled", "cancelled"
 
 
-class InvalidHeader(QuizError):
-    """422: a request header the service reads is malformed (an empty or over-long ``Idempotency-Key``)."""
-
-    status, slug, title, error_type = 422, "validation", "Invalid request", "validation"
-
-
 class IdempotencyKeyReused(QuizError):
     """422: an ``Idempotency-Key`` came again with a different request (another body, route or session), which
     the IETF draft answers with 422 (draft-ietf-httpapi-idempotency-key-header-07 §2.7)."""

@@ -12,6 +12,7 @@ that fails leaves the session as it was before it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -103,9 +104,10 @@ class Quiz:
         """The round's ``invoke_workflow quiz`` span, current while the body runs; ``attributes``: more (an
         evaluation item's), ``link``: to the span of an earlier request (the question a person answers).
 
-        An exception in the body is classified (``app.errors.classify``): an expected failure is written on the
-        span (``error.type``, ERROR status), logged with the trace id and raised as its ``QuizError``; anything
-        else (a bug) propagates unchanged.
+        A round stopped before its end (its task cancelled: ``app.runs``) ends its span with ``error.type``
+        ``cancelled``. An exception in the body is classified (``app.errors.classify``): an expected failure is
+        written on the span (``error.type``, ERROR status), logged with the trace id and raised as its
+        ``QuizError``; anything else (a bug) propagates unchanged.
         """
         names = {
             GenAI.GEN_AI_OPERATION_NAME: GenAI.GenAiOperationNameValues.INVOKE_WORKFLOW.value,
@@ -124,6 +126,9 @@ class Quiz:
                 record_exception=False, set_status_on_exception=False) as span:
             try:
                 yield span
+            except asyncio.CancelledError:  # stopped: by its client (app.runs) or with its process
+                mark_failed(span, "cancelled", "The round was stopped before it ended")
+                raise
             except Exception as exc:
                 error = classify(exc, self.settings.rate_limit_retry_after_s, self.store_errors)
                 if error is None:

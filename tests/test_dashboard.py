@@ -568,6 +568,7 @@ def test_the_failed_request_ratio_counts_streamed_rounds_that_failed_after_their
 
 def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> None:
     from app.http import problems
+    from app.llm import errors as llm_errors  # noqa: F401  (its QuizErrors are counted below)
     from telemetry import contract
 
     expr = panel("Failed round requests")["targets"][0]["expr"]

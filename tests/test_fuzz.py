@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+import uuid
 
 import hypothesis
 import pytest
@@ -73,6 +74,12 @@ def fuzz(operation, mode: GenerationMode, tried: list[tuple[str, int]], seed: in
               derandomize=seed is None)
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
+        if mode is GenerationMode.POSITIVE and case.headers and "Idempotency-Key" in case.headers:
+            # A key of its own per case: generated keys repeat, and a key sent again with another body is
+            # 422 by design (tests/test_runs.py), not a valid request refused.
+            case.headers["Idempotency-Key"] = str(uuid.uuid4())
+        if mode is GenerationMode.POSITIVE and operation.label == "POST /ag-ui" and isinstance(case.body, dict):
+            case.body["runId"] = str(uuid.uuid4())  # a run's id is its idempotency key: one per run, as clients do
         started = time.perf_counter()
         response = case.call_and_validate(timeout=20, checks=ALL_CHECKS)
         tried.append((operation.label, response.status_code))

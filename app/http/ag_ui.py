@@ -79,7 +79,7 @@ from app.auth import Principal
 from app.errors import AnswerAwaited, NoAnswerAwaited, QuizError, RoundCancelled
 from app.http.dependencies import PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, RunnerDep
 from app.http.problems import ROUND_ERRORS, Problems, route_of
-from app.http.routes import IdempotencyKey, LastEventId, idempotency
+from app.http.routes import IdempotencyKey, LastEventId
 from app.http.schemas import (
     MESSAGE_MAX_CHARS,
     Answer,
@@ -94,7 +94,7 @@ from app.http.schemas import (
 )
 from app.messages import parse_message
 from app.rounds import GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
-from app.runs import Frame, Holding, fingerprint, run_id_of
+from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of
 from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
 from graphs.views import AwaitedQuestion, Score, SessionView
@@ -252,7 +252,7 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
     route = route_of(request)
-    key = idempotency(idempotency_key) or f"ag-ui:{run.thread_id}:{run.run_id}"
+    key = parse_key(idempotency_key) or f"ag-ui:{run.thread_id}:{run.run_id}"
     run_id = run_id_of(principal.id, key)
     signature = fingerprint(route or "", run.model_dump_json())
     stopped = partial(_stopped, problems, run, route)

@@ -135,7 +135,8 @@ class Problems:
         async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
             errors = [{"loc": field_path(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                       for e in exc.errors()]
-            fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
+            fields = ", ".join((".".join(str(p) for p in e["loc"][1:]) or "body") if e["loc"][:1] == ["body"]
+                               else " ".join(str(p) for p in e["loc"]) for e in errors)
             return respond(self.report(422, "validation", "Invalid request", f"Fix these fields: {fields}.",
                                        "validation", request.url.path, route_of(request), errors=errors))
 
@@ -159,8 +160,11 @@ class Problems:
 
 def field_path(loc: Any) -> list[Any]:
     """A validation error's location without the tag of a tagged-union body (a model's name, which is no
-    field): ``["body", "AskRequest", "subject"]`` → ``["body", "subject"]``."""
-    return [part for i, part in enumerate(loc) if not (i == 1 and isinstance(part, str) and part[:1].isupper())]
+    field): ``["body", "AskRequest", "subject"]`` → ``["body", "subject"]``. Other places (``["header",
+    "Idempotency-Key"]``, ``["query", …]``) are kept as they are."""
+    tagged = len(loc) > 2 and loc[0] == "body"
+    return [part for i, part in enumerate(loc)
+            if not (tagged and i == 1 and isinstance(part, str) and part[:1].isupper())]
 
 
 def route_of(request: Request) -> str | None:

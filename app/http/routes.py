@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.errors import InvalidHeader, QuizError, RoundCancelled, RoundNotFound
+from app.errors import QuizError, RoundCancelled, RoundNotFound
 from app.http.dependencies import (
     HealthDep,
     PrincipalDep,
@@ -48,7 +48,7 @@ from app.http.schemas import (
     ended,
 )
 from app.rounds import PlayRound, PreparedRound, RoundPlayed, RoundService
-from app.runs import IDEMPOTENCY_KEY_MAX, Frame, Holding, fingerprint, parse_key, run_id_of
+from app.runs import KEY_PATTERN, Frame, Holding, fingerprint, parse_key, run_id_of
 from app.sessions import Outcome, RunRecord, RunState
 from telemetry.spans import current_trace_id
 
@@ -57,7 +57,7 @@ router = APIRouter()
 
 
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX + 2,
+    alias="Idempotency-Key", pattern=KEY_PATTERN,
     description="Play this round once, however often the request is sent (IETF "
                 "draft-ietf-httpapi-idempotency-key-header): a retry — on any replica, during or after the round, "
                 "for ROUND_RETENTION_S — gets the first request's round (a stream from its start, or from "
@@ -82,7 +82,7 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
     """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
     streaming = bool(accept and "text/event-stream" in accept)
     route = route_of(request)
-    key = idempotency(idempotency_key)
+    key = parse_key(idempotency_key)
     run_id = run_id_of(principal.id, key)
     signature = fingerprint(route or "", body.model_dump_json())
     record = await runner.existing(run_id, signature) if key is not None else None
@@ -102,14 +102,6 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
     outcome = await runner.outcome(record)
     return Response(outcome.body, outcome.status, {**limits, **outcome.headers},
                     media_type="application/json" if outcome.status < 400 else PROBLEM_JSON)
-
-
-def idempotency(header: str | None) -> str | None:
-    """The ``Idempotency-Key`` (``app.runs.parse_key``); 422 ``InvalidHeader`` for one that is not a key."""
-    try:
-        return parse_key(header)
-    except ValueError as exc:
-        raise InvalidHeader(f"{exc}: send a UUID, for example.") from None
 
 
 async def _frames(rounds: RoundService, problems: Problems, prepared: PreparedRound,

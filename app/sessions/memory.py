@@ -193,7 +193,7 @@ class _Run:
     record: RunRecord
     expires: float  # the holder's hold, clock seconds
     ended: float | None = None  # when it ended, clock seconds
-    events: list[bytes] = field(default_factory=list)
+    events: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, frame), seq ascending
 
 
 class MemoryRuns:
@@ -252,8 +252,8 @@ class MemoryRuns:
     async def append(self, run_id: str, attempt: int, seq: int, frame: bytes) -> None:
         """See ``app.sessions.RoundRuns.append``."""
         run = self._runs.get(run_id)
-        if run is not None and run.record.attempt == attempt and seq == len(run.events) + 1:
-            run.events.append(frame)
+        if run is not None and run.record.attempt == attempt and (not run.events or seq > run.events[-1][0]):
+            run.events.append((seq, frame))
             self._wake(run_id)
 
     async def events(self, run_id: str, attempt: int, after: int) -> list[tuple[int, bytes]]:
@@ -261,7 +261,7 @@ class MemoryRuns:
         run = self._runs.get(run_id)
         if run is None or run.record.attempt != attempt:
             return []
-        return list(enumerate(run.events[after:], start=after + 1))
+        return [(seq, frame) for seq, frame in run.events if seq > after]
 
     async def end(self, run_id: str, attempt: int, outcome: Outcome) -> None:
         """See ``app.sessions.RoundRuns.end``."""

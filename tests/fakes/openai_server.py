@@ -20,6 +20,8 @@ Every request is recorded (path, headers, JSON body) so tests can assert what th
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 import uuid
@@ -90,6 +92,9 @@ class FakeOpenAI:
         # word count of the request and the reply, and no cached tokens.
         self.usage: tuple[int, int, int] | None = None
         self.requests: list[RecordedRequest] = []
+        # Requests whose client closed the connection while their answer was being made (after ``latency_s``):
+        # a cancelled call, as the client's side of the socket tells it.
+        self.abandoned: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
         self._scripts: dict[str, dict[str, Any]] = {}
         self._responders: dict[str, Callable[[str], dict[str, Any]]] = {}
@@ -136,6 +141,7 @@ class FakeOpenAI:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+            self.abandoned.clear()
         self.usage = None
         self._scripts.clear()
         self._responders.clear()
@@ -186,6 +192,14 @@ class FakeOpenAI:
             # until the client's delayed ACK (40 ms on Linux), three times per round.
             disable_nagle_algorithm = True
 
+            def _peer_closed(self) -> bool:
+                """Whether the client has closed its side: the socket reads as ended (a peek, nothing taken)."""
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                try:
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:  # reset by the peer
+                    return True
+
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
@@ -204,14 +218,18 @@ class FakeOpenAI:
                     self._json(400, {"error": {"message": "invalid JSON body"}})
                     return
                 path, _, query = self.path.partition("?")
-                server.requests.append(RecordedRequest(path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                                       query))
+                recorded = RecordedRequest(path, {k.lower(): v for k, v in self.headers.items()}, body, query)
+                server.requests.append(recorded)
                 if not path.endswith("/chat/completions"):
                     self._json(404, {"error": {"message": f"unknown path {path}"}})
                     return
                 fault = server._next_fault()
                 if server.latency_s:
                     time.sleep(server.latency_s)
+                    if self._peer_closed():
+                        server.abandoned.append(recorded)
+                        self.close_connection = True
+                        return
                 if fault is not None and fault.kind == "hang":
                     time.sleep(fault.seconds)
                     self.close_connection = True
