@@ -229,9 +229,12 @@ class RoundService:
         self.quiz.telemetry.instruments.admissions.add(1, labels)
 
     async def prepare(self, request: PlayRound | GiveAnswer, scope: AsyncExitStack,
-                      principal: Principal = ANONYMOUS) -> PreparedRound:
+                      principal: Principal = ANONYMOUS, *, owner: str | None = None,
+                      succeed: str | None = None) -> PreparedRound:
         """Resolve session and settings for ``principal``; a continued session is leased for this round until
-        ``scope`` closes, and is checked to be the principal's under the lease.
+        ``scope`` closes, and is checked to be the principal's under the lease. The lease's ``owner`` token is
+        the round's holder (``app.runs``; a fresh token when ``None``); ``succeed``: the holder of a lost round
+        this one replays, whose lease it takes over at once.
 
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
         for an unknown or expired id or another principal's session (the same answer: ids do not leak),
@@ -243,7 +246,7 @@ class RoundService:
         previous: QuizState | None = None
         lease: tuple[str, str] | None = None
         if request.session_id is not None:
-            lease = (request.session_id, await self._lease(request.session_id, scope))
+            lease = (request.session_id, await self._lease(request.session_id, scope, owner, succeed))
             if isinstance(request, PlayRound) and request.create:
                 snapshot = await self._lookup(request.session_id)
                 if snapshot.values:
@@ -361,12 +364,13 @@ class RoundService:
         except self.store.errors as exc:
             raise self._unavailable(exc) from exc
 
-    async def _lease(self, session_id: str, scope: AsyncExitStack) -> str:
+    async def _lease(self, session_id: str, scope: AsyncExitStack, owner: str | None = None,
+                     succeed: str | None = None) -> str:
         """Take the session's lease until ``scope`` closes, for ``ROUND_LEASE_TTL_S`` (a round renews it while
         it plays: ``app.runs``); its owner token. ``RoundInProgress`` when it is held."""
-        owner = secrets.token_hex(8)
+        owner = owner or secrets.token_hex(8)
         try:
-            held = await self.store.leases.acquire(session_id, owner, self.settings.round_lease_ttl_s)
+            held = await self.store.leases.acquire(session_id, owner, self.settings.round_lease_ttl_s, succeed)
         except self.store.errors as exc:
             raise self._unavailable(exc) from exc
         if not held:

@@ -105,10 +105,14 @@ def parse_last_event_id(header: str | None) -> tuple[int, int]:
 class Holding:
     """What a round holds while it plays, released when it ends: its ``resources`` (its place among the rounds
     in progress, its session's lease) and that lease as ``(session id, owner)`` for the heartbeat to renew
-    (``None`` until known: a new session has none, an AG-UI run takes it once its stream has begun)."""
+    (``None`` until known: a new session has none, an AG-UI run takes it once its stream has begun). An AG-UI
+    run takes the lease as ``owner`` (its holder's token), ``succeed``-ing the holder of a lost round it
+    replays (``RoundService.prepare``)."""
 
     resources: AsyncExitStack
     lease: tuple[str, str] | None = None
+    owner: str | None = None
+    succeed: str | None = None
 
 
 @dataclass

@@ -221,6 +221,10 @@ async def test_a_session_lease_is_exclusive_expires_and_is_released_by_its_owner
         assert await leases.acquire("session-a", "round-2", 0.2)
         await asyncio.sleep(0.5)  # its holder died: the lease expires
         assert await leases.acquire("session-a", "round-4", 30)
+        # A retry replaying round 4, whose heartbeat stopped, takes its lease over at once; nobody else does.
+        assert not await leases.acquire("session-a", "round-5", 30, succeed="round-3")
+        assert await leases.acquire("session-a", "round-5", 30, succeed="round-4")
+        assert not await leases.renew("session-a", "round-4", 30)  # the old holder learns it lost the lease
         assert await leases.acquire("session-c", "crashed", 0.1)
     await asyncio.sleep(0.3)
     if store != "memory":  # a process that starts later finds no expired lease left in the table

@@ -258,11 +258,12 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
     stopped = partial(_stopped, problems, run, route)
     record = await runner.existing(run_id, signature)
     if record is None or (record.state == "running" and not record.alive):  # new, or its holder died
+        holder = secrets.token_hex(8)
         record = await runner.start(
-            RunRecord(run_id, run.thread_id, principal.id, key, signature, 1, secrets.token_hex(8), "running",
-                      alive=True),
+            RunRecord(run_id, run.thread_id, principal.id, key, signature, 1, holder, "running", alive=True),
             lambda holding: _run(rounds, problems, run, route, holding, principal), stopped,
-            Holding(AsyncExitStack()), stream=True)
+            Holding(AsyncExitStack(), owner=holder, succeed=record.holder if record is not None else None),
+            stream=True)
     return EventSourceResponse(runner.follow(record, last_event_id, stopped),
                                headers={"Cache-Control": "no-cache", **limits})
 
@@ -281,7 +282,7 @@ async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, rout
     try:
         holding.resources.enter_context(rounds.admission(principal))
         ask, answering = to_request(run)
-        prepared = await _prepare(rounds, ask, answering, holding.resources, principal)
+        prepared = await _prepare(rounds, ask, answering, holding, principal)
         holding.lease = prepared.lease
         state = _state(prepared)
         yield Frame(_encode(encoder, StateSnapshotEvent(snapshot=state.snapshot())))
@@ -323,11 +324,12 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
 
 
 async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering: str | None,
-                   scope: AsyncExitStack, principal: Principal) -> PreparedRound:
+                   holding: Holding, principal: Principal) -> PreparedRound:
     """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
     protocol's words, and a resume checked against the interrupt that waits."""
     try:
-        prepared = await rounds.prepare(ask, scope, principal)
+        prepared = await rounds.prepare(ask, holding.resources, principal, owner=holding.owner,
+                                        succeed=holding.succeed)
     except AnswerAwaited:
         raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
                             "asked it; GET /sessions/{threadId} shows it): resume it with status "

@@ -90,10 +90,11 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
         ask = body.domain()
         if record is not None and isinstance(ask, PlayRound):  # play the lost round again, in the same session
             ask = replace(ask, session_id=record.session_id, create=True, adopt=True)
-        prepared = await rounds.prepare(ask, scope, principal)
+        holder = secrets.token_hex(8)  # the round's holder: its run and its session's lease
+        prepared = await rounds.prepare(ask, scope, principal, owner=holder,
+                                        succeed=record.holder if record is not None else None)
         record = await runner.start(
-            RunRecord(run_id, prepared.session_id, principal.id, key, signature, 1, secrets.token_hex(8), "running",
-                      alive=True),
+            RunRecord(run_id, prepared.session_id, principal.id, key, signature, 1, holder, "running", alive=True),
             lambda holding: _frames(rounds, problems, prepared, route), partial(stopped_event, problems, route),
             Holding(scope.pop_all(), prepared.lease), stream=streaming)
     if streaming:

@@ -56,8 +56,10 @@ Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a c
 class RoundLeases(Protocol):
     """Exclusive, expiring leases on session ids. Store errors propagate (the store's ``SessionStore.errors``)."""
 
-    async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
-        """Take the lease for ``ttl_s`` seconds; ``False`` when another owner holds an unexpired one."""
+    async def acquire(self, session_id: str, owner: str, ttl_s: float, succeed: str | None = None) -> bool:
+        """Take the lease for ``ttl_s`` seconds; ``False`` when another owner holds an unexpired one — unless
+        that owner is ``succeed``: the holder of a round whose heartbeat has stopped, which a retry takes over
+        (``app.runs``) without waiting for the lease to run out too."""
         ...
 
     async def release(self, session_id: str, owner: str) -> None:

@@ -104,11 +104,11 @@ class MemoryLeases:
         self._held: dict[str, tuple[str, float]] = {}
         self._clock = clock
 
-    async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
+    async def acquire(self, session_id: str, owner: str, ttl_s: float, succeed: str | None = None) -> bool:
         """See ``app.sessions.RoundLeases.acquire``."""
         now = self._clock()
         held = self._held.get(session_id)
-        if held is not None and held[1] > now:
+        if held is not None and held[1] > now and held[0] != succeed:
             return False
         self._held[session_id] = (owner, now + ttl_s)
         return True

@@ -58,7 +58,7 @@ class PostgresLeases:
                 "expires_at TIMESTAMPTZ NOT NULL)")
             await conn.execute(f"DELETE FROM {LEASES} WHERE expires_at < now()")
 
-    async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
+    async def acquire(self, session_id: str, owner: str, ttl_s: float, succeed: str | None = None) -> bool:
         """See ``app.sessions.RoundLeases.acquire``. One autocommitted statement: concurrent callers serialise
         on the row."""
         async with self._pool.connection() as conn:
@@ -66,7 +66,8 @@ class PostgresLeases:
                 f"INSERT INTO {LEASES} (session_id, owner, expires_at) "
                 "VALUES (%s, %s, now() + make_interval(secs => %s)) "
                 "ON CONFLICT (session_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at "
-                f"WHERE {LEASES}.expires_at < now() RETURNING owner", (session_id, owner, ttl_s))
+                f"WHERE {LEASES}.expires_at < now() OR {LEASES}.owner = %s RETURNING owner",
+                (session_id, owner, ttl_s, succeed))
             return await cursor.fetchone() is not None
 
     async def release(self, session_id: str, owner: str) -> None:

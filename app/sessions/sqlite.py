@@ -48,13 +48,13 @@ class SqliteLeases:
              "expires_at REAL NOT NULL)", ()),
             (f"DELETE FROM {LEASES} WHERE expires_at < ?", (time.time(),)))
 
-    async def acquire(self, session_id: str, owner: str, ttl_s: float) -> bool:
+    async def acquire(self, session_id: str, owner: str, ttl_s: float, succeed: str | None = None) -> bool:
         """See ``app.sessions.RoundLeases.acquire``."""
         now = time.time()
         inserted = await sqlite_write(self._saver, (
             f"INSERT INTO {LEASES} (session_id, owner, expires_at) VALUES (?, ?, ?) "
             f"ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-            f"WHERE {LEASES}.expires_at < ?", (session_id, owner, now + ttl_s, now)))
+            f"WHERE {LEASES}.expires_at < ? OR {LEASES}.owner = ?", (session_id, owner, now + ttl_s, now, succeed)))
         return inserted == 1
 
     async def release(self, session_id: str, owner: str) -> None:
