@@ -72,7 +72,8 @@ class FakeLLM:
 
 
 class Service:
-    def __init__(self, llm: FakeLLM, otlp_endpoint: str, workers: int = 1, **env: str) -> None:
+    def __init__(self, llm: FakeLLM, otlp_endpoint: str, workers: int = 1, tree: Path | None = None,
+                 **env: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
@@ -80,13 +81,15 @@ class Service:
                            OPENAI_MODEL="gpt-5.2-chat", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint,
                            OTEL_SERVICE_NAME="question-app", OTEL_RESOURCE_ATTRIBUTES="service.namespace=bench",
                            OTEL_METRIC_EXPORT_INTERVAL="5000", LOG_LEVEL="warning", **env)
+        if tree is not None:  # another checkout's code (a before/after comparison), this checkout's venv
+            environment["PYTHONPATH"] = str(tree)
         if workers == 1:
             command = [str(Path(sys.executable).parent / "question-app")]
         else:
             command = [sys.executable, "-m", "uvicorn", "--factory", "app.http.factory:create_app", "--port",
                        str(self.port), "--workers", str(workers), "--log-level", "warning"]
         self.log = open(ROOT / "bench" / "results" / f"service-{self.port}.log", "w")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self.log,
+        self.process = subprocess.Popen(command, cwd=tree or ROOT, env=environment, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
@@ -296,6 +299,143 @@ def scaling(latency_ms: float, otlp_endpoint: str, seconds: float) -> list[tuple
     return rows
 
 
+async def session_load(base: str, clients: int, seconds: float, max_rounds: int, *, keyed: bool,
+                       stream: bool) -> dict:
+    """``clients`` clients each playing one session's rounds back to back (through a balancer: on every
+    replica), with an ``Idempotency-Key`` per round if ``keyed`` and as server-sent events if ``stream``; a
+    round answered 409/503 or cut off is retried (with its key) after ``Retry-After``, as the README says."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline, started, remaining = time.monotonic() + seconds, time.monotonic(), max_rounds
+    headers = {"accept": "text/event-stream"} if stream else {}
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=clients)) as client:
+        async def player() -> None:
+            nonlocal remaining
+            sid = None
+            while time.monotonic() < deadline and remaining > 0:
+                remaining -= 1
+                key = {"idempotency-key": os.urandom(16).hex()} if keyed else {}
+                body: dict[str, str] = {"session_id": sid} if sid else {}
+                t0 = time.perf_counter()
+                while time.monotonic() < deadline + 30:
+                    try:
+                        r = await client.post("/ask", json=body, headers={**headers, **key})
+                    except httpx.HTTPError as exc:
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                        await asyncio.sleep(0.2)
+                        continue
+                    if r.status_code == 200:
+                        if stream:
+                            last = [line for line in r.text.splitlines() if line.startswith("data: ")][-1]
+                            sid = json.loads(last[6:]).get("session_id", sid)
+                        else:
+                            sid = r.json()["session_id"]
+                        latencies.append(time.perf_counter() - t0)
+                        break
+                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+
+        await asyncio.gather(*(player() for _ in range(clients)))
+    elapsed = time.monotonic() - started
+    return {"rounds": len(latencies), "elapsed": elapsed, "rps": len(latencies) / elapsed,
+            "p50": pct(latencies, 50), "p99": pct(latencies, 99), "errors": sum(errors.values()),
+            "error_kinds": errors}
+
+
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: its postmaster and every backend it forked."""
+    total = cpu_seconds(postmaster)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def store_bytes(url: str, tables: tuple[str, ...]) -> int:
+    """Bytes of ``tables`` (with their indexes and TOAST) in the Postgres at ``url``; absent tables count 0."""
+    import psycopg
+
+    total = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in tables:
+            row = conn.execute("SELECT coalesce(pg_total_relation_size(to_regclass(%s)), 0)", (table,)).fetchone()
+            total += int(row[0]) if row is not None else 0
+    return total
+
+
+RUN_TABLES = ("quiz_rounds", "quiz_round_events")
+CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+
+
+def replicas(latency_ms: float, otlp_endpoint: str, seconds: float, cpu_rounds: int,
+             tree: Path | None = None) -> list[tuple[str, str, str]]:
+    """Replicas on one PostgreSQL behind HAProxy (round-robin, tests/fakes/haproxy.py), each replica pinned to a
+    core of its own (``sched_setaffinity``: replica *i* on core *i*; Postgres, HAProxy, the fake LLM and this
+    load generator float over both): rounds/s and p99 at 64 clients with one and with two replicas, then the
+    cost of keeping rounds (``app.runs``) on one replica with a 0 ms LLM — server CPU (the replica and
+    Postgres) and bytes in the store per round, for JSON rounds without a key, with one, and streamed rounds
+    with one (every event kept). ``tree``: play another checkout's code (a before/after comparison)."""
+    from tests.fakes.haproxy import HAProxy
+    from tests.fakes.postgres import PostgresServer
+
+    rows: list[tuple[str, str, str]] = []
+    label = f" [{tree.name}]" if tree is not None else ""
+    cores = sorted(os.sched_getaffinity(0))
+    postgres = PostgresServer().start()
+    try:
+        postmaster = int((postgres.root / "data" / "postmaster.pid").read_text().split()[0])
+        for count, latency in ((1, latency_ms), (2, latency_ms)):
+            llm = FakeLLM(latency)
+            services = [Service(llm, otlp_endpoint, tree=tree, CHECKPOINTER_URL=postgres.url,
+                                RATE_LIMIT_ROUNDS_PER_MINUTE="0") for _ in range(count)]
+            for i, service in enumerate(services):
+                os.sched_setaffinity(service.pid, {cores[i % len(cores)]})
+            try:
+                with HAProxy([s.base for s in services]) as balancer:
+                    asyncio.run(session_load(balancer.url, 8, 5, 40, keyed=True, stream=False))  # warm up
+                    r = asyncio.run(session_load(balancer.url, 64, seconds, 50_000, keyed=True, stream=False))
+                rows.append((f"{count} replica{'s' if count > 1 else ''} on Postgres behind HAProxy, 64 clients, "
+                             f"{latency:.0f} ms LLM{label}",
+                             f"{r['rps']:.1f} rounds/s, p50 {ms(r['p50'])}, p99 {ms(r['p99'])}, "
+                             f"retried {r['errors']}",
+                             f"{r['rounds']} rounds of continued sessions with Idempotency-Key, JSON; replica i "
+                             f"pinned to core i of {len(cores)}" + (f"; {r['error_kinds']}" if r["errors"] else "")))
+            finally:
+                for service in services:
+                    service.stop()
+                llm.stop()
+        fast = FakeLLM(0)
+        service = Service(fast, otlp_endpoint, tree=tree, CHECKPOINTER_URL=postgres.url,
+                          RATE_LIMIT_ROUNDS_PER_MINUTE="0")
+        os.sched_setaffinity(service.pid, {cores[0]})
+        try:
+            asyncio.run(session_load(service.base, 4, 10, 100, keyed=False, stream=False))  # warm up
+            for keyed, stream, what in ((False, False, "JSON, no key"), (True, False, "JSON + Idempotency-Key"),
+                                        (True, True, "streamed + Idempotency-Key")):
+                runs, checkpoints = store_bytes(postgres.url, RUN_TABLES), store_bytes(postgres.url, CHECKPOINT_TABLES)
+                cpu, db_cpu = cpu_seconds(service.pid), postgres_cpu_seconds(postmaster)
+                r = asyncio.run(session_load(service.base, 4, 120, cpu_rounds, keyed=keyed, stream=stream))
+                cpu, db_cpu = cpu_seconds(service.pid) - cpu, postgres_cpu_seconds(postmaster) - db_cpu
+                runs = store_bytes(postgres.url, RUN_TABLES) - runs
+                checkpoints = store_bytes(postgres.url, CHECKPOINT_TABLES) - checkpoints
+                n = max(1, r["rounds"])
+                rows.append((f"cost per round on Postgres, 0 ms LLM, {what}{label}",
+                             f"replica CPU {cpu / n * 1000:.1f} ms + Postgres CPU {db_cpu / n * 1000:.1f} ms; "
+                             f"round records {runs / n / 1024:.2f} KiB",
+                             f"{r['rounds']} rounds at 4 clients; checkpoints grew {checkpoints / n / 1024:.1f} KiB "
+                             "per round meanwhile (table sizes: pages, not rows)"))
+        finally:
+            service.stop()
+            fast.stop()
+    finally:
+        postgres.stop()
+    return rows
+
+
 def ms(value: float) -> str:
     return f"{value * 1000:.0f} ms"
 
@@ -307,6 +447,9 @@ def main() -> None:
     parser.add_argument("--only-scaling", action="store_true", help="only the 1 vs 2 workers rows")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--only-fairness", action="store_true", help="only the flooding-client row")
+    parser.add_argument("--only-replicas", action="store_true",
+                        help="only the replicas-on-Postgres rows (1 and 2 replicas behind HAProxy, cost per round)")
+    parser.add_argument("--tree", type=Path, help="with --only-replicas: play this checkout's code (before/after)")
     args = parser.parse_args()
     quick = args.quick
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
@@ -315,6 +458,11 @@ def main() -> None:
         with OTLPReceiver() as otlp:
             a, b, c = fairness(otlp.endpoint, 10 if quick else 20, args.latency_ms)
         print(f"| {a} | {b} | {c} |")
+        return
+    if args.only_replicas:
+        with OTLPReceiver() as otlp:
+            rows = replicas(args.latency_ms, otlp.endpoint, 8 if quick else 15, 200 if quick else 500, args.tree)
+        print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows))
         return
     if args.only_scaling:
         with OTLPReceiver() as otlp:
