@@ -498,19 +498,20 @@ def test_the_trigger_reads_rounds_in_flight_from_azure_managed_prometheus_as_a_w
 
 
 def test_the_max_replica_count_is_the_readmes_quota_arithmetic() -> None:
-    """maxReplicaCount = ceil(TPM quota × seconds per round / (60 × tokens per round × target × places)), with
-    the README's figures, and the fallback HPA stays within it."""
+    """maxReplicaCount = ceil(min(TPM / tokens, RPM / calls) per round / rounds a pod plays per minute at the
+    target), with the README's figures; the fallback HPA has the same bound, the KEDA fallback stays within it."""
     import math
 
     readme = (ROOT / "README.md").read_text()
-    figures = re.search(r"<!-- max-replicas: quota=([\d,]+) tokens=([\d,]+) seconds=(\d+) -->", readme)
+    figures = re.search(r"<!-- max-replicas: tpm=([\d,]+) rpm=([\d,]+) tokens=([\d,]+) calls=(\d+) seconds=(\d+) -->",
+                        readme)
     assert figures, "the README's Scaling section states the figures behind maxReplicaCount"
-    quota, tokens, seconds = (int(g.replace(",", "")) for g in figures.groups())
+    tpm, rpm, tokens, calls, seconds = (int(g.replace(",", "")) for g in figures.groups())
     places = Settings().max_concurrent_rounds
     assert "MAX_CONCURRENT_ROUNDS" not in env()  # the default is the one in force
     target = float(trigger()["metadata"]["threshold"])
-    per_pod_tokens_per_minute = target * places / seconds * 60 * tokens
+    rounds_per_minute_per_pod = target * places / seconds * 60
     spec = scaled("ScaledObject")["spec"]
-    assert spec["maxReplicaCount"] == math.ceil(quota / per_pod_tokens_per_minute - 1e-9)
+    assert spec["maxReplicaCount"] == math.ceil(min(tpm / tokens, rpm / calls) / rounds_per_minute_per_pod)
     hpa = one("deploy/hpa.yaml", "HorizontalPodAutoscaler")["spec"]
-    assert hpa["maxReplicas"] <= spec["maxReplicaCount"] and hpa["minReplicas"] == spec["minReplicaCount"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (spec["minReplicaCount"], spec["maxReplicaCount"])
