@@ -164,6 +164,9 @@ class RoundService:
 
     def __post_init__(self) -> None:
         self.places = FairAdmission(self.settings.max_concurrent_rounds, self.settings.fair_share_window_s)
+        instruments = self.quiz.telemetry.instruments  # both series exist from the start: 0 of the limit
+        instruments.round_limit.add(self.places.capacity)
+        instruments.round_active.add(0)
 
     @property
     def in_flight(self) -> int:
@@ -206,7 +209,8 @@ class RoundService:
     def admission(self, principal: Principal = ANONYMOUS) -> Iterator[None]:
         """Hold one of ``MAX_CONCURRENT_ROUNDS`` places, within ``principal``'s fair share, while the body runs
         (``app.limits.FairAdmission``); raise ``RateLimited`` (429) over the share and ``Overloaded`` (503 +
-        ``Retry-After: 1``) when no place is free, at once. Counted in ``quiz.admissions`` either way."""
+        ``Retry-After: 1``) when no place is free, at once. Counted in ``quiz.admissions`` either way; a place
+        held is counted in ``quiz.round.active`` until it is released."""
         with ExitStack() as stack:
             try:
                 stack.enter_context(self.places.place(principal.id))
@@ -217,6 +221,9 @@ class RoundService:
                 self._admitted(principal, CAPACITY)
                 raise
             self._admitted(principal, None)
+            active = self.quiz.telemetry.instruments.round_active
+            active.add(1)
+            stack.callback(active.add, -1)
             yield
 
     def _admitted(self, principal: Principal, limit: str | None) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GenAI
 
 from quiz.vocabulary import Rating, Verdict, subject_of
@@ -144,6 +144,11 @@ METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
 METRIC_EVAL_ATTACKS: Final = "quiz.eval.attacks"
 METRIC_LLM_COST: Final = "quiz.llm.cost.usd"
 METRIC_ADMISSIONS: Final = "quiz.admissions"
+# Rounds this process is playing now, and how many it may (MAX_CONCURRENT_ROUNDS): what the autoscaler reads
+# (deploy/scaled). UpDownCounters, singular names as the conventions ask of them (``cicd.pipeline.run.active``;
+# ``.limit`` for a known total: semantic conventions, general/naming.md), no attributes: one series per pod.
+METRIC_ROUND_ACTIVE: Final = "quiz.round.active"
+METRIC_ROUND_LIMIT: Final = "quiz.round.limit"
 
 # Seconds; an agent step is one LLM call (plus a retry on invalid output): 10 ms … 80 s.
 STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -194,6 +199,11 @@ class QuizInstruments:
       ``quiz.admission.outcome`` (``allowed``, ``limited``), ``quiz.limit`` (when limited: ``rounds``,
       ``tokens``, ``fair_share``, ``capacity``) and, opted in, ``quiz.principal`` — every request for a round
       (``/ask``, an AG-UI run) and what the client limits (``app.limits``) made of it.
+    - ``round_active``: UpDownCounter ``quiz.round.active`` {round} [``quiz_round_active``], no attributes —
+      rounds admitted (``MAX_CONCURRENT_ROUNDS``'s places held) and not yet released by this process.
+    - ``round_limit``: UpDownCounter ``quiz.round.limit`` {round} [``quiz_round_limit``], no attributes — the
+      process's ``MAX_CONCURRENT_ROUNDS``: past it, a round is shed with 503. The autoscaler's query is
+      ``quiz_round_active`` over it (deploy/scaled).
     """
 
     rounds: Counter
@@ -205,6 +215,8 @@ class QuizInstruments:
     eval_attacks: Counter
     llm_cost: Counter
     admissions: Counter
+    round_active: UpDownCounter
+    round_limit: UpDownCounter
 
     @classmethod
     def create(cls, meter: Meter) -> QuizInstruments:
@@ -229,4 +241,9 @@ class QuizInstruments:
                                           description="US dollars spent on the LLM, by model, agent and step."),
             admissions=meter.create_counter(METRIC_ADMISSIONS, unit="{request}",
                                             description="Requests for a round, allowed or limited, by limit."),
+            round_active=meter.create_up_down_counter(METRIC_ROUND_ACTIVE, unit="{round}",
+                                                      description="Rounds being played by this process now."),
+            round_limit=meter.create_up_down_counter(
+                METRIC_ROUND_LIMIT, unit="{round}",
+                description="Rounds this process may play at once (MAX_CONCURRENT_ROUNDS)."),
         )

@@ -262,3 +262,33 @@ def test_every_failure_is_counted_once_under_its_documented_error_type(
     }) == workflow_types - {"session_store"} and found)
     assert on_spans <= set(expected)
     assert set(expected) | {"unauthorized"} <= documented_error_types()
+
+
+def latest(otlp: OTLPReceiver, name: str, case: str) -> float | None:
+    """The latest exported value of the unlabelled metric ``name`` from the app tagged ``test.case=case``."""
+    points = [p for p in otlp.metric_points() if p.name == name and p.resource.get("test.case") == case]
+    return max(points, key=lambda p: p.time_ns).value if points else None
+
+
+def test_rounds_in_flight_go_up_at_admission_and_down_at_the_end_against_the_limit(
+        make_client, fake_llm: FakeOpenAI, telemetry_env: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``quiz.round.active`` counts the places held (``RoundService.admission``) and ``quiz.round.limit`` is
+    ``MAX_CONCURRENT_ROUNDS``: idle 0 of 3, 2 while two rounds wait at the LLM, 0 again when they end, and a
+    round shed for want of a place is never counted."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=otel-app,test.case=in-flight")
+    client = make_client(max_concurrent_rounds=2, llm_timeout_s=10.0)
+    limit, active = contract.METRIC_ROUND_LIMIT, contract.METRIC_ROUND_ACTIVE
+    assert telemetry_env.wait_for(lambda: latest(telemetry_env, limit, "in-flight") == 2 and
+                                  latest(telemetry_env, active, "in-flight") == 0)
+    fake_llm.latency_s = 1.0  # each round waits at the LLM, as rounds do on Azure OpenAI
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        rounds = [pool.submit(client.post, "/ask", json={}) for _ in range(2)]
+        assert telemetry_env.wait_for(lambda: latest(telemetry_env, active, "in-flight") == 2)
+        assert client.post("/ask", json={}).status_code == 503  # no place left: shed, not counted
+        assert [r.result().status_code for r in rounds] == [200, 200]
+    assert telemetry_env.wait_for(lambda: latest(telemetry_env, active, "in-flight") == 0)
+    assert latest(telemetry_env, limit, "in-flight") == 2
+    for name in (limit, active):
+        points = [p for p in telemetry_env.metric_points() if p.name == name]
+        assert {(p.kind, p.monotonic, p.unit) for p in points} == {("sum", False, "{round}")} and \
+            not any(p.attributes for p in points)

@@ -644,3 +644,36 @@ def test_rate_panels_neither_gap_nor_step_at_the_production_timing(otlp: OTLPRec
             expected = int((ended - started - window_s - 2) / (scrape_s / 2))
             assert len(values) >= expected and min(values) > 0, (title, values)
 
+
+
+def scaling_trigger() -> dict[str, Any]:
+    """The Prometheus trigger of the ScaledObject in deploy/scaled (its query and threshold, as KEDA reads them)."""
+    (scaled_object,) = [d for d in yaml.safe_load_all((ROOT / "deploy" / "scaled" / "keda.yaml").read_text())
+                        if d and d["kind"] == "ScaledObject"]
+    (trigger,) = scaled_object["spec"]["triggers"]
+    return trigger["metadata"]
+
+
+def test_the_scaledobject_query_measures_rounds_in_flight_against_capacity(otlp: OTLPReceiver,
+                                                                          llm_server: FakeOpenAI) -> None:
+    """KEDA's query, word for word from deploy/scaled/keda.yaml, in a real Prometheus over the service's real
+    series: one value (KEDA wants a single element), 0 when idle, 3/4 while three rounds wait at the LLM in a
+    process of four places — over the 0.7 threshold, so the HPA wants ceil(0.75 / 0.7) = 2 pods — and 0 after."""
+    metadata = scaling_trigger()
+    query, threshold = metadata["query"], float(metadata["threshold"])
+
+    def value(prometheus: PrometheusServer) -> float | None:
+        result = prometheus.query(query)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    with observed(otlp, llm_server, case="keda", MAX_CONCURRENT_ROUNDS="4") as (client, prometheus, _):
+        wait_until(lambda: value(prometheus) is not None, timeout_s=15, what="the idle series scraped")
+        assert value(prometheus) == 0.0  # the series exist before any round: an idle service, not a lost one
+        llm_server.latency_s = 1.5  # four calls: rounds of ~6 s, waiting on the LLM as on Azure OpenAI
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            rounds = [pool.submit(client.post, "/ask", json={}) for _ in range(3)]
+            wait_until(lambda: value(prometheus) == 0.75, timeout_s=15, what="three rounds in flight scraped")
+            assert math.ceil(0.75 / threshold) == 2  # AverageValue: the pods the HPA would want
+            assert [r.result().status_code for r in rounds] == [200] * 3
+        wait_until(lambda: value(prometheus) == 0.0, timeout_s=15, what="the rounds' end scraped")

@@ -1,9 +1,12 @@
-"""deployment.yaml and otel-collector.yaml: valid for the API server (offline), and consistent with each
-other and with the app.
+"""deployment.yaml, otel-collector.yaml and deploy/: valid for the API server (offline), and consistent with
+each other and with the app.
 
 Core objects are checked with ``kubernetes-validate --strict`` (a misspelt field fails); the custom
 resources with ``jsonschema`` against the CRD schemas in ../shared/schemas (the operator's v1beta1
-OpenTelemetryCollector and Azure Managed Prometheus' PodMonitor).
+OpenTelemetryCollector, Azure Managed Prometheus' PodMonitor, KEDA's ScaledObject and TriggerAuthentication),
+and for fields their schemas do not know (the API server's strict field validation). The scaled mode
+(deploy/scaled) is a kustomization over deployment.yaml: rendered here as kustomize does for what it uses
+(resources, then JSON 6902 patches).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from tests.shared import schema
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.33.0"  # a current AKS version
 MANIFESTS = ["deployment.yaml", "otel-collector.yaml", "deploy/hpa.yaml", "deploy/azure-monitor-secret.example.yaml",
-             "deploy/eval-job.yaml"]
+             "deploy/eval-job.yaml", "deploy/scaled/keda.yaml"]
 CRD_SCHEMAS = {"OpenTelemetryCollector": "opentelemetrycollector-v1beta1.schema.json",
-               "PodMonitor": "azmonitoring-podmonitor-v1.schema.json"}
+               "PodMonitor": "azmonitoring-podmonitor-v1.schema.json",
+               "ScaledObject": "keda-scaledobject-v1alpha1.schema.json",
+               "TriggerAuthentication": "keda-triggerauthentication-v1alpha1.schema.json"}
 
 
 def docs(name: str) -> list[dict]:
@@ -58,11 +63,33 @@ def test_core_objects_validate_strictly(name: str, obj: dict) -> None:
     assert obj["metadata"]["namespace" if obj["kind"] != "Namespace" else "name"] == "otel-app"
 
 
+def custom_resource(kind: str) -> dict:
+    (found,) = [d for _, d in all_objects() if d["kind"] == kind]
+    return found
+
+
+def unknown_fields(obj: object, schema: dict, path: str = "") -> list[str]:
+    """Fields ``schema`` does not declare, where it declares its fields (no ``additionalProperties``, no
+    ``x-kubernetes-preserve-unknown-fields``): what the API server's strict field validation refuses, and what a
+    structural schema alone (``jsonschema``) lets through."""
+    if isinstance(obj, list):
+        return [u for i, item in enumerate(obj) for u in unknown_fields(item, schema.get("items", {}), f"{path}[{i}]")]
+    if not isinstance(obj, dict) or "properties" not in schema:
+        return []
+    if schema.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in schema:
+        return []
+    known = schema["properties"]
+    return [f"{path}.{key}" for key in obj if key not in known] + [
+        u for key, value in obj.items() if key in known for u in unknown_fields(value, known[key], f"{path}.{key}")]
+
+
 @pytest.mark.parametrize("kind", sorted(CRD_SCHEMAS))
 def test_custom_resources_validate_against_their_crds(kind: str, crd_schema) -> None:
-    obj = one("otel-collector.yaml", kind)
+    obj = custom_resource(kind)
     jsonschema.Draft4Validator(crd_schema(kind)).validate(obj)
     assert obj["metadata"]["namespace"] == "otel-app"
+    if kind in {"ScaledObject", "TriggerAuthentication"}:
+        assert unknown_fields(obj, crd_schema(kind)) == []
 
 
 def test_a_misspelt_field_fails_validation(crd_schema) -> None:
@@ -78,6 +105,17 @@ def test_a_misspelt_field_fails_validation(crd_schema) -> None:
     del monitor["spec"]["selector"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft4Validator(crd_schema("PodMonitor")).validate(monitor)
+    scaled = copy.deepcopy(custom_resource("ScaledObject"))
+    scaled["spec"]["minReplicaCount"] = "2"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(crd_schema("ScaledObject")).validate(scaled)
+    scaled = copy.deepcopy(custom_resource("ScaledObject"))
+    scaled["spec"]["maxReplicas"] = 6  # the HPA's word, not KEDA's: valid JSON schema, refused by the API server
+    assert unknown_fields(scaled, crd_schema("ScaledObject")) == [".spec.maxReplicas"]
+    auth = copy.deepcopy(custom_resource("TriggerAuthentication"))
+    auth["spec"]["podIdentity"]["provider"] = "azure"  # pod identity, removed in KEDA 2.15
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(crd_schema("TriggerAuthentication")).validate(auth)
 
 
 # --- the app's Deployment ---------------------------------------------------------------------------------
@@ -350,3 +388,130 @@ def test_the_evaluation_job_runs_eval_with_the_services_identity_model_and_colle
             "OTEL_SEMCONV_STABILITY_OPT_IN", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"]
     assert all(ours[name] == theirs[name] for name in same)
     assert set(ours) <= set(theirs)  # nothing the service does not read
+
+
+# --- the scaled mode: deploy/scaled ------------------------------------------------------------------------
+SCALED = ROOT / "deploy" / "scaled"
+# The prometheus scaler's trigger metadata (KEDA docs, scalers/prometheus.md): a misspelt key is ignored by
+# KEDA, so it is checked here. No authModes: KEDA allows none beside Azure workload identity.
+PROMETHEUS_SCALER_KEYS = {"serverAddress", "query", "threshold", "activationThreshold", "namespace", "customHeaders",
+                          "ignoreNullValues", "queryParameters", "unsafeSsl", "timeout"}
+
+
+def kustomized(folder: Path) -> list[dict]:
+    """The objects ``kubectl kustomize --load-restrictor LoadRestrictionsNone <folder>`` prints, for the subset
+    of kustomize the folder may use: ``resources`` (files), then ``patches`` (JSON 6902, by kind and name)."""
+    import jsonpatch
+
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "patches"}, "a kustomize feature this test lacks"
+    objects = [d for name in kustomization["resources"]
+               for d in yaml.safe_load_all((folder / name).resolve().read_text()) if d]
+    for patch in kustomization.get("patches", []):
+        target = patch["target"]
+        (i,) = [i for i, d in enumerate(objects) if d["kind"] == target["kind"]
+                and d["metadata"]["name"] == target["name"]
+                and d["apiVersion"] == "/".join(p for p in (target.get("group"), target["version"]) if p)]
+        objects[i] = jsonpatch.apply_patch(objects[i], yaml.safe_load(patch["patch"]))
+    return objects
+
+
+def scaled(kind: str) -> dict:
+    (found,) = [d for d in kustomized(SCALED) if d["kind"] == kind]
+    return found
+
+
+def trigger() -> dict:
+    (found,) = scaled("ScaledObject")["spec"]["triggers"]
+    return found
+
+
+def test_the_scaled_mode_is_deployment_yaml_patched_not_a_copy() -> None:
+    kustomization = yaml.safe_load((SCALED / "kustomization.yaml").read_text())
+    assert "../../deployment.yaml" in kustomization["resources"]
+    copies = [p.name for p in SCALED.glob("*.yaml") if p.name != "kustomization.yaml"
+              for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] == "Deployment"]
+    assert copies == []
+    assert {d["kind"] for d in kustomized(SCALED)} == {"Deployment", "Service", "PodDisruptionBudget", "ScaledObject",
+                                                      "TriggerAuthentication"}  # no HPA: KEDA makes its own
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Service", "PodDisruptionBudget"])
+def test_the_scaled_modes_core_objects_validate_strictly(kind: str) -> None:
+    obj = scaled(kind)
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    assert obj["metadata"]["namespace"] == "otel-app"
+
+
+def test_keda_scales_the_deployment_from_two_pods_and_owns_their_count() -> None:
+    deployment, spec = scaled("Deployment"), scaled("ScaledObject")["spec"]
+    assert spec["scaleTargetRef"] == {"name": deployment["metadata"]["name"]}  # apps/v1 Deployment by default
+    assert scaled("ScaledObject")["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert 2 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+    assert "replicas" not in deployment["spec"]  # an apply would reset KEDA's count
+    assert spec["fallback"]["failureThreshold"] >= 1 and spec["minReplicaCount"] <= spec["fallback"]["replicas"] \
+        <= spec["maxReplicaCount"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pdb = scaled("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items() and pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_the_pods_spread_over_zones_and_nodes() -> None:
+    pod = scaled("Deployment")["spec"]["template"]
+    spread = {c["topologyKey"]: c for c in pod["spec"]["topologySpreadConstraints"]}
+    assert set(spread) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    for constraint in spread.values():
+        assert constraint["maxSkew"] == 1
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        # The pods tolerate the `workload` taint only: other nodes (the system pool) are not places to fill.
+        assert constraint["nodeTaintsPolicy"] == "Honor" and pod["spec"]["tolerations"]
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_the_trigger_reads_rounds_in_flight_from_azure_managed_prometheus_as_a_workload_identity() -> None:
+    from telemetry import contract
+    from tests.promnames import prometheus_name
+
+    t = trigger()
+    assert t["type"] == "prometheus" and t["metricType"] == "AverageValue"
+    metadata = t["metadata"]
+    assert set(metadata) <= PROMETHEUS_SCALER_KEYS, set(metadata) - PROMETHEUS_SCALER_KEYS
+    assert all(isinstance(v, str) for v in metadata.values())
+    url = urlsplit(metadata["serverAddress"])
+    assert url.scheme == "https" and url.hostname.endswith(".prometheus.monitor.azure.com")
+    assert "REPLACE" in metadata["serverAddress"]  # an obvious placeholder: the workspace's query endpoint
+    # The query names the series by their Prometheus names after the Collector, under the service's job.
+    active, limit = (prometheus_name(name, "{round}", "updowncounter")
+                     for name in (contract.METRIC_ROUND_ACTIVE, contract.METRIC_ROUND_LIMIT))
+    attrs = dict(kv.split("=", 1) for kv in env()["OTEL_RESOURCE_ATTRIBUTES"]["value"].split(","))
+    job = f'job="{attrs["service.namespace"]}/{env()["OTEL_SERVICE_NAME"]["value"]}"'
+    assert metadata["query"] == f"sum({active}{{{job}}}) / avg({limit}{{{job}}})"
+    # Each pod kept under MAX_CONCURRENT_ROUNDS: a threshold below one pod's worth scales before admission sheds.
+    assert 0.5 <= float(metadata["threshold"]) <= 0.8
+    assert metadata["ignoreNullValues"] == "false"  # no series: the fallback, not a scale-down
+    auth = scaled("TriggerAuthentication")
+    assert t["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert auth["spec"]["podIdentity"]["provider"] == "azure-workload"
+    assert "REPLACE" in auth["spec"]["podIdentity"]["identityId"]
+
+
+def test_the_max_replica_count_is_the_readmes_quota_arithmetic() -> None:
+    """maxReplicaCount = ceil(min(TPM / tokens, RPM / calls) per round / rounds a pod plays per minute at the
+    target), with the README's figures; the fallback HPA has the same bound, the KEDA fallback stays within it."""
+    import math
+
+    readme = (ROOT / "README.md").read_text()
+    figures = re.search(r"<!-- max-replicas: tpm=([\d,]+) rpm=([\d,]+) tokens=([\d,]+) calls=(\d+) seconds=(\d+) -->",
+                        readme)
+    assert figures, "the README's Scaling section states the figures behind maxReplicaCount"
+    tpm, rpm, tokens, calls, seconds = (int(g.replace(",", "")) for g in figures.groups())
+    places = Settings().max_concurrent_rounds
+    assert "MAX_CONCURRENT_ROUNDS" not in env()  # the default is the one in force
+    target = float(trigger()["metadata"]["threshold"])
+    rounds_per_minute_per_pod = target * places / seconds * 60
+    spec = scaled("ScaledObject")["spec"]
+    assert spec["maxReplicaCount"] == math.ceil(min(tpm / tokens, rpm / calls) / rounds_per_minute_per_pod)
+    hpa = one("deploy/hpa.yaml", "HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (spec["minReplicaCount"], spec["maxReplicaCount"])
