@@ -33,6 +33,7 @@ each start drops the expired rows, so the tables hold little more than the round
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,31 @@ RATINGS = "quiz_ratings"  # table of each principal's rating of each round (feed
 RUNS = "quiz_rounds"  # table of the rounds played or playing: idempotency, holder, outcome (app.runs)
 RUN_EVENTS = "quiz_round_events"  # table of each round's stream events, for a client that reconnects
 CANCEL = "!"  # the prefix of the news topic that tells a round's holder to stop it (RoundRuns.changed)
+
+
+class News:
+    """This process's waiters for news of a topic (a round's id, or ``CANCEL`` + it): ``wait`` until the topic
+    is woken or ``timeout_s`` passes, ``wake`` every waiter of a topic. Events of topics nobody waits on are
+    not kept (a topic that never had news does not pile up)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    async def wait(self, topic: str, timeout_s: float) -> None:
+        """Return when ``topic`` is woken, or after ``timeout_s`` seconds (no error: look again)."""
+        news = self._events.setdefault(topic, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await news.wait()
+        except TimeoutError:
+            if self._events.get(topic) is news:
+                del self._events[topic]
+
+    def wake(self, topic: str) -> None:
+        """Wake every waiter of ``topic`` now."""
+        news = self._events.pop(topic, None)
+        if news is not None:
+            news.set()
 RUN_CHANNEL = "quiz_rounds"  # Postgres NOTIFY channel: a round's id, when it has news (an event, its end, a cancel)
 Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a change of mind, nothing
 

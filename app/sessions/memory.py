@@ -12,7 +12,6 @@ own size. For state that survives restarts or is shared by replicas, use the SQL
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import OrderedDict, defaultdict
@@ -25,7 +24,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 
-from app.sessions import CANCEL, Outcome, Rated, RunRecord, SessionStore
+from app.sessions import CANCEL, News, Outcome, Rated, RunRecord, SessionStore
 from app.settings import Settings
 
 
@@ -202,7 +201,7 @@ class MemoryRuns:
 
     def __init__(self, max_runs: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._runs: OrderedDict[str, _Run] = OrderedDict()  # run id → run, oldest first
-        self._news: dict[str, asyncio.Event] = {}  # topic → the event its waiters wait on
+        self._news = News()
         self._sessions: dict[str, str] = {}  # session id → its latest run id
         self._max_runs = max_runs
         self._clock = clock
@@ -288,18 +287,10 @@ class MemoryRuns:
 
     async def changed(self, topic: str, timeout_s: float) -> None:
         """See ``app.sessions.RoundRuns.changed``."""
-        news = self._news.setdefault(topic, asyncio.Event())
-        try:
-            async with asyncio.timeout(timeout_s):
-                await news.wait()
-        except TimeoutError:  # no news: forget the event, or topics that never had news pile up
-            if self._news.get(topic) is news:
-                del self._news[topic]
+        await self._news.wait(topic, timeout_s)
 
     def _wake(self, topic: str) -> None:
-        news = self._news.pop(topic, None)
-        if news is not None:
-            news.set()
+        self._news.wake(topic)
 
     async def prune(self, retention_s: float) -> None:
         """See ``app.sessions.RoundRuns.prune``."""

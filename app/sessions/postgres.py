@@ -30,6 +30,7 @@ from app.sessions import (
     RUNS,
     USAGE,
     CheckpointerUnavailable,
+    News,
     Outcome,
     Rated,
     RunRecord,
@@ -214,7 +215,7 @@ class PostgresRuns:
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]]) -> None:
         self._pool = pool
-        self._news: dict[str, asyncio.Event] = {}  # topic → the event its waiters wait on
+        self._news = News()
 
     async def setup(self) -> None:
         """Create the tables (idempotent)."""
@@ -246,9 +247,7 @@ class PostgresRuns:
                 await asyncio.sleep(1)
 
     def _wake(self, topic: str) -> None:
-        news = self._news.pop(topic, None)
-        if news is not None:
-            news.set()
+        self._news.wake(topic)
 
     async def begin(self, run: RunRecord, ttl_s: float) -> RunRecord:
         """See ``app.sessions.RoundRuns.begin``: one upsert decides between replicas; a taken-over round's
@@ -327,13 +326,7 @@ class PostgresRuns:
 
     async def changed(self, topic: str, timeout_s: float) -> None:
         """See ``app.sessions.RoundRuns.changed``."""
-        news = self._news.setdefault(topic, asyncio.Event())
-        try:
-            async with asyncio.timeout(timeout_s):
-                await news.wait()
-        except TimeoutError:  # no news: forget the event, or topics that never had news pile up
-            if self._news.get(topic) is news:
-                del self._news[topic]
+        await self._news.wait(topic, timeout_s)
 
     async def prune(self, retention_s: float) -> None:
         """See ``app.sessions.RoundRuns.prune``."""
