@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         description="memory:// (bounded, default) | sqlite:///path/to/file.db | postgresql://user@host/db")]
     postgres_pool_size: int = Field(10, ge=1, le=200, description="Connections to Postgres per process.")
     postgres_timeout_s: float = Field(5.0, gt=0, le=120, description="Wait for a Postgres connection, seconds.")
+    postgres_entra_auth: bool = Field(
+        False, description="Sign in to Postgres with a Microsoft Entra ID access token instead of a password "
+        "(Azure Database for PostgreSQL flexible server): DefaultAzureCredential — the pod's Workload Identity "
+        "— gives one for every new connection. The user in CHECKPOINTER_URL is the Entra principal's name (the "
+        "managed identity's) and the URL has no password.")
     session_ttl_s: float = Field(3600.0, gt=0, description="Idle sessions expire this long after their last round, "
                                                            "on every store.")
     session_sweep_interval_s: float = Field(
@@ -233,6 +238,12 @@ class Settings(BaseSettings):
         if scheme not in {"memory", "sqlite", "postgres", "postgresql"}:
             raise ValueError(
                 f"CHECKPOINTER_URL={self.checkpointer_url!r}: use memory://, sqlite:///<file> or postgresql://…")
+        if self.postgres_entra_auth:
+            parts = urlsplit(self.checkpointer_url)
+            if scheme not in {"postgres", "postgresql"} or not parts.username or parts.password is not None:
+                raise ValueError(
+                    "POSTGRES_ENTRA_AUTH=true needs CHECKPOINTER_URL=postgresql://<identity-name>@<host>:5432/<db> "
+                    "with the Entra principal's name as the user and no password (the token is the password)")
         return self
 
     @model_validator(mode="after")

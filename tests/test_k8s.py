@@ -515,3 +515,18 @@ def test_the_max_replica_count_is_the_readmes_quota_arithmetic() -> None:
     assert spec["maxReplicaCount"] == math.ceil(min(tpm / tokens, rpm / calls) / rounds_per_minute_per_pod)
     hpa = one("deploy/hpa.yaml", "HorizontalPodAutoscaler")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (spec["minReplicaCount"], spec["maxReplicaCount"])
+
+
+def test_the_scaled_mode_shares_sessions_on_postgres_signed_in_with_the_pods_identity() -> None:
+    """Replicas need one session store: the scaled Deployment's settings, as the service reads them, are
+    Postgres with Entra ID sign-in — a URL with the identity as its user and no password, and no Secret."""
+    from app.settings import Settings
+
+    deployment = scaled("Deployment")
+    pod = deployment["spec"]["template"]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    url, entra = env["CHECKPOINTER_URL"]["value"], env["POSTGRES_ENTRA_AUTH"]["value"]
+    settings = Settings(checkpointer_url=url, postgres_entra_auth=entra)  # valid as the service would load it
+    assert settings.postgres_entra_auth and url.startswith("postgresql://REPLACE-identity-name@")
+    assert "sslmode=require" in url and ":" not in url.split("://", 1)[1].split("@", 1)[0]  # no password
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"  # the token comes from the pod

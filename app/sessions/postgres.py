@@ -1,6 +1,14 @@
 """The ``postgresql://user@host:5432/db`` session store: ``langgraph-checkpoint-postgres``'s
 ``AsyncPostgresSaver`` on a connection pool, with the round leases and session activity in the same database,
 timed by the database's clock (replicas' clocks may differ). For several replicas.
+
+With ``POSTGRES_ENTRA_AUTH`` every new connection signs in with a Microsoft Entra ID access token as its
+password, as Azure Database for PostgreSQL flexible server accepts it
+(https://learn.microsoft.com/azure/postgresql/flexible-server/how-to-configure-sign-in-azure-ad-authentication):
+the pool's connection parameters are a callable (psycopg_pool ≥ 3.3,
+https://www.psycopg.org/psycopg3/docs/api/pool.html — ``kwargs`` "can be a callable") that asks
+``DefaultAzureCredential`` for a token each time. The credential caches it and fetches a new one before it
+expires, so connections opened an hour apart carry different tokens while open ones keep working.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity.aio import DefaultAzureCredential
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
@@ -231,19 +241,21 @@ class PostgresRuns:
                 f"CREATE TABLE IF NOT EXISTS {RUN_EVENTS} (run_id TEXT NOT NULL, attempt INTEGER NOT NULL, "
                 "seq INTEGER NOT NULL, frame BYTEA NOT NULL, PRIMARY KEY (run_id, attempt, seq))")
 
-    async def listen(self, conninfo: str, kwargs: dict[str, Any]) -> None:
+    async def listen(self, conninfo: str, kwargs: dict[str, Any] | EntraPassword) -> None:
         """Hear every replica's news on ``quiz_rounds`` and wake this process's waiters, until cancelled; a
-        lost connection is opened again (meanwhile waiters fall back to their timeouts)."""
+        lost connection is opened again (meanwhile waiters fall back to their timeouts). ``kwargs``: the
+        connection's parameters, or an ``EntraPassword`` that gives them with a fresh token."""
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(conninfo, **{**kwargs, "autocommit": True})
+                params = await kwargs() if isinstance(kwargs, EntraPassword) else kwargs
+                conn = await psycopg.AsyncConnection.connect(conninfo, **{**params, "autocommit": True})
                 async with conn:
                     await conn.execute(f"LISTEN {RUN_CHANNEL}")
                     async for notice in conn.notifies():
                         self._wake(notice.payload)
-            except psycopg.Error as exc:
+            except (psycopg.Error, ClientAuthenticationError) as exc:
                 log.warning("round news: lost the LISTEN connection (%s: %s); reconnecting in 1 s",
-                            type(exc).__name__, exc)
+                            type(exc).__name__, exc.args[0] if exc.args else "")
                 await asyncio.sleep(1)
 
     def _wake(self, topic: str) -> None:
@@ -336,20 +348,64 @@ class PostgresRuns:
                 f"RETURNING run_id) DELETE FROM {RUN_EVENTS} WHERE run_id IN (SELECT run_id FROM gone)", (retention_s,))
 
 
+ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"  # Azure Database for PostgreSQL's token scope
+
+
+class EntraPassword:
+    """Connection parameters whose ``password`` is an Entra ID access token for Azure Database for PostgreSQL
+    (``ENTRA_SCOPE``), asked of ``credential`` at each call — each new connection. ``last``: the token handed
+    out last, so that an error message can be cleaned of it. Raises ``ClientAuthenticationError`` when no
+    token can be had."""
+
+    def __init__(self, credential: DefaultAzureCredential, base: dict[str, Any]) -> None:
+        self.credential = credential
+        self.base = base
+        self.last = ""
+
+    async def __call__(self) -> dict[str, Any]:
+        """The parameters of a new connection, ``password`` a token valid for a while yet."""
+        token = await self.credential.get_token(ENTRA_SCOPE)
+        self.last = token.token
+        return {**self.base, "password": token.token}
+
+    def clean(self, text: str) -> str:
+        """``text`` without the token (a driver's message should never hold it, but a log line never will)."""
+        return text.replace(self.last, "***") if self.last else text
+
+
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     """Open the pool and run the (idempotent) migrations; ``CheckpointerUnavailable`` naming the host, never the
-    password, when the database cannot be reached at start-up."""
+    password or token, when the database cannot be reached or refuses to sign in at start-up, or (with
+    ``POSTGRES_ENTRA_AUTH``) no Entra ID token can be had."""
     url = settings.checkpointer_url
     parts = urlsplit(url)
+    where = f"CHECKPOINTER_URL={redact(url)}: cannot open the Postgres session store at {parts.hostname}:" \
+            f"{parts.port or 5432}"
+    base: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    credential = DefaultAzureCredential() if settings.postgres_entra_auth else None
+    entra = EntraPassword(credential, base) if credential is not None else None
     # A pool, not one connection: rounds of different sessions run in parallel, and a connection that
     # died with a Postgres restart is replaced on checkout (check_connection) instead of failing forever.
     # Connection settings as the langgraph-checkpoint-postgres documentation asks for.
     pool = AsyncConnectionPool(url, min_size=1, max_size=settings.postgres_pool_size, open=False,
                                timeout=settings.postgres_timeout_s, check=AsyncConnectionPool.check_connection,
-                               connection_class=psycopg.AsyncConnection[DictRow],
-                               kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+                               connection_class=psycopg.AsyncConnection[DictRow], kwargs=entra or base)
     try:
+        if entra is not None:  # sign in once first, so that a refused token is said as such, not as a timeout
+            try:
+                async with await psycopg.AsyncConnection.connect(url, **await entra()):
+                    pass
+            except ClientAuthenticationError as exc:
+                raise CheckpointerUnavailable(
+                    f"{where}: no Entra ID token for Postgres could be had from DefaultAzureCredential "
+                    f"(POSTGRES_ENTRA_AUTH=true): {' '.join((exc.message or type(exc).__name__).split())[:800]}"
+                    " — check the pod's Workload Identity (its service account and federated credential).") from None
+            except psycopg.OperationalError as exc:
+                raise CheckpointerUnavailable(
+                    f"{where}: {entra.clean(str(exc)).strip()} — with POSTGRES_ENTRA_AUTH=true the server must "
+                    f"accept Entra ID sign-in and know {parts.username!r} as an Entra principal "
+                    "(pgaadauth_create_principal; see the README's Postgres with Entra ID).") from None
         await pool.open(wait=True, timeout=settings.postgres_timeout_s)
         saver = AsyncPostgresSaver(pool)
         await saver.setup()  # idempotent migrations
@@ -365,12 +421,20 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await runs.setup()
     except (psycopg.Error, PoolTimeout) as exc:
         await pool.close()
+        if credential is not None:
+            await credential.close()
         reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
         raise CheckpointerUnavailable(
-            f"CHECKPOINTER_URL={redact(url)}: cannot open the Postgres session store at "
-            f"{parts.hostname}:{parts.port or 5432}: {reason.strip()} — check that the server is up and "
-            "reachable, and that the user and database exist.") from None
-    listener = asyncio.create_task(runs.listen(url, {"prepare_threshold": 0}), name="round-news")
+            f"{where}: {entra.clean(reason).strip() if entra else reason.strip()} — check that the server is up "
+            "and reachable, and that the user and database exist.") from None
+    except BaseException:
+        await pool.close()
+        if credential is not None:
+            await credential.close()
+        raise
+    listen: dict[str, Any] | EntraPassword = (EntraPassword(credential, {"prepare_threshold": 0})
+                                              if credential is not None else {"prepare_threshold": 0})
+    listener = asyncio.create_task(runs.listen(url, listen), name="round-news")
     try:
         yield SessionStore(saver, leases, activity, usage, ratings, runs, ERRORS)
     finally:
@@ -378,3 +442,5 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         await pool.close()
+        if credential is not None:
+            await credential.close()

@@ -53,6 +53,7 @@ class FakeEntra:
 
     ``expires_in``: lifetime of the tokens it issues, seconds. ``refuse``: answer ``invalid_client`` (as
     Entra does for a federated credential that does not match). ``requests``: the forms received.
+    ``access_token``: the token it hands out (``None``: ``entra-token-<n>`` for the n-th request).
     """
 
     TENANT = "11111111-2222-4333-8444-555555555555"
@@ -60,6 +61,7 @@ class FakeEntra:
     def __init__(self, directory: Path, expires_in: int = 3600) -> None:
         self.expires_in = expires_in
         self.refuse = False
+        self.access_token: str | None = None
         self.requests: list[dict[str, Any]] = []
         self.published: list[SigningKey] = [SigningKey.new("key-1")]  # the JWKS; replace it to rotate keys
         self.jwks_fetches = 0
@@ -92,7 +94,7 @@ class FakeEntra:
                     return
                 self._json(200, {"token_type": "Bearer", "expires_in": entra.expires_in,
                                  "ext_expires_in": entra.expires_in,
-                                 "access_token": f"entra-token-{len(entra.requests)}"})
+                                 "access_token": entra.access_token or f"entra-token-{len(entra.requests)}"})
 
             def _json(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()

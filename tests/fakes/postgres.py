@@ -22,7 +22,11 @@ def pg_bin() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """``password_auth``: TCP connections must sign in with their role's password (``scram-sha-256``), as a
+    managed server's do; the Unix socket (``admin_url``) stays trusted for the test's own set-up."""
+
+    def __init__(self, password_auth: bool = False) -> None:
+        self.password_auth = password_auth
         bindir = pg_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
@@ -35,6 +39,11 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def admin_url(self) -> str:
+        """The superuser over the server's Unix socket (trusted: no password)."""
+        return f"postgresql://postgres@/postgres?host={self.root}&port={self.port}"
+
     def _run(self, *args: str) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._as_postgres:
@@ -46,6 +55,8 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         data = self.root / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if self.password_auth:
+            (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
         self._run("pg_ctl", "-D", str(data), "-l", str(self.root / "log"), "-w", "-t", "30", "start", "-o",
                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off")
         return self
