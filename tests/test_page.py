@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import new_page, open_page
 from tests.conftest import CANARY_KEY, HEX32
+from tests.fakes.cutting_proxy import CuttingProxy
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.service import ROOT, clean_env, start_service, stop
@@ -317,3 +318,63 @@ def test_with_api_keys_the_page_asks_for_a_key_and_sends_it_only_in_a_header(pag
     trace_id = card.locator(".trace-id").inner_text()
     expect(card.locator(".ai-link")).to_have_attribute("href", LINK.replace("{trace_id}", trace_id))
     assert httpx.post(base + "/ask", json={}).status_code == 401  # the key is really required
+
+
+def test_a_stream_cut_mid_round_reconnects_by_itself_and_shows_the_round_once(page: Page, services,
+                                                                             fake_llm: FakeOpenAI) -> None:
+    fake_llm.latency_s = 0.7  # the round is still playing when the network fails
+    fake_llm.script("Question", question="Which planet is known as the Red Planet?", reference_answer="Mars")
+    fake_llm.script("StudentAnswer", answer="Mars")
+    fake_llm.script("Grade", verdict="correct", feedback="Yes.")
+    base = services()
+    sent: list[tuple[str, str, dict[str, str]]] = []
+    with CuttingProxy(int(base.rsplit(":", 1)[1])) as proxy:
+        open_page(page, proxy.url)
+        page.on("request", lambda r: sent.append((r.method, r.url, r.headers)))
+        page.get_by_label("Subject").fill("science")
+        page.get_by_role("button", name="Play a round").click()
+        card = page.locator("#rounds .round").first
+        expect(card.locator(".question")).to_have_text("Which planet is known as the Red Planet?", timeout=10_000)
+        assert proxy.cut() >= 1  # mid-round: the answer and the grade are still to come
+        expect(card.locator(".reference-text")).to_have_text("Mars", timeout=20_000)
+    expect(card.locator(".verdict")).to_have_text("✓ Correct")
+    expect(page.locator("#rounds .round")).to_have_count(1)
+    expect(page.locator("#rounds .question")).to_have_count(1)  # nothing shown twice
+    expect(page.locator("#problem")).to_be_hidden()
+    posts = [h for method, url, h in sent if method == "POST" and url.endswith("/ask")]
+    resumes = [(url, h) for method, url, h in sent if method == "GET" and url.endswith("/round")]
+    assert len(posts) == 1 and posts[0]["idempotency-key"]  # one round asked, with its key
+    assert resumes and re.fullmatch(r"1\.\d+", resumes[0][1]["last-event-id"])  # resumed after what it had
+    # The round was played once (four LLM calls), and the session has it once.
+    assert len(fake_llm.requests) == 4
+    sid = page.evaluate("localStorage.getItem('question-app.session')")
+    assert httpx.get(f"{base}/sessions/{sid}", timeout=10).json()["rounds_played"] == 1
+
+
+def test_stop_ends_the_round_and_leaves_the_session_as_it_was(page: Page, services, fake_llm: FakeOpenAI) -> None:
+    base = services()
+    open_page(page, base)
+    stop_button = page.get_by_role("button", name="Stop")
+    expect(stop_button).to_be_disabled()  # nothing to stop
+    page.get_by_role("button", name="Play a round").click()
+    expect(page.locator("#rounds .round .verdict")).to_have_count(1, timeout=15_000)
+    expect(stop_button).to_be_disabled()
+    expect(page.locator("#score")).to_contain_text("Rounds played: 1")
+    score = page.locator("#score").inner_text()
+    fake_llm.latency_s = 3.0
+    calls = len(fake_llm.requests)
+    page.get_by_role("button", name="Next round").click()
+    expect(stop_button).to_be_enabled(timeout=10_000)  # once the round's session is known
+    stop_button.click()
+    expect(page.locator("#progress")).to_have_text("Round stopped: the session is as it was before it.",
+                                                   timeout=10_000)
+    expect(page.locator("#rounds .round")).to_have_count(1)  # the stopped round's card is gone
+    expect(page.locator("#score")).to_have_text(score)
+    expect(stop_button).to_be_disabled()
+    assert len(fake_llm.requests) == calls + 1  # its first call was cut short, and no other was made
+    sid = page.evaluate("localStorage.getItem('question-app.session')")
+    assert httpx.get(f"{base}/sessions/{sid}", timeout=10).json()["rounds_played"] == 1
+    fake_llm.latency_s = 0.0
+    page.get_by_role("button", name="Next round").click()  # and the game goes on
+    expect(page.locator("#rounds .round .verdict")).to_have_count(2, timeout=15_000)
+    expect(page.locator("#rounds .round").first).to_contain_text("Round 2")

@@ -1,5 +1,8 @@
 // The quiz in a browser: plays rounds through POST /ask (server-sent events), restores a session with
 // GET /sessions/{id}, rates rounds. Same origin only; no dependencies, no build step.
+// A round outlives its connection (README "Rounds outlive their connection"): each has an Idempotency-Key, a
+// dropped stream is resumed from its last event id (GET /sessions/{id}/round with Last-Event-ID), and Stop
+// is DELETE /sessions/{id}/round.
 // Model text is always inserted as text (textContent), never as markup.
 
 const TEXT = {
@@ -27,6 +30,9 @@ const TEXT = {
     model: "Model: {model}", network: "The service could not be reached",
     network_detail: "Check that question-app is running, then try again.",
     restored: "Session restored: {n} round(s).",
+    stop: "Stop", stopping: "Stopping the round…", stopped: "Round stopped: the session is as it was before it.",
+    reconnecting: "Connection lost — reconnecting…", lost: "The connection to the round was lost",
+    lost_detail: "It may have finished: reload the page to see the session, or play again.",
   },
   ko: {
     skip: "게임으로 건너뛰기", title: "선생님–학생 퀴즈", settings: "라운드 설정", language: "언어",
@@ -52,6 +58,9 @@ const TEXT = {
     model: "모델: {model}", network: "서비스에 연결할 수 없습니다",
     network_detail: "question-app이 실행 중인지 확인한 뒤 다시 시도하세요.",
     restored: "세션 복원됨: {n}개 라운드.",
+    stop: "중지", stopping: "라운드를 중지하는 중…", stopped: "라운드가 중지되었습니다: 세션은 그 전과 같습니다.",
+    reconnecting: "연결이 끊겼습니다 — 다시 연결하는 중…", lost: "라운드와의 연결이 끊겼습니다",
+    lost_detail: "이미 끝났을 수 있습니다: 페이지를 새로 고쳐 세션을 확인하거나 다시 시작하세요.",
   },
 };
 const SESSION_KEY = "question-app.session";
@@ -60,7 +69,7 @@ const API_KEY = "question-app.api-key";
 const $ = (selector, root = document) => root.querySelector(selector);
 const ui = {
   setup: $("#setup"), language: $("#language"), subject: $("#subject"), difficulty: $("#difficulty"),
-  message: $("#message"), play: $("#play"), newSession: $("#new-session"), score: $("#score"),
+  message: $("#message"), play: $("#play"), stop: $("#stop"), newSession: $("#new-session"), score: $("#score"),
   progress: $("#progress"), problem: $("#problem"), problemTitle: $("#problem-title"),
   problemDetail: $("#problem-detail"), problemRetry: $("#problem-retry"), retry: $("#retry"),
   answerForm: $("#answer-form"), answer: $("#answer"), submitAnswer: $("#submit-answer"), rounds: $("#rounds"),
@@ -69,8 +78,10 @@ const ui = {
 
 const state = {
   lang: "en", config: null, sessionId: localStorage.getItem(SESSION_KEY), played: 0, kept: [],
-  busy: false, retryAt: 0, lastAction: null, card: null, keyWaiters: [],
+  busy: false, retryAt: 0, lastAction: null, card: null, keyWaiters: [], streaming: false,
 };
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];  // then the round is given up as lost
+const LAST_EVENTS = new Set(["round", "awaiting_answer", "error", "cancelled"]);  // a stream's possible ends
 
 function t(key, values = {}) {
   const template = (TEXT[state.lang] && TEXT[state.lang][key]) || TEXT.en[key] || key;
@@ -102,8 +113,8 @@ function headers(extra = {}) {
   return h;
 }
 
-async function call(path, { method = "GET", body, accept = "application/json" } = {}) {
-  const init = { method, headers: headers({ Accept: accept }) };
+async function call(path, { method = "GET", body, accept = "application/json", extra = {} } = {}) {
+  const init = { method, headers: headers({ Accept: accept, ...extra }) };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -117,7 +128,7 @@ async function call(path, { method = "GET", body, accept = "application/json" } 
   if (response.status === 401 && state.config && state.config.auth_required) {
     sessionStorage.removeItem(API_KEY);
     await askForKey();
-    return call(path, { method, body, accept });
+    return call(path, { method, body, accept, extra });
   }
   if (!response.ok) throw await problemOf(response);
   return response;
@@ -326,35 +337,46 @@ function setBusy(busy) {
   state.busy = busy;
   ui.play.disabled = busy || Date.now() < state.retryAt || !ui.answerForm.hidden;  // a question waits: answer it
   ui.newSession.disabled = busy;
+  ui.stop.disabled = !(busy && state.streaming && state.sessionId);
   ui.submitAnswer.disabled = busy;
   ui.rounds.setAttribute("aria-busy", String(busy));
 }
 
+// One round's stream: POST /ask with a fresh Idempotency-Key; when the connection drops before the stream's
+// last event, resume it — GET /sessions/{id}/round once the session is known, else the same POST with the
+// same key — from the last event id, after 0.5, 1, 2, 4, 8 s. Every event is shown once.
 async function stream(body, card) {
+  const key = crypto.randomUUID();
+  const seen = { lastId: "", ended: false, failed: false };
+  state.streaming = true;
   setBusy(true);
   clearProblem();
-  let failed = false;
-  try {
-    const response = await call("/ask", { method: "POST", body, accept: "text/event-stream" });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value.replace(/\r\n?/g, "\n");
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        failed = handle(block, card) || failed;
+  for (let attempt = 0; ; attempt += 1) {
+    const resume = seen.lastId ? { "Last-Event-ID": seen.lastId } : {};
+    const request = attempt > 0 && state.sessionId && seen.lastId
+      ? call(`/sessions/${encodeURIComponent(state.sessionId)}/round`, { accept: "text/event-stream", extra: resume })
+      : call("/ask", { method: "POST", body, accept: "text/event-stream", extra: { "Idempotency-Key": key, ...resume } });
+    try {
+      await readEvents(await request, card, seen);
+      if (seen.ended) break;  // the stream ended with its last event
+    } catch (problem) {
+      if (!(problem instanceof Error) && problem.status !== 0) {  // the service answered with a problem
+        seen.failed = true;
+        showProblem(problem);
+        break;
       }
     }
-  } catch (problem) {
-    failed = true;
-    showProblem(problem);
-  } finally {
-    setBusy(false);
+    if (attempt >= RECONNECT_DELAYS_MS.length) {  // the round cannot be reached: give it up
+      seen.failed = true;
+      showProblem({ title: t("lost"), detail: t("lost_detail"), status: 0 });
+      break;
+    }
+    ui.progress.textContent = t("reconnecting");
+    await new Promise((resolve) => { setTimeout(resolve, RECONNECT_DELAYS_MS[attempt]); });
   }
+  state.streaming = false;
+  setBusy(false);
+  const failed = seen.failed;
   if (failed && !card.dataset.verdict && card.dataset.state !== "awaiting") {
     if (body.answer === undefined) card.remove();  // a failed round leaves the session as it was
     else awaitAnswer(card, body.answer);  // the question still waits for an answer: keep what was typed
@@ -362,16 +384,49 @@ async function stream(body, card) {
   if (card.dataset.state !== "awaiting") ui.play.focus();
 }
 
-// One server-sent event; returns true when it was the stream's `error`.
-function handle(block, card) {
+// A stream's events, each shown once: those at or before `seen.lastId` (sent again on a resume) are skipped.
+async function readEvents(response, card, seen) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = parseEvent(block);
+      if (!event || (event.id && seen.lastId && !after(event.id, seen.lastId))) continue;
+      if (event.id) seen.lastId = event.id;
+      seen.failed = handle(event, card) || seen.failed;
+      if (state.sessionId) ui.stop.disabled = !state.busy;  // the round can be stopped once its session is known
+      if (LAST_EVENTS.has(event.name)) seen.ended = true;
+    }
+  }
+}
+
+// Whether event id `id` comes after `last` (ids are "<attempt>.<n>", README "Rounds outlive their connection").
+function after(id, last) {
+  const [a, n] = id.split(".").map(Number);
+  const [b, m] = last.split(".").map(Number);
+  return a > b || (a === b && n > m);
+}
+
+function parseEvent(block) {
   let name = "message";
+  let id = "";
   const data = [];
   for (const line of block.split("\n")) {
     if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("id:")) id = line.slice(3).trim();
     else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
   }
-  if (!data.length) return false;
-  const payload = JSON.parse(data.join("\n"));
+  return data.length ? { name, id, payload: JSON.parse(data.join("\n")) } : null;
+}
+
+// One server-sent event; returns true when it ended the round without a result (`error`, `cancelled`).
+function handle({ name, payload }, card) {
   switch (name) {
     case "trace":
       remember(payload.session_id);
@@ -406,6 +461,9 @@ function handle(block, card) {
       break;
     case "error":
       showProblem(payload);
+      return true;
+    case "cancelled":  // Stop: the session is as it was before the round
+      ui.progress.textContent = t("stopped");
       return true;
     default:
       // Any other step of the agent table (graphs/agents.py): every step event says who spoke and what.
@@ -452,6 +510,16 @@ ui.newSession.addEventListener("click", () => {
   ui.subject.focus();
 });
 ui.language.addEventListener("change", () => setLanguage(ui.language.value));
+ui.stop.addEventListener("click", async () => {
+  if (!state.streaming || !state.sessionId) return;
+  ui.stop.disabled = true;
+  ui.progress.textContent = t("stopping");
+  try {
+    await call(`/sessions/${encodeURIComponent(state.sessionId)}/round`, { method: "DELETE" });
+  } catch (problem) {
+    if (problem.status !== 404) showProblem(problem);  // 404: it had already ended, as the stream will show
+  }
+});
 
 // --- copying trace ids and rating rounds ---------------------------------------------------------------------
 ui.rounds.addEventListener("click", async (event) => {
