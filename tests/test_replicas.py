@@ -241,13 +241,15 @@ def test_a_replica_killed_under_64_clients_loses_only_its_rounds_in_flight_and_n
     assert load.rounds == clients * rounds
     # Rounds lost: only those in flight on the killed replica — at most one per client — and each was played
     # again, once, by a retry with its key.
-    assert 0 < load.retried_rounds <= clients
-    after = [what for when, what in load.failures if when >= killed]
-    assert len(after) == len(load.failures)  # nothing failed before the kill
-    # The others serve everything again within the lease: the last failure is at most a lease and a beat
-    # after the kill (its followers see the holder's heartbeat stop).
+    summary = (load.retried_rounds, Counter(what for _, what in load.failures))
+    assert 0 < load.retried_rounds <= clients, summary
+    before = [what for when, what in load.failures if when < killed]
+    assert before == [], before  # nothing failed before the kill
+    # The others serve everything again about a lease after the kill: the lease runs out (3 s), its followers
+    # see it within a beat (1 s), HAProxy's checks take the replica out (0.4 s), a retry comes 0.2 s later.
+    # The bound leaves room for a loaded machine and still fails a lease held for the round's deadline (600 s).
     recovered_s = max(when for when, _ in load.failures) - killed
-    assert recovered_s < LEASE_TTL_S + 3.0, (recovered_s, Counter(what for _, what in load.failures))
+    assert recovered_s < 2 * LEASE_TTL_S + 2.0, (recovered_s, summary)
     assert set(load.served_by) == {"r0", "r1", "r2"}
     print(f"\nkilled r1 under {clients} clients: {load.retried_rounds} rounds retried, "
           f"failures {dict(Counter(what for _, what in load.failures))}, served again {recovered_s:.1f} s after")

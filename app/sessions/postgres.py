@@ -262,9 +262,10 @@ class PostgresRuns:
         self._news.wake(topic)
 
     async def begin(self, run: RunRecord, ttl_s: float) -> RunRecord:
-        """See ``app.sessions.RoundRuns.begin``: one upsert decides between replicas; a taken-over round's
-        events are dropped in the same transaction."""
-        async with self._pool.connection() as conn, conn.transaction():
+        """See ``app.sessions.RoundRuns.begin``: one autocommitted upsert decides between replicas (one round
+        trip for a new round); a taken-over round's earlier events are dropped after it (readers ask for an
+        attempt's events only, so they never see them meanwhile)."""
+        async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 f"INSERT INTO {RUNS} (run_id, session_id, principal, idem_key, fingerprint, attempt, holder, state, "
                 "expires_at) VALUES (%(run_id)s, %(session_id)s, %(principal)s, %(key)s, %(fingerprint)s, 1, "
