@@ -280,11 +280,13 @@ class Runner:
             local = self._local.get(run_id)
             if local is not None and local.record.attempt != attempt:  # taken over here: start again
                 attempt, seq = local.record.attempt, 0
+            watched = None
             if local is not None:
                 news = local.news
                 fresh = list(enumerate(local.frames[seq:], start=seq + 1))
                 done = local.outcome is not None
             else:
+                watched = self.store.runs.watch(run_id)  # before reading: news meanwhile is not missed
                 fresh = await self.store.runs.events(run_id, attempt, seq)
                 done = False
             for seq, data in fresh:
@@ -309,8 +311,10 @@ class Runner:
             if not now.alive:
                 yield b"id: %d.%d\n%s" % (attempt, seq + 1, stopped(RoundLost()).data)
                 return
-            if not fresh:
-                await self.store.runs.changed(run_id, self.beat_s)
+            if not fresh and watched is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.beat_s):
+                        await watched.wait()
 
     async def outcome(self, record: RunRecord) -> Outcome:
         """How the round ended, waiting for its end: the outcome kept. Raises ``RoundLost`` when its holder

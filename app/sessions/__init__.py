@@ -61,9 +61,13 @@ class News:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
 
+    def watch(self, topic: str) -> asyncio.Event:
+        """The event the next ``wake(topic)`` sets (the same one for every watcher until then)."""
+        return self._events.setdefault(topic, asyncio.Event())
+
     async def wait(self, topic: str, timeout_s: float) -> None:
         """Return when ``topic`` is woken, or after ``timeout_s`` seconds (no error: look again)."""
-        news = self._events.setdefault(topic, asyncio.Event())
+        news = self.watch(topic)
         try:
             async with asyncio.timeout(timeout_s):
                 await news.wait()
@@ -227,6 +231,11 @@ class RoundRuns(Protocol):
     async def changed(self, topic: str, timeout_s: float) -> None:
         """Wait until ``topic`` has news or ``timeout_s`` seconds pass (a hint, not a promise: read again after
         it returns). Topics: a round's id (an event, its end, a take-over) and ``CANCEL`` + its id (a cancel)."""
+        ...
+
+    def watch(self, topic: str) -> asyncio.Event:
+        """An event set at ``topic``'s next news: take it *before* reading what the news would be about, then
+        wait on it, so that news arriving in between is not missed (``changed`` can miss it)."""
         ...
 
     async def prune(self, retention_s: float) -> None:

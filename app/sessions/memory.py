@@ -12,6 +12,7 @@ own size. For state that survives restarts or is shared by replicas, use the SQL
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict, defaultdict
@@ -288,6 +289,10 @@ class MemoryRuns:
     async def changed(self, topic: str, timeout_s: float) -> None:
         """See ``app.sessions.RoundRuns.changed``."""
         await self._news.wait(topic, timeout_s)
+
+    def watch(self, topic: str) -> asyncio.Event:
+        """See ``app.sessions.RoundRuns.watch``."""
+        return self._news.watch(topic)
 
     def _wake(self, topic: str) -> None:
         self._news.wake(topic)

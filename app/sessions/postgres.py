@@ -341,6 +341,10 @@ class PostgresRuns:
         """See ``app.sessions.RoundRuns.changed``."""
         await self._news.wait(topic, timeout_s)
 
+    def watch(self, topic: str) -> asyncio.Event:
+        """See ``app.sessions.RoundRuns.watch``."""
+        return self._news.watch(topic)
+
     async def prune(self, retention_s: float) -> None:
         """See ``app.sessions.RoundRuns.prune``."""
         async with self._pool.connection() as conn:
