@@ -95,11 +95,11 @@ async def rate_limits(rounds: RoundsDep, principal: PrincipalDep, response: Resp
 RateLimitsDep = Annotated[dict[str, str], Depends(rate_limits)]
 
 
-async def round_scope(rounds: RoundsDep, principal: PrincipalDep) -> AsyncIterator[AsyncExitStack]:
-    """What a round holds — its place (``RoundService.admission``, raises ``RateLimited`` over the principal's
-    fair share and ``Overloaded``) and its session's lease (entered by ``RoundService.prepare``). A round that
-    starts takes them over (``AsyncExitStack.pop_all``: ``app.runs.Holding``) and releases them when it ends,
-    whether its client stayed or not; a request that plays no round releases them when it ends."""
+async def round_scope() -> AsyncIterator[AsyncExitStack]:
+    """Where a round's holdings go — its place (``RoundService.admission``, entered by the route only when it
+    starts a round: a retry that follows a round already playing takes none) and its session's lease (entered
+    by ``RoundService.prepare``). A round that starts takes them over (``AsyncExitStack.pop_all``:
+    ``app.runs.Holding``) and releases them when it ends, whether its client stayed or not; a request that
+    plays no round releases them when it ends."""
     async with AsyncExitStack() as scope:
-        scope.enter_context(rounds.admission(principal))
         yield scope

@@ -87,6 +87,7 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
     signature = fingerprint(route or "", body.model_dump_json())
     record = await runner.existing(run_id, signature) if key is not None else None
     if record is None or (record.state == "running" and not record.alive):  # new, or its holder died
+        scope.enter_context(rounds.admission(principal))  # 429 over the fair share, 503 when full
         ask = body.domain()
         if record is not None and isinstance(ask, PlayRound):  # play the lost round again, in the same session
             ask = replace(ask, session_id=record.session_id, create=True, adopt=True)
