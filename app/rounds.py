@@ -182,22 +182,23 @@ class RoundService:
             Policy(ROUNDS, self.settings.rate_limit_rounds_per_minute, ROUND_WINDOW_S),
             Policy(TOKENS, self.settings.rate_limit_tokens_per_day, TOKEN_WINDOW_S, "llm-tokens")) if policy.quota]
 
-    async def quota(self, principal: Principal) -> dict[str, str]:
+    async def quota(self, principal: Principal, count: bool = True) -> dict[str, str]:
         """Count a round against ``principal``'s rounds per minute and look up its tokens today, on the store
         (every replica counts the same rows); return the ``RateLimit`` fields to answer with. Raises
         ``RateLimited`` (429, ``Retry-After`` and those fields) when either is used up, and
-        ``SessionStoreUnavailable``. A refusal is counted in ``quiz.admissions``."""
+        ``SessionStoreUnavailable``. A refusal is counted in ``quiz.admissions``. ``count=False``: only look
+        (a retry that follows a round already started plays nothing: it is neither counted nor refused)."""
         standings: list[Standing] = []
         try:
             for policy in self.policies(principal):
                 used, reset_s = await self.store.usage.add(principal.id, policy.name, policy.window_s,
-                                                           1 if policy.name == ROUNDS else 0)
+                                                           1 if count and policy.name == ROUNDS else 0)
                 standings.append(Standing(policy, used, reset_s))
         except self.store.errors as exc:
             raise self._unavailable(exc) from exc
         headers = rate_limit_headers(standings)
         spent = [s for s in standings if s.used > s.policy.quota or (s.policy.name == TOKENS and not s.remaining)]
-        if spent:
+        if spent and count:
             self._admitted(principal, spent[0].policy.name)
             wait = max(s.reset_s for s in spent)
             what = " and ".join(f"{s.policy.quota} {s.policy.name} per {s.policy.window_s} s" for s in spent)

@@ -64,6 +64,23 @@ def test_rounds_per_minute_are_counted_per_client_with_ratelimit_fields(make_cli
     assert refused.status_code == 429 and refused.json()["type"] == "/problems/rate-limited"
 
 
+def test_a_retry_with_its_key_is_neither_counted_nor_refused(make_client) -> None:
+    """A client that retries a round it already asked for (a timeout, a dropped answer) plays nothing new: the
+    retry is not a round against its rounds per minute, and it gets its round even once they are used up."""
+    client = make_client(api_keys=KEYS, rate_limit_rounds_per_minute=1)
+    key = {**ALICE, "idempotency-key": "alice-round-1"}
+    first = client.post("/ask", json={}, headers=key)
+    assert first.status_code == 200 and standing(first.headers)["rounds"][0] == 0
+    again = client.post("/ask", json={}, headers=key)  # the limit is used up, by this very round
+    assert again.status_code == 200 and again.text == first.text
+    assert standing(again.headers)["rounds"][0] == 0  # and it was not counted again
+    body = run_input()
+    assert client.post("/ag-ui", json=body, headers=BOB).status_code == 200
+    with client.stream("POST", "/ag-ui", json=body, headers=BOB) as r:  # the same run again: followed
+        assert r.status_code == 200 and standing(r.headers)["rounds"][0] == 0
+    assert client.post("/ask", json={}, headers={**ALICE, "idempotency-key": "alice-round-2"}).status_code == 429
+
+
 def test_tokens_per_day_stop_the_next_round_once_used_up(make_client, fake_llm: FakeOpenAI) -> None:
     fake_llm.usage = (400, 100, 0)  # each call: 500 tokens
     client = make_client(api_keys=KEYS, rate_limit_tokens_per_day=1000)

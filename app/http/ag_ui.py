@@ -86,7 +86,7 @@ from app.errors import (
     RoundNotFound,
     SessionStoreUnavailable,
 )
-from app.http.dependencies import PrincipalDep, ProblemsDep, RateLimitsDep, RoundsDep, RunnerDep
+from app.http.dependencies import PrincipalDep, ProblemsDep, RoundsDep, RunnerDep
 from app.http.problems import ROUND_ERRORS, Problems, route_of
 from app.http.routes import IdempotencyKey, LastEventId
 from app.http.schemas import (
@@ -263,7 +263,7 @@ OnDisconnect = Annotated[Literal["continue", "cancel"], Query(
           "content": {"text/event-stream": {}}},
     **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422, 429)}})
 async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runner: RunnerDep, problems: ProblemsDep,
-                    principal: PrincipalDep, limits: RateLimitsDep, idempotency_key: IdempotencyKey = None,
+                    principal: PrincipalDep, idempotency_key: IdempotencyKey = None,
                     last_event_id: LastEventId = None, on_disconnect: OnDisconnect = "continue") -> EventSourceResponse:
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
@@ -273,13 +273,16 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
     signature = fingerprint(route or "", run.model_dump_json())
     stopped = partial(_stopped, problems, run, route)
     record = await runner.existing(run_id, signature)
-    if record is None or (record.state == "running" and not record.alive):  # new, or its holder died
+    starting = record is None or (record.state == "running" and not record.alive)  # new, or its holder died
+    limits = await rounds.quota(principal, count=starting)  # a run followed again is neither counted nor refused
+    if starting:
         holder = secrets.token_hex(8)
         record = await runner.start(
             RunRecord(run_id, run.thread_id, principal.id, key, signature, 1, holder, "running", alive=True),
             lambda holding: _run(rounds, problems, run, route, holding, principal), stopped,
             Holding(AsyncExitStack(), owner=holder, succeed=record.holder if record is not None else None),
             stream=True)
+    assert record is not None  # started here, or followed
     events = runner.follow(record, last_event_id, stopped)
     if on_disconnect == "cancel":
         events = _cancelled_when_left(events, runner, run.thread_id, principal.id)

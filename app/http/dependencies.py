@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, TypedDict
 
-from fastapi import Depends, Request, Response, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
@@ -82,17 +82,6 @@ async def get_principal(request: Request) -> Principal:
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
-
-async def rate_limits(rounds: RoundsDep, principal: PrincipalDep, response: Response) -> dict[str, str]:
-    """Count the round against the principal's limits (``RoundService.quota``: 429 ``RateLimited`` when one is
-    used up) and return the ``RateLimit``/``RateLimit-Policy`` fields, already set on a JSON answer; a route
-    that returns its own response (a stream) adds them to it."""
-    headers = await rounds.quota(principal)
-    response.headers.update(headers)
-    return headers
-
-
-RateLimitsDep = Annotated[dict[str, str], Depends(rate_limits)]
 
 
 async def round_scope() -> AsyncIterator[AsyncExitStack]:

@@ -20,7 +20,6 @@ from app.http.dependencies import (
     HealthDep,
     PrincipalDep,
     ProblemsDep,
-    RateLimitsDep,
     RoundsDep,
     RunnerDep,
     round_scope,
@@ -76,7 +75,7 @@ LastEventId = Annotated[str | None, Header(
                          "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
 async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: RunnerDep, problems: ProblemsDep,
-              principal: PrincipalDep, limits: RateLimitsDep, scope: Annotated[AsyncExitStack, Depends(round_scope)],
+              principal: PrincipalDep, scope: Annotated[AsyncExitStack, Depends(round_scope)],
               accept: Annotated[str | None, Header()] = None, idempotency_key: IdempotencyKey = None,
               last_event_id: LastEventId = None) -> Any:
     """Play one quiz round: the Teacher asks, the Student (the agent, or you) answers, the Teacher grades."""
@@ -86,7 +85,9 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
     run_id = run_id_of(principal.id, key)
     signature = fingerprint(route or "", body.model_dump_json())
     record = await runner.existing(run_id, signature) if key is not None else None
-    if record is None or (record.state == "running" and not record.alive):  # new, or its holder died
+    starting = record is None or (record.state == "running" and not record.alive)  # new, or its holder died
+    limits = await rounds.quota(principal, count=starting)  # a retry that follows is neither counted nor refused
+    if starting:
         scope.enter_context(rounds.admission(principal))  # 429 over the fair share, 503 when full
         ask = body.domain()
         if record is not None and isinstance(ask, PlayRound):  # play the lost round again, in the same session
@@ -98,6 +99,7 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
             RunRecord(run_id, prepared.session_id, principal.id, key, signature, 1, holder, "running", alive=True),
             lambda holding: _frames(rounds, problems, prepared, route), partial(stopped_event, problems, route),
             Holding(scope.pop_all(), prepared.lease), stream=streaming)
+    assert record is not None  # started here, or followed
     if streaming:
         return EventSourceResponse(runner.follow(record, last_event_id, partial(stopped_event, problems, route)),
                                    headers={"Cache-Control": "no-cache", **limits})
