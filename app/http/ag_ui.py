@@ -73,7 +73,7 @@ from ag_ui.core import (
     UserMessage,
 )
 from ag_ui.encoder import EventEncoder
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -86,7 +86,7 @@ from app.errors import (
     RoundNotFound,
     SessionStoreUnavailable,
 )
-from app.http.dependencies import PrincipalDep, ProblemsDep, RoundsDep, RunnerDep, only_query
+from app.http.dependencies import PrincipalDep, ProblemsDep, RoundsDep, RunnerDep
 from app.http.problems import ROUND_ERRORS, Problems, route_of
 from app.http.routes import IdempotencyKey, LastEventId
 from app.http.schemas import (
@@ -251,7 +251,7 @@ OnDisconnect = Annotated[Literal["continue", "cancel"], Query(
                 "message: an abort only closes the stream.")]
 
 
-@router.post(AG_UI_PATH, response_class=Response, dependencies=[Depends(only_query("on_disconnect"))], responses={
+@router.post(AG_UI_PATH, response_class=Response, responses={
     200: {"description": "The run as AG-UI events (server-sent events, `data:` lines of JSON, each with an `id`): "
                          "RUN_STARTED, "
                          "CUSTOM `trace`, STATE_SNAPSHOT, per agent step STEP_STARTED, a text message by the "

@@ -7,12 +7,11 @@ purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread ho
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request, Security
-from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
@@ -83,20 +82,6 @@ async def get_principal(request: Request) -> Principal:
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
-
-
-def only_query(*names: str) -> Callable[[Request], None]:
-    """A dependency refusing query parameters other than ``names`` (422 naming each, as unknown body fields
-    are): a misspelt ``?on_disconect=cancel`` is said, not silently ignored."""
-
-    def check(request: Request) -> None:
-        unknown = [name for name in request.query_params if name not in names]
-        if unknown:
-            raise RequestValidationError([{"loc": ("query", name), "msg": f"Unknown query parameter (known: "
-                                           f"{', '.join(names) or 'none'})", "type": "extra_forbidden"}
-                                          for name in unknown])
-
-    return check
 
 
 async def round_scope() -> AsyncIterator[AsyncExitStack]:
