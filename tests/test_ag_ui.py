@@ -10,10 +10,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from ag_ui.core import (
     CustomEvent,
@@ -35,7 +33,6 @@ from tests.conftest import HEX32
 from tests.fakes import wait_until
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.fakes.otlp_receiver import MetricPoint, OTLPReceiver
-from tests.service import clean_env, start_service, stop
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(Event)
 ROUND = ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT",
@@ -367,31 +364,6 @@ def held(events: Iterator[Any]) -> None:
     ``MAX_CONCURRENT_ROUNDS`` and its thread's lease before it sends the snapshot (``app/http/ag_ui.py``,
     ``_run``), and holds both until its stream ends — the stream stays open, so the run still plays."""
     assert next((e for e in events if isinstance(e, StateSnapshotEvent)), None) is not None, "no STATE_SNAPSHOT"
-
-
-def test_with_on_disconnect_cancel_an_aborted_run_is_stopped_and_its_thread_is_as_it_was(
-        fake_llm: FakeOpenAI, tmp_path: Path) -> None:
-    # A real server process: a client's disconnect is a closed TCP connection, as HttpAgent's abortRun() makes it.
-    env = clean_env(OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-ag-ui", OTEL_SDK_DISABLED="true")
-    process, base = start_service(env, tmp_path / "service.log")
-    try:
-        thread = str(uuid.uuid4())
-        with httpx.stream("POST", f"{base}/ag-ui", json=run_input(thread), timeout=30) as r:
-            r.read()
-        fake_llm.latency_s = 1.5
-        calls = len(fake_llm.requests)
-        with httpx.stream("POST", f"{base}/ag-ui?on_disconnect=cancel", json=run_input(thread),
-                          headers={"accept": "text/event-stream"}, timeout=30) as r:
-            held(parsed(r.iter_lines()))  # the run plays, its first LLM call in flight: then the client aborts
-        wait_until(lambda: httpx.get(f"{base}/sessions/{thread}/round").json()["state"] == "cancelled", 5,
-                   "the aborted run was cancelled")
-        wait_until(lambda: len(fake_llm.abandoned) == 1, 5, "the LLM call was closed")
-        assert len(fake_llm.requests) == calls + 1  # the call in flight, and no other
-        assert httpx.get(f"{base}/sessions/{thread}").json()["rounds_played"] == 1  # the thread is as it was
-        r = httpx.post(f"{base}/ag-ui?on_disconnect=later", json=run_input(thread))
-        assert r.status_code == 422 and "on_disconnect" in r.text
-    finally:
-        stop(process)
 
 
 def test_a_run_closed_early_plays_on_and_the_same_input_resumes_it(make_client, fake_llm: FakeOpenAI) -> None:

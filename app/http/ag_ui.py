@@ -37,8 +37,6 @@ The state (``QuizAgentState``) never holds a reference answer: that comes only w
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
 import time
@@ -73,19 +71,12 @@ from ag_ui.core import (
     UserMessage,
 )
 from ag_ui.encoder import EventEncoder
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.auth import Principal
-from app.errors import (
-    AnswerAwaited,
-    NoAnswerAwaited,
-    QuizError,
-    RoundCancelled,
-    RoundNotFound,
-    SessionStoreUnavailable,
-)
+from app.errors import AnswerAwaited, NoAnswerAwaited, QuizError, RoundCancelled
 from app.http.dependencies import PrincipalDep, ProblemsDep, RoundsDep, RunnerDep
 from app.http.problems import ROUND_ERRORS, Problems, route_of
 from app.http.routes import IdempotencyKey, LastEventId
@@ -103,7 +94,7 @@ from app.http.schemas import (
 )
 from app.messages import parse_message
 from app.rounds import GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
-from app.runs import Frame, Holding, Runner, fingerprint, parse_key, run_id_of
+from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of
 from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
 from graphs.views import AwaitedQuestion, Score, SessionView
@@ -244,13 +235,6 @@ def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
     return replace(AskRequest(session_id=run.thread_id, **settings).domain(create=create), intent=intent), None
 
 
-OnDisconnect = Annotated[Literal["continue", "cancel"], Query(
-    description="What a closed stream means: `continue` (the default) plays the run on, for a reconnect with the "
-                "same input and `Last-Event-ID`; `cancel` stops it, as `DELETE /sessions/{threadId}/round` does — for "
-                "clients whose abort (HttpAgent's `abortRun()`) is their Stop button. AG-UI 1.0 has no abort "
-                "message: an abort only closes the stream.")]
-
-
 @router.post(AG_UI_PATH, response_class=Response, responses={
     200: {"description": "The run as AG-UI events (server-sent events, `data:` lines of JSON, each with an `id`): "
                          "RUN_STARTED, "
@@ -264,7 +248,7 @@ OnDisconnect = Annotated[Literal["continue", "cancel"], Query(
     **{status: ROUND_ERRORS[status] for status in (400, 401, 413, 422, 429)}})
 async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runner: RunnerDep, problems: ProblemsDep,
                     principal: PrincipalDep, idempotency_key: IdempotencyKey = None,
-                    last_event_id: LastEventId = None, on_disconnect: OnDisconnect = "continue") -> EventSourceResponse:
+                    last_event_id: LastEventId = None) -> EventSourceResponse:
     """Play one quiz round as an AG-UI run (protocol 1.0): the thread is the session, a person's answer
     comes as `resume`. For AG-UI clients; `POST /ask` is the same game in this API's own shapes."""
     route = route_of(request)
@@ -283,34 +267,8 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
             Holding(AsyncExitStack(), owner=holder, succeed=record.holder if record is not None else None),
             stream=True)
     assert record is not None  # started here, or followed
-    events = runner.follow(record, last_event_id, stopped)
-    if on_disconnect == "cancel":
-        events = _cancelled_when_left(events, runner, run.thread_id, principal.id)
-    return EventSourceResponse(events, headers={"Cache-Control": "no-cache", **limits})
-
-
-_LEFT: set[asyncio.Task[Any]] = set()  # cancels of runs whose client left, until they are done
-
-
-async def _cancelled_when_left(events: AsyncIterator[bytes], runner: Runner, thread_id: str,
-                               principal: str) -> AsyncIterator[bytes]:
-    """``events``, and a cancel of the thread's run if the stream is closed before its last event (the client
-    aborted or went away)."""
-    ended = False
-    try:
-        async for data in events:
-            yield data
-        ended = True
-    finally:
-        if not ended:
-            task = asyncio.create_task(_cancel_quietly(runner, thread_id, principal), name="cancel-left-run")
-            _LEFT.add(task)
-            task.add_done_callback(_LEFT.discard)
-
-
-async def _cancel_quietly(runner: Runner, thread_id: str, principal: str) -> None:
-    with contextlib.suppress(RoundNotFound, SessionStoreUnavailable):  # it ended meanwhile, or cannot be told
-        await runner.cancel(thread_id, principal)
+    return EventSourceResponse(runner.follow(record, last_event_id, stopped),
+                               headers={"Cache-Control": "no-cache", **limits})
 
 
 async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, route: str | None,
