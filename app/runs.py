@@ -92,6 +92,13 @@ def parse_key(header: str | None) -> str | None:
     return header
 
 
+def to_play(record: RunRecord | None) -> bool:
+    """Whether a request for the round ``record`` (``None``: none kept under its key) plays it: when there is
+    none, or its holder died mid-round (its heartbeat stopped) and this request takes it over. Otherwise it
+    follows the round, or gets its outcome."""
+    return record is None or (record.state == "running" and not record.alive)
+
+
 def parse_last_event_id(header: str | None) -> tuple[int, int]:
     """``Last-Event-ID`` (``<attempt>.<seq>``, as ``Runner.follow`` numbers events) → ``(attempt, seq)``;
     ``(0, 0)``: from the start (absent or not ours)."""

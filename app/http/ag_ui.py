@@ -94,7 +94,7 @@ from app.http.schemas import (
 )
 from app.messages import parse_message
 from app.rounds import GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
-from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of
+from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of, to_play
 from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
 from graphs.views import AwaitedQuestion, Score, SessionView
@@ -257,7 +257,7 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
     signature = fingerprint(route or "", run.model_dump_json())
     stopped = partial(_stopped, problems, run, route)
     record = await runner.existing(run_id, signature)
-    starting = record is None or (record.state == "running" and not record.alive)  # new, or its holder died
+    starting = to_play(record)
     limits = await rounds.quota(principal, count=starting)  # a run followed again is neither counted nor refused
     if starting:
         holder = secrets.token_hex(8)

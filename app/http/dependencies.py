@@ -83,7 +83,6 @@ async def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-
 async def round_scope() -> AsyncIterator[AsyncExitStack]:
     """Where a round's holdings go — its place (``RoundService.admission``, entered by the route only when it
     starts a round: a retry that follows a round already playing takes none) and its session's lease (entered

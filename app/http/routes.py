@@ -47,7 +47,7 @@ from app.http.schemas import (
     ended,
 )
 from app.rounds import PlayRound, PreparedRound, RoundPlayed, RoundService
-from app.runs import KEY_PATTERN, Frame, Holding, fingerprint, parse_key, run_id_of
+from app.runs import KEY_PATTERN, Frame, Holding, fingerprint, parse_key, run_id_of, to_play
 from app.sessions import Outcome, RunRecord, RunState
 from telemetry.spans import current_trace_id
 
@@ -85,7 +85,7 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
     run_id = run_id_of(principal.id, key)
     signature = fingerprint(route or "", body.model_dump_json())
     record = await runner.existing(run_id, signature) if key is not None else None
-    starting = record is None or (record.state == "running" and not record.alive)  # new, or its holder died
+    starting = to_play(record)
     limits = await rounds.quota(principal, count=starting)  # a retry that follows is neither counted nor refused
     if starting:
         scope.enter_context(rounds.admission(principal))  # 429 over the fair share, 503 when full

@@ -51,6 +51,8 @@ RATINGS = "quiz_ratings"  # table of each principal's rating of each round (feed
 RUNS = "quiz_rounds"  # table of the rounds played or playing: idempotency, holder, outcome (app.runs)
 RUN_EVENTS = "quiz_round_events"  # table of each round's stream events, for a client that reconnects
 CANCEL = "!"  # the prefix of the news topic that tells a round's holder to stop it (RoundRuns.changed)
+RUN_CHANNEL = "quiz_rounds"  # Postgres NOTIFY channel: a round's id, when it has news (an event, its end, a cancel)
+Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a change of mind, nothing
 
 
 class News:
@@ -80,8 +82,7 @@ class News:
         news = self._events.pop(topic, None)
         if news is not None:
             news.set()
-RUN_CHANNEL = "quiz_rounds"  # Postgres NOTIFY channel: a round's id, when it has news (an event, its end, a cancel)
-Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a change of mind, nothing
+
 
 class RoundLeases(Protocol):
     """Exclusive, expiring leases on session ids. Store errors propagate (the store's ``SessionStore.errors``)."""

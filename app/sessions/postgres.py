@@ -396,56 +396,50 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     pool = AsyncConnectionPool(url, min_size=1, max_size=settings.postgres_pool_size, open=False,
                                timeout=settings.postgres_timeout_s, check=AsyncConnectionPool.check_connection,
                                connection_class=psycopg.AsyncConnection[DictRow], kwargs=entra or base)
-    try:
-        if entra is not None:  # sign in once first, so that a refused token is said as such, not as a timeout
-            try:
-                async with await psycopg.AsyncConnection.connect(url, **await entra()):
-                    pass
-            except ClientAuthenticationError as exc:
-                raise CheckpointerUnavailable(
-                    f"{where}: no Entra ID token for Postgres could be had from DefaultAzureCredential "
-                    f"(POSTGRES_ENTRA_AUTH=true): {' '.join((exc.message or type(exc).__name__).split())[:800]}"
-                    " — check the pod's Workload Identity (its service account and federated credential).") from None
-            except psycopg.OperationalError as exc:
-                raise CheckpointerUnavailable(
-                    f"{where}: {entra.clean(str(exc)).strip()} — with POSTGRES_ENTRA_AUTH=true the server must "
-                    f"accept Entra ID sign-in and know {parts.username!r} as an Entra principal "
-                    "(pgaadauth_create_principal; see the README's Postgres with Entra ID).") from None
-        await pool.open(wait=True, timeout=settings.postgres_timeout_s)
-        saver = AsyncPostgresSaver(pool)
-        await saver.setup()  # idempotent migrations
-        leases = PostgresLeases(pool)
-        await leases.setup()
-        activity = PostgresActivity(pool)
-        await activity.setup()
-        usage = PostgresUsage(pool)
-        await usage.setup()
-        ratings = PostgresRatings(pool)
-        await ratings.setup()
-        runs = PostgresRuns(pool)
-        await runs.setup()
-    except (psycopg.Error, PoolTimeout) as exc:
-        await pool.close()
+    async with contextlib.AsyncExitStack() as closing:  # the pool, then the credential: on every way out
         if credential is not None:
-            await credential.close()
-        reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
-        raise CheckpointerUnavailable(
-            f"{where}: {entra.clean(reason).strip() if entra else reason.strip()} — check that the server is up "
-            "and reachable, and that the user and database exist.") from None
-    except BaseException:
-        await pool.close()
-        if credential is not None:
-            await credential.close()
-        raise
-    listen: dict[str, Any] | EntraPassword = (EntraPassword(credential, {"prepare_threshold": 0})
-                                              if credential is not None else {"prepare_threshold": 0})
-    listener = asyncio.create_task(runs.listen(url, listen), name="round-news")
-    try:
-        yield SessionStore(saver, leases, activity, usage, ratings, runs, ERRORS)
-    finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
-        await pool.close()
-        if credential is not None:
-            await credential.close()
+            closing.push_async_callback(credential.close)
+        closing.push_async_callback(pool.close)
+        try:
+            if entra is not None:  # sign in once first, so that a refused token is said as such, not as a timeout
+                try:
+                    async with await psycopg.AsyncConnection.connect(url, **await entra()):
+                        pass
+                except ClientAuthenticationError as exc:
+                    reason = " ".join((exc.message or type(exc).__name__).split())[:800]
+                    raise CheckpointerUnavailable(
+                        f"{where}: no Entra ID token for Postgres could be had from DefaultAzureCredential "
+                        f"(POSTGRES_ENTRA_AUTH=true): {reason} — check the pod's Workload Identity (its service "
+                        "account and federated credential).") from None
+                except psycopg.OperationalError as exc:
+                    raise CheckpointerUnavailable(
+                        f"{where}: {entra.clean(str(exc)).strip()} — with POSTGRES_ENTRA_AUTH=true the server must "
+                        f"accept Entra ID sign-in and know {parts.username!r} as an Entra principal "
+                        "(pgaadauth_create_principal; see the README's Postgres with Entra ID).") from None
+            await pool.open(wait=True, timeout=settings.postgres_timeout_s)
+            saver = AsyncPostgresSaver(pool)
+            await saver.setup()  # idempotent migrations
+            leases = PostgresLeases(pool)
+            await leases.setup()
+            activity = PostgresActivity(pool)
+            await activity.setup()
+            usage = PostgresUsage(pool)
+            await usage.setup()
+            ratings = PostgresRatings(pool)
+            await ratings.setup()
+            runs = PostgresRuns(pool)
+            await runs.setup()
+        except (psycopg.Error, PoolTimeout) as exc:
+            reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
+            raise CheckpointerUnavailable(
+                f"{where}: {entra.clean(reason).strip() if entra else reason.strip()} — check that the server is "
+                "up and reachable, and that the user and database exist.") from None
+        listen: dict[str, Any] | EntraPassword = (EntraPassword(credential, {"prepare_threshold": 0})
+                                                  if credential is not None else {"prepare_threshold": 0})
+        listener = asyncio.create_task(runs.listen(url, listen), name="round-news")
+        try:
+            yield SessionStore(saver, leases, activity, usage, ratings, runs, ERRORS)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
