@@ -44,6 +44,7 @@ from telemetry.sdk import Telemetry
 from telemetry.spans import current_trace_id, mark_failed
 
 OWNER = "quiz_owner"  # the checkpoint metadata key of the principal a session belongs to (app.auth)
+RUN = "quiz_run"  # the checkpoint metadata key of the round (app.runs: its run id) that wrote the checkpoint
 log = logging.getLogger(__name__)
 
 
@@ -138,15 +139,15 @@ class Quiz:
                             current_trace_id())
                 raise error from exc
 
-    async def stream(self, session_id: str, graph_input: InputState | Command,
-                     owner: str | None = None) -> AsyncIterator[RoundEvent | Played]:
+    async def stream(self, session_id: str, graph_input: InputState | Command, owner: str | None = None,
+                     run: str | None = None) -> AsyncIterator[RoundEvent | Played]:
         """Run the round of ``session_id`` (its thread) on ``graph_input`` (the round's settings, or the command
         that resumes a paused round): each ``RoundEvent`` as it happens, then the ``Played``. The result is
-        also written on the current span (``quiz.round``, ``quiz.verdict``, the round's tokens). ``owner``: the
-        principal id written beside the checkpoint (``config``)."""
+        also written on the current span (``quiz.round``, ``quiz.verdict``, the round's tokens). ``owner`` and
+        ``run``: the principal id and the round's run id written beside the checkpoint (``config``)."""
         final: QuizState | None = None
         awaited: AnswerAwaited | None = None
-        async for part in self.graph.astream(graph_input, self.config(session_id, owner),
+        async for part in self.graph.astream(graph_input, self.config(session_id, owner, run),
                                              context=self.context(session_id), stream_mode=["custom", "values"],
                                              durability="exit", version="v2"):
             if part["type"] == "values":
@@ -179,11 +180,13 @@ class Quiz:
         raise RuntimeError("the round ended without a result")
 
     @staticmethod
-    def config(session_id: str, owner: str | None = None) -> RunnableConfig:
+    def config(session_id: str, owner: str | None = None, run: str | None = None) -> RunnableConfig:
         """The graph config of session ``session_id`` (its thread). ``owner``: the principal whose session it is,
-        kept in every checkpoint's metadata (LangGraph copies a run's ``config["metadata"]`` into the metadata of
-        the checkpoints it writes, on every saver: ``StateSnapshot.metadata[OWNER]``)."""
+        ``run``: the id of the round that plays (``app.runs``), both kept in every checkpoint's metadata
+        (LangGraph copies a run's ``config["metadata"]`` into the metadata of the checkpoints it writes, on
+        every saver: ``StateSnapshot.metadata[OWNER]``, ``[RUN]``)."""
         config: RunnableConfig = {"configurable": {"thread_id": session_id}}
-        if owner is not None:
-            config["metadata"] = {OWNER: owner}
+        metadata = {key: value for key, value in ((OWNER, owner), (RUN, run)) if value is not None}
+        if metadata:
+            config["metadata"] = metadata
         return config

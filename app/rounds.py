@@ -44,7 +44,7 @@ from app.limits import (
     rate_limit_headers,
 )
 from app.messages import Intent, is_korean
-from app.play import OWNER, Played, Quiz
+from app.play import OWNER, RUN, Played, Quiz
 from app.sessions import SessionStore
 from app.sessions.sweeper import delete_session
 from app.settings import Settings
@@ -104,6 +104,8 @@ class PreparedRound:
     owner: str = ANONYMOUS.id  # the principal the session belongs to (app.auth)
     lease: tuple[str, str] | None = None  # (session id, lease owner) held for this round (None: a new session)
     metered: bool = False  # whether the round's tokens count against the owner's tokens per day (app.limits)
+    run: str | None = None  # the round's run id (app.runs), kept in the metadata of the checkpoint it writes
+    saved: RoundPlayed | None = None  # the round as its checkpoint keeps it: played already (RoundService._saved)
 
     @cached_property
     def before(self) -> SessionView | None:
@@ -113,6 +115,10 @@ class PreparedRound:
     @property
     def round(self) -> int:
         """The number of the round this plays."""
+        if self.saved is not None:
+            played = self.saved.finished or self.saved.paused
+            assert played is not None  # a RoundPlayed is one or the other
+            return played.round
         if self.awaited is not None:
             return self.awaited.round
         return round_to_play({**(self.previous or {}), **self.inputs})  # type: ignore[typeddict-item]
@@ -238,11 +244,13 @@ class RoundService:
 
     async def prepare(self, request: PlayRound | GiveAnswer, scope: AsyncExitStack,
                       principal: Principal = ANONYMOUS, *, owner: str | None = None,
-                      succeed: str | None = None) -> PreparedRound:
+                      succeed: str | None = None, run: str | None = None) -> PreparedRound:
         """Resolve session and settings for ``principal``; a continued session is leased for this round until
         ``scope`` closes, and is checked to be the principal's under the lease. The lease's ``owner`` token is
         the round's holder (``app.runs``; a fresh token when ``None``); ``succeed``: the holder of a lost round
-        this one replays, whose lease it takes over at once.
+        this one replays, whose lease it takes over at once. ``run``: the round's run id, kept beside the
+        checkpoint it writes; when the session's checkpoint is already that round's (its replica saved it, then
+        died before it could say so), the prepared round is ``saved``: ``run()`` answers with it, playing nothing.
 
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
         for an unknown or expired id or another principal's session (the same answer: ids do not leak),
@@ -265,6 +273,12 @@ class RoundService:
                                        "this one. Start the thread with a fresh UUID.")
             else:
                 snapshot = await self._snapshot(request.session_id, owner, "Omit session_id to start a new session.")
+            if run is not None and (saved := self._saved(request.session_id, snapshot, run)) is not None:
+                values = saved.state
+                inputs = InputState(subject=values["subject"], difficulty=values["difficulty"],
+                                    language=values["language"], student=values.get("student", ANSWERED_BY_MODEL))
+                return PreparedRound(request.session_id, inputs, previous=values, owner=owner, lease=lease,
+                                     metered=metered, run=run, saved=saved)
             if isinstance(request, GiveAnswer):
                 return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner,
                                lease=lease, metered=metered)
@@ -284,7 +298,26 @@ class RoundService:
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
         return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner,
-                             lease=lease, metered=metered)
+                             lease=lease, metered=metered, run=run)
+
+    def _saved(self, session_id: str, snapshot: StateSnapshot, run: str) -> RoundPlayed | None:
+        """Round ``run`` as the session's checkpoint ``snapshot`` keeps it, when that round wrote it and ended
+        there — graded, or paused for a person's answer — though its record still says it is playing: its
+        replica died between saving the round and saying so (``app.runs``). ``None`` when the checkpoint is
+        another round's, or one a failed step left (a person's answer kept for the retry to grade).
+
+        Without this, the retry that takes the lost round over would play it again: the session would gain a
+        round nobody asked for (the client asked for round 2 and would get round 3).
+        """
+        if (snapshot.metadata or {}).get(RUN) != run or (snapshot.next and not snapshot.interrupts):
+            return None
+        values = cast(QuizState, snapshot.values)
+        model = self.quiz.llm.model
+        if (awaited := awaited_answer(snapshot)) is not None:
+            return RoundPlayed(session_id, values, model, awaited.asked_trace_id,
+                               paused=PausedRound.of(values, awaited))
+        return RoundPlayed(session_id, values, model, values["rounds"][-1].get("trace_id"),
+                           finished=FinishedRound.of(values))
 
     @staticmethod
     def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
@@ -401,12 +434,19 @@ class RoundService:
     async def run(self, prepared: PreparedRound) -> AsyncIterator[RoundEvent | RoundPlayed]:
         """Play the round: yield each agent step's events as they happen, then the ``RoundPlayed``.
 
-        Raises a ``QuizError`` (``app.errors``) for every expected failure; the session is then unchanged.
+        Raises a ``QuizError`` (``app.errors``) for every expected failure; the session is then unchanged. A
+        ``saved`` round (played already: ``prepare``) is answered as it was saved, neither played nor counted
+        again.
         """
+        if prepared.saved is not None:
+            log.info("round %d of session %s was saved by a replica lost before it could say so: answered from "
+                     "its checkpoint, not played again", prepared.round, prepared.session_id)
+            yield prepared.saved
+            return
         with self.quiz.round_span(prepared.session_id, prepared.inputs, link=prepared.asked):
             ended: Played | None = None
             async for item in self.quiz.stream(prepared.session_id, prepared.resume or prepared.inputs,
-                                             prepared.owner):
+                                             prepared.owner, prepared.run):
                 if isinstance(item, Played):
                     ended = item
                 else:

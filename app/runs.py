@@ -21,8 +21,11 @@ stream, every event it sent, numbered. So:
 - **A dead replica holds nothing for long.** The holder renews the session's lease and the record every
   third of ``ROUND_LEASE_TTL_S`` (a heartbeat). After SIGKILL both expire within that time: followers are
   told ``round-lost`` (503, retryable), and a retry with the same key takes the round over (``attempt`` + 1,
-  on a replica that is up) and plays it once. On SIGTERM the process finishes its rounds within
-  ``GRACEFUL_SHUTDOWN_S`` (``Runner.close``); those still playing end as ``round-lost``, their leases released.
+  on a replica that is up) and plays it once — or, when the holder died after saving the round and before
+  ending its record, finds it saved (the checkpoint's metadata names the run that wrote it) and answers with
+  it (``RoundService.prepare``): a session never gains a round its client did not ask for. On SIGTERM the
+  process finishes its rounds within ``GRACEFUL_SHUTDOWN_S`` (``Runner.close``); those still playing end as
+  ``round-lost``, their leases released.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ sent it (``X-Served-By``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,14 +19,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from app.sessions import RUN_EVENTS
 from tests.fakes import wait_until
 from tests.fakes.haproxy import SERVED_BY, HAProxy
 from tests.fakes.openai_server import FakeOpenAI
@@ -164,6 +167,50 @@ def test_a_cancel_sent_to_a_replica_that_does_not_play_the_round_stops_it(three:
     looked = httpx.get(f"{three.url}/sessions/{sid}", timeout=10).json()
     assert looked["rounds_played"] == 1  # as it was before the round
     assert httpx.post(f"{three.url}/ask", json={"session_id": sid}, timeout=30).json()["round"] == 2
+
+
+def test_a_replica_killed_after_saving_its_round_but_before_saying_so_never_has_it_played_twice(
+        postgres: PostgresServer, llm_server: FakeOpenAI, tmp_path: Path) -> None:
+    llm_server.clear()
+    llm_server.latency_s = 0.0
+    with cluster(postgres, llm_server, tmp_path, n=2) as c:
+        (victim, survivor), holder = c.replicas, c.processes[0]
+        sid = httpx.post(f"{victim}/ask", json={"subject": "math"}, timeout=30).json()["session_id"]
+        key = {"idempotency-key": str(uuid.uuid4())}
+        # Hold the round's outcome back: while this transaction locks the events table, the replica that plays
+        # round 2 saves it (its checkpoint) and then waits to keep its outcome — the window a SIGKILL can hit.
+        with psycopg.connect(postgres.admin_url) as lock:
+            lock.execute(f"LOCK TABLE {RUN_EVENTS} IN EXCLUSIVE MODE")
+            asked = threading.Thread(target=lambda: suppress_transport_error(
+                lambda: httpx.post(f"{victim}/ask", json={"session_id": sid}, headers=key, timeout=30)))
+            asked.start()
+            wait_until(lambda: httpx.get(f"{survivor}/sessions/{sid}", timeout=10).json()["rounds_played"] == 2,
+                       20, "round 2 saved")
+            calls = len(llm_server.requests)
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(10)
+        asked.join(10)
+        # The client retries with its key on a replica that is up: it follows the round until it is known lost,
+        # then takes it over — and finds it saved.
+        r, deadline = None, time.monotonic() + 4 * LEASE_TTL_S
+        while time.monotonic() < deadline:
+            r = httpx.post(f"{survivor}/ask", json={"session_id": sid}, headers=key, timeout=30)
+            if r.status_code != 503:
+                break
+            assert r.json()["type"] == "/problems/round-lost", r.text
+            time.sleep(0.2)
+        assert r is not None and r.status_code == 200, r and r.text
+        looked = httpx.get(f"{survivor}/sessions/{sid}", timeout=10).json()
+        assert r.json()["round"] == 2 and looked["rounds_played"] == 2  # asked for round 2, got round 2, once
+        assert r.json()["question"] == looked["rounds"][-1]["question"]
+        assert len(llm_server.requests) == calls  # answered as saved: no LLM call
+        assert httpx.post(f"{survivor}/ask", json={"session_id": sid}, timeout=30).json()["round"] == 3
+
+
+def suppress_transport_error(call: Callable[[], object]) -> None:
+    """``call()``, its connection's end (the replica it talks to is killed) taken as an answer."""
+    with contextlib.suppress(httpx.TransportError):
+        call()
 
 
 @dataclass

@@ -15,13 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.http.schemas import AskRequest
+from app.rounds import PlayRound, RoundPlayed
 from app.runs import fingerprint, run_id_of
 from app.sessions import RunRecord
 from tests.fakes import wait_until
@@ -211,6 +212,50 @@ def test_a_round_whose_holder_died_is_lost_for_its_followers_and_a_retry_plays_i
     assert client.get("/sessions/LostSessionId0000000001/round").json()["attempt"] == 2
     assert client.post("/ask", json=body, headers={"idempotency-key": key}).text == r.text
     assert len(fake_llm.requests_for("Question")) == 1
+
+
+@pytest.mark.parametrize("student", ["model", "person"])
+def test_a_round_its_dead_holder_saved_is_answered_as_saved_and_never_played_again(
+        store_url: str, student: str, make_client, fake_llm: FakeOpenAI) -> None:
+    client = make_client(checkpointer_url=store_url)
+    rounds, runner = client.app_state["rounds"], client.app_state["runner"]
+    first = client.post("/ask", json={"subject": "history", "student": student}).json()
+    sid = first["session_id"]
+    if student == "person":
+        assert client.post("/ask", json={"session_id": sid, "answer": "1492"}).json()["round"] == 1
+    key, body = str(uuid.uuid4()), {"session_id": sid}
+    run_id = run_id_of("anonymous", key)
+
+    # A replica began round 2 under this key, played it and saved it, and died before it could say so: its
+    # record still says running, its heartbeat has stopped.
+    async def play_and_die() -> RoundPlayed:
+        async with AsyncExitStack() as scope:
+            return await rounds.play(await rounds.prepare(PlayRound(session_id=sid), scope, run=run_id))
+
+    played = client.portal.call(play_and_die)
+    saved = played.finished or played.paused
+    assert saved is not None and saved.round == 2
+    dead = RunRecord(run_id, sid, "anonymous", key, fingerprint("/ask", AskRequest(**body).model_dump_json()), 1,
+                     "dead-holder", "running", alive=True)
+    client.portal.call(runner.store.runs.begin, dead, 0.05)
+    time.sleep(0.1)
+    calls = len(fake_llm.requests)
+    # The retry with its key takes the round over and finds it played: it answers with it, playing nothing.
+    r = client.post("/ask", json=body, headers={"idempotency-key": key})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["round"], got["question"], got["status"]) == \
+        (2, saved.question, "graded" if student == "model" else "awaiting_answer")
+    assert got["trace_id"] == played.trace_id  # the trace of the request that played it
+    if student == "model":
+        assert got["student_answer"] == played.finished.student_answer
+    assert len(fake_llm.requests) == calls
+    assert client.post("/ask", json=body, headers={"idempotency-key": key}).text == r.text
+    looked = client.get(f"/sessions/{sid}").json()
+    assert looked["rounds_played"] == (2 if student == "model" else 1)
+    # The session goes on from there: the next round is 3 (or the person's answer grades round 2).
+    nxt = client.post("/ask", json=body if student == "model" else {**body, "answer": "42"}).json()
+    assert nxt["round"] == (3 if student == "model" else 2) and nxt["status"] == "graded"
 
 
 def test_a_long_round_keeps_its_session_by_its_heartbeat(make_client, fake_llm: FakeOpenAI) -> None:

@@ -263,7 +263,7 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
         holder = secrets.token_hex(8)
         record = await runner.start(
             RunRecord(run_id, run.thread_id, principal.id, key, signature, 1, holder, "running", alive=True),
-            lambda holding: _run(rounds, problems, run, route, holding, principal), stopped,
+            lambda holding: _run(rounds, problems, run, route, holding, principal, run_id), stopped,
             Holding(AsyncExitStack(), owner=holder, succeed=record.holder if record is not None else None),
             stream=True)
     assert record is not None  # started here, or followed
@@ -272,10 +272,11 @@ async def run_agent(run: QuizRunInput, request: Request, rounds: RoundsDep, runn
 
 
 async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, route: str | None,
-               holding: Holding, principal: Principal) -> AsyncIterator[Frame]:
+               holding: Holding, principal: Principal, run_id: str) -> AsyncIterator[Frame]:
     """The run as encoded AG-UI events, up to ``RUN_FINISHED`` — or ``RUN_ERROR`` for any failure once the
     stream has begun (``Problems.failed_stream``: traced and counted). The run's place and its session's lease
-    are taken here, on ``holding``, which the round's task releases when the run ends. (One generator, like
+    are taken here, on ``holding``, which the round's task releases when the run ends; ``run_id``: the round's
+    id (``app.runs``), kept beside the checkpoint it writes. (One generator, like
     ``/ask``'s stream: the round's spans open and close in it.)"""
     encoder = EventEncoder()
     yield Frame(_encode(encoder, RunStartedEvent(thread_id=run.thread_id, run_id=run.run_id,
@@ -285,7 +286,7 @@ async def _run(rounds: RoundService, problems: Problems, run: QuizRunInput, rout
     try:
         holding.resources.enter_context(rounds.admission(principal))
         ask, answering = to_request(run)
-        prepared = await _prepare(rounds, ask, answering, holding, principal)
+        prepared = await _prepare(rounds, ask, answering, holding, principal, run_id)
         holding.lease = prepared.lease
         state = _state(prepared)
         yield Frame(_encode(encoder, StateSnapshotEvent(snapshot=state.snapshot())))
@@ -327,12 +328,12 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
 
 
 async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering: str | None,
-                   holding: Holding, principal: Principal) -> PreparedRound:
+                   holding: Holding, principal: Principal, run_id: str) -> PreparedRound:
     """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
     protocol's words, and a resume checked against the interrupt that waits."""
     try:
         prepared = await rounds.prepare(ask, holding.resources, principal, owner=holding.owner,
-                                        succeed=holding.succeed)
+                                        succeed=holding.succeed, run=run_id)
     except AnswerAwaited:
         raise AnswerAwaited("A question of this thread waits for an answer (the interrupt of the run that "
                             "asked it; GET /sessions/{threadId} shows it): resume it with status "

@@ -94,7 +94,7 @@ async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: Runner
             ask = replace(ask, session_id=record.session_id, create=True, adopt=True)
         holder = secrets.token_hex(8)  # the round's holder: its run and its session's lease
         prepared = await rounds.prepare(ask, scope, principal, owner=holder,
-                                        succeed=record.holder if record is not None else None)
+                                        succeed=record.holder if record is not None else None, run=run_id)
         record = await runner.start(
             RunRecord(run_id, prepared.session_id, principal.id, key, signature, 1, holder, "running", alive=True),
             lambda holding: _frames(rounds, problems, prepared, route), partial(stopped_event, problems, route),
