@@ -19,7 +19,6 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-import app.llm
 from app.llm import COGNITIVE_SERVICES_SCOPE
 from app.settings import Provider, Settings
 from tests.conftest import CANARY_KEY
@@ -60,7 +59,8 @@ class FakeEntraCredential:
 def entra(monkeypatch: pytest.MonkeyPatch):
     FakeEntraCredential.instances = []
     FakeEntraCredential.refuse = False
-    monkeypatch.setattr(app.llm, "DefaultAzureCredential", FakeEntraCredential)
+    # app.llm imports azure-identity when Azure OpenAI without a key is configured: the class is looked up there.
+    monkeypatch.setattr("azure.identity.aio.DefaultAzureCredential", FakeEntraCredential)
     return FakeEntraCredential
 
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
-from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
 
 from app.llm.embedded import EmbeddedModelServer, find_embedded_model
 from app.settings import EMBEDDED_MODEL_NAME, Provider, Settings, redact
+
+if TYPE_CHECKING:  # imported where Entra ID is used: azure-identity (MSAL, requests, cryptography) costs ~0.3 s
+    from azure.identity.aio import DefaultAzureCredential
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ async def _azure(settings: Settings, common: dict[str, Any], http_client: httpx2
         auth: dict[str, Any] = {"api_key": settings.azure_openai_api_key}
     else:
         # AKS Workload Identity: the federated token is exchanged for an Entra ID token on demand.
+        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+
         credential = DefaultAzureCredential()
         auth = {"azure_ad_async_token_provider": get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)}
     chat = AzureChatOpenAI(azure_endpoint=endpoint, azure_deployment=settings.azure_openai_deployment_name,
