@@ -195,6 +195,12 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         256, ge=2, le=100_000, description="Open connections per process (uvicorn's limit_concurrency); a request "
         "on a connection beyond it gets uvicorn's plain-text 503.")
+    probe_port: int = Field(
+        0, ge=0, le=65535, description="A second port whose GET /health is answered from a thread of its own, never "
+        "waiting behind rounds on the event loop (app.http.probe): point Kubernetes' probes here. 0: off.")
+    probe_stall_s: float = Field(
+        10, ge=1, le=600, description="The probe port answers 503 when the event loop has run no task for this "
+        "long, seconds (stuck, not busy): the liveness probe then restarts the pod.")
     keep_alive_timeout_s: int = Field(
         5, ge=1, le=3600, description="An idle keep-alive connection is closed after this many seconds (uvicorn's "
         "timeout_keep_alive); behind a proxy that pools connections, keep it above the proxy's idle timeout.")

@@ -208,6 +208,11 @@ def test_resources_probes_and_termination() -> None:
     otlp_timeout = int(env()["OTEL_EXPORTER_OTLP_TIMEOUT"]["value"])
     assert pod_spec()["terminationGracePeriodSeconds"] >= pre_stop + grace + otlp_timeout
     assert int(env()["PORT"]["value"]) == ctr["ports"][0]["containerPort"] == 8000
+    # The probes go to PROBE_PORT (answered off the event loop: app.http.probe), which the Service does not expose.
+    probe_ports = {ctr[probe]["httpGet"]["port"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probe_ports == {"probes"}
+    assert int(env()["PROBE_PORT"]["value"]) == next(p["containerPort"] for p in ctr["ports"] if p["name"] == "probes")
+    assert one("deployment.yaml", "Service")["spec"]["ports"][0]["targetPort"] == "http"
     app.state.telemetry.shutdown()
 
 

@@ -25,6 +25,7 @@ from app.http import ag_ui
 from app.http.dependencies import AppState, authenticate
 from app.http.limits import BodySizeLimit
 from app.http.page import UNTRACED_URLS, install_page
+from app.http.probe import ProbeServer
 from app.http.problems import Problems
 from app.http.routes import probes, router
 from app.http.schemas import Health
@@ -37,6 +38,7 @@ from app.settings import Provider, Settings
 from app.version import VERSION
 
 log = logging.getLogger("app")
+PROBE_BEAT_S = 1.0  # how often the event loop stamps the probe server's heartbeat (app.http.probe), seconds
 
 
 def tune_gc() -> None:
@@ -101,6 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
+            probe = None
+            if settings.probe_port:  # first: it answers 503 "starting" until the app is ready
+                probe = ProbeServer(settings.host, settings.probe_port, settings.probe_stall_s)
+                probe.start()
+                stack.callback(probe.close)
             # The LLM, then telemetry flushed last (bootstrap.running): the spans of everything below leave.
             llm = await stack.enter_async_context(bootstrap.running(settings, tel))
             store = await stack.enter_async_context(open_session_store(settings))
@@ -116,10 +123,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             health = Health(provider=settings.provider.value, model=llm.model,
                             embedded=settings.provider is Provider.EMBEDDED,
                             checkpointer=describe(settings.checkpointer_url), version=VERSION)
+            if probe is not None:
+                beat = asyncio.create_task(probe.heartbeat(PROBE_BEAT_S), name="probe-heartbeat")
+                stack.push_async_callback(stop, beat)
+                probe.ready(health.model_dump_json().encode())
             tune_gc()
             log.info("question-app %s ready: provider=%s model=%s checkpointer=%s", VERSION,
                      settings.provider.value, llm.model, describe(settings.checkpointer_url))
             yield AppState(rounds=rounds, runner=runner, problems=problems, health=health, auth=auth)
+            if probe is not None:
+                probe.stopping()
             gc.unfreeze()  # what this app built may be collected once it has stopped
             log.info("question-app shutting down: flushing telemetry")
 
