@@ -72,8 +72,13 @@ class FakeLLM:
 
 
 class Service:
+    """The service under test, started and waited for until ``/health`` answers 200 (``started_s``: how long
+    that took). ``tree``: another checkout's code (this checkout's venv); ``command``: another service
+    altogether, a shell command that listens on ``$PORT`` and reads the same ``OPENAI_*``/``OTEL_*``
+    variables (``--against``); ``core``: pin it (and every process it starts) to that CPU."""
+
     def __init__(self, llm: FakeLLM, otlp_endpoint: str, workers: int = 1, tree: Path | None = None,
-                 **env: str) -> None:
+                 command: str | None = None, core: int | None = None, **env: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "OPENAI_", "OTEL_"))}
@@ -83,14 +88,19 @@ class Service:
                            OTEL_METRIC_EXPORT_INTERVAL="5000", LOG_LEVEL="warning", **env)
         if tree is not None:  # another checkout's code (a before/after comparison), this checkout's venv
             environment["PYTHONPATH"] = str(tree)
-        if workers == 1:
-            command = [str(Path(sys.executable).parent / "question-app")]
+        argv: list[str]
+        if command is not None:
+            argv = ["bash", "-c", f"exec {command}"]
+        elif workers == 1:
+            argv = [str(Path(sys.executable).parent / "question-app")]
         else:
-            command = [sys.executable, "-m", "uvicorn", "--factory", "app.http.factory:create_app", "--port",
-                       str(self.port), "--workers", str(workers), "--log-level", "warning"]
+            argv = [sys.executable, "-m", "uvicorn", "--factory", "app.http.factory:create_app", "--port",
+                    str(self.port), "--workers", str(workers), "--log-level", "warning"]
         self.log = open(ROOT / "bench" / "results" / f"service-{self.port}.log", "w")
-        self.process = subprocess.Popen(command, cwd=tree or ROOT, env=environment, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            argv, cwd=tree or ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -100,7 +110,15 @@ class Service:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"service did not start; see {self.log.name}")
-            time.sleep(0.1)
+            time.sleep(0.01)
+        self.started_s = time.monotonic() - started
+        self.probe_port = self.port
+        if env.get("PROBE_PORT"):  # probes on their own port, if this service has one
+            try:
+                httpx.get(f"http://127.0.0.1:{env['PROBE_PORT']}/health", timeout=1)
+                self.probe_port = int(env["PROBE_PORT"])
+            except httpx.TransportError:
+                pass
 
     @property
     def pid(self) -> int:
@@ -154,11 +172,13 @@ async def load(base: str, concurrency: int, seconds: float, max_rounds: int, bod
             "errors": sum(errors.values()), "error_kinds": errors}
 
 
-async def load_with_health(base: str, concurrency: int, seconds: float, max_rounds: int) -> tuple[dict, list]:
-    """Load, while bench/probe.py times /health from its own process (this one is busy driving load)."""
+async def load_with_health(base: str, concurrency: int, seconds: float, max_rounds: int,
+                           probe_port: int | None = None) -> tuple[dict, list]:
+    """Load, while bench/probe.py times /health from its own process (this one is busy driving load), on
+    ``probe_port`` if given (``PROBE_PORT``: where Kubernetes probes), else the service's own port."""
     url = httpx.URL(base)
-    prober = subprocess.Popen([sys.executable, str(ROOT / "bench" / "probe.py"), url.host, str(url.port)],
-                              stdout=subprocess.PIPE, text=True)
+    prober = subprocess.Popen([sys.executable, str(ROOT / "bench" / "probe.py"), url.host,
+                               str(probe_port or url.port)], stdout=subprocess.PIPE, text=True)
     result = await load(base, concurrency, seconds, max_rounds)
     prober.terminate()
     return result, json.loads(prober.communicate(timeout=30)[0])
@@ -440,6 +460,107 @@ def ms(value: float) -> str:
     return f"{value * 1000:.0f} ms"
 
 
+def dead_collector() -> str:
+    """An OTLP endpoint nobody listens on: the Collector is down."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+async def in_flight_then_stop(service: Service) -> tuple[float, list[int]]:
+    """Eight rounds (their spans queued), eight more in flight, then SIGTERM: seconds to exit, their statuses."""
+    async with httpx.AsyncClient(base_url=service.base, timeout=30) as client:
+        await asyncio.gather(*(client.post("/ask", json={}) for _ in range(8)))  # spans queued
+        tasks = [asyncio.create_task(client.post("/ask", json={})) for _ in range(8)]
+        await asyncio.sleep(0.3)  # all eight are mid-round
+        stop_task = asyncio.get_running_loop().run_in_executor(None, service.stop)
+        responses = await asyncio.gather(*tasks, return_exceptions=True)
+        return await stop_task, [getattr(r, "status_code", 0) for r in responses]
+
+
+def side_by_side(latency_ms: float, otlp_endpoint: str, quick: bool, tree: Path | None,
+                 command: str | None) -> list[tuple[str, str, str, str]]:
+    """Issue #24's figures for this checkout's service and another — ``tree`` (another checkout, e.g. the
+    tree before a change) or ``command`` (another implementation) — under one harness in one run, so what is
+    compared is a ratio, never absolute times across runs or machines. Each service is pinned to the first
+    core and everything else (the load generator, the fake LLM, the OTLP receiver, the probe) to the others.
+    Returns rows (figure, this, other, this ÷ other)."""
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[0]
+    os.sched_setaffinity(0, set(cores[1:]) or {core})
+    other: dict[str, object] = {"tree": tree} if tree is not None else {"command": command}
+    kinds: list[dict[str, object]] = [{}, other]
+    values: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+
+    def start(which: dict[str, object], llm: FakeLLM, collector: str = otlp_endpoint) -> Service:
+        return Service(llm, collector, core=core, PROBE_PORT=str(free_port()), MAX_SESSIONS="10000",
+                       RATE_LIMIT_ROUNDS_PER_MINUTE="0", **which)  # type: ignore[arg-type]
+
+    def add(figure: str, value: float) -> None:
+        values.setdefault(figure, []).append(value)
+
+    fast, slow = FakeLLM(0), FakeLLM(latency_ms)
+    try:
+        starts = 3 if quick else 7
+        times: list[list[float]] = [[], []]
+        for _ in range(starts):  # alternating, so a noisy moment hits both
+            for i, which in enumerate(kinds):
+                service = start(which, fast)
+                times[i].append(service.started_s)
+                service.stop()
+        for i in range(2):
+            add("start-up, process to healthy (median), s", sorted(times[i])[len(times[i]) // 2])
+        notes["start-up, process to healthy (median), s"] = f"{starts} starts each, alternating"
+
+        sessions = 2000 if quick else 5000
+        for which in kinds:
+            service = start(which, fast)
+            try:
+                done = asyncio.run(load(service.base, 4, 10, 60))["rounds"]  # warm up; every round is a new session
+                for clients, rounds in ((1, 100 if quick else 300), (32, 300 if quick else 1000)):
+                    before = cpu_seconds(service.pid)
+                    r = asyncio.run(load(service.base, clients, 120, rounds))
+                    done += r["rounds"]
+                    add(f"server CPU per round, 0 ms LLM, {clients} client{'s' if clients > 1 else ''}, ms",
+                        (cpu_seconds(service.pid) - before) / max(1, r["rounds"]) * 1000)
+                while done < sessions:
+                    batch = asyncio.run(load(service.base, 16, 600, sessions - done))
+                    done += batch["rounds"] + batch["errors"]
+                add(f"RSS after {sessions:,} new sessions (MAX_SESSIONS=10000), MB", rss_mb(service.pid))
+            finally:
+                service.stop()
+
+        seconds = 8 if quick else 15
+        for which in kinds:
+            service = start(which, slow)
+            try:
+                asyncio.run(load(service.base, 8, 3, 24))
+                r, health = asyncio.run(load_with_health(service.base, 64, seconds, 50_000, service.probe_port))
+                add(f"rounds/s at 64 clients, {latency_ms:.0f} ms LLM", r["rps"])
+                add(f"round p99 at 64 clients, {latency_ms:.0f} ms LLM, s", r["p99"])
+                add("errors at 64 clients", r["errors"])
+                add("/health p50 under 64 clients, ms", pct(health, 50) * 1000)
+                add("/health p99 under 64 clients, ms", pct(health, 99) * 1000)
+                if which == {}:
+                    notes["/health p99 under 64 clients, ms"] = (
+                        "on PROBE_PORT" if service.probe_port != service.port else "on the service's port")
+            finally:
+                service.stop()
+
+        for which in kinds:
+            stop_s, _ = asyncio.run(in_flight_then_stop(start(which, slow, dead_collector())))
+            add("shutdown with the Collector down, 8 rounds in flight, s", stop_s)
+    finally:
+        fast.stop()
+        slow.stop()
+        os.sched_setaffinity(0, set(cores))
+    rows = []
+    for figure, (this, that) in values.items():
+        ratio = f"{this / that:.2f}" if that else "–"
+        rows.append((figure + (f" ({notes[figure]})" if figure in notes else ""), f"{this:.3g}", f"{that:.3g}",
+                     ratio))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="question-app benchmark")
     parser.add_argument("--quick", action="store_true", help="smaller counts (about 2 minutes)")
@@ -450,7 +571,26 @@ def main() -> None:
     parser.add_argument("--only-replicas", action="store_true",
                         help="only the replicas-on-Postgres rows (1 and 2 replicas behind HAProxy, cost per round)")
     parser.add_argument("--tree", type=Path, help="with --only-replicas: play this checkout's code (before/after)")
+    parser.add_argument("--against-tree", type=Path, metavar="CHECKOUT",
+                        help="side by side: issue #24's figures for this checkout and CHECKOUT (e.g. a git worktree "
+                             "of the commit before a change), one harness, one run, with ratios")
+    parser.add_argument("--against", metavar="COMMAND",
+                        help="side by side with another service: a shell command that serves on $PORT and reads "
+                             "OPENAI_BASE_URL/OPENAI_API_KEY/OPENAI_MODEL and the OTEL_* variables")
     args = parser.parse_args()
+    if args.against_tree or args.against:
+        with OTLPReceiver() as otlp:
+            pairs = side_by_side(args.latency_ms, otlp.endpoint, args.quick, args.against_tree, args.against)
+        against = args.against_tree or args.against
+        text = (f"## {dt.date.today().isoformat()} side by side — this checkout against `{against}`"
+                f"{' (--quick)' if args.quick else ''}; each service pinned to one core\n\n"
+                "| figure | this | other | this ÷ other |\n| --- | --- | --- | --- |\n"
+                + "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in pairs) + "\n")
+        print(text)
+        out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-side-by-side.md"
+        out.write_text(text)
+        print(f"written to {out.relative_to(ROOT)}")
+        return
     quick = args.quick
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str]] = []
@@ -474,7 +614,7 @@ def main() -> None:
     with OTLPReceiver() as otlp:
         # --- A: throughput and latency with a slow LLM --------------------------------------------------
         slow = FakeLLM(args.latency_ms)
-        service = Service(slow, otlp.endpoint)
+        service = Service(slow, otlp.endpoint, PROBE_PORT=str(free_port()))
         try:
             asyncio.run(load(service.base, 4, 5, 8))  # warm up, then wait for its spans before counting
             otlp.wait_for(lambda: len(otlp.spans()) >= 8 * per_round, timeout_s=15)
@@ -483,7 +623,8 @@ def main() -> None:
             for concurrency in (1, 8, 32, 64):
                 seconds = 8 if quick else 20
                 if concurrency == 64:
-                    result, health = asyncio.run(load_with_health(service.base, 64, seconds, 20_000))
+                    result, health = asyncio.run(load_with_health(service.base, 64, seconds, 20_000,
+                                                                  service.probe_port))
                 else:
                     result = asyncio.run(load(service.base, concurrency, seconds, 20_000))
                 played += result["rounds"]
@@ -492,7 +633,7 @@ def main() -> None:
                              f"p99 {ms(result['p99'])}, errors {result['errors']}",
                              f"{result['rounds']} rounds in {result['elapsed']:.1f} s"
                              + (f"; {result['error_kinds']}" if result["errors"] else "")))
-            rows.append(("/health while 64 clients play",
+            rows.append(("/health on PROBE_PORT while 64 clients play",
                          f"p50 {ms(pct(health, 50))}, p99 {ms(pct(health, 99))}, max {ms(max(health))}",
                          f"{len(health)} probes"))
             ttfe = asyncio.run(first_event_times(service.base, 10))
@@ -549,19 +690,9 @@ def main() -> None:
         rows.append(fairness(otlp.endpoint, 10 if quick else 20, args.latency_ms))
 
         # --- C: shutdown with the Collector unreachable, rounds in flight ---------------------------------
-        dead = f"http://127.0.0.1:{free_port()}"
-        service = Service(slow := FakeLLM(args.latency_ms), dead)
+        slow = FakeLLM(args.latency_ms)
         try:
-            async def in_flight_then_stop() -> tuple[float, list[int]]:
-                async with httpx.AsyncClient(base_url=service.base, timeout=30) as client:
-                    await asyncio.gather(*(client.post("/ask", json={}) for _ in range(8)))  # spans queued
-                    tasks = [asyncio.create_task(client.post("/ask", json={})) for _ in range(8)]
-                    await asyncio.sleep(0.3)  # all eight are mid-round
-                    stop_task = asyncio.get_running_loop().run_in_executor(None, service.stop)
-                    responses = await asyncio.gather(*tasks, return_exceptions=True)
-                    return await stop_task, [getattr(r, "status_code", 0) for r in responses]
-
-            stop_s, statuses = asyncio.run(in_flight_then_stop())
+            stop_s, statuses = asyncio.run(in_flight_then_stop(Service(slow, dead_collector())))
             rows.append(("shutdown (SIGTERM) with the Collector unreachable",
                          f"{stop_s:.1f} s", f"8 rounds in flight finished with {sorted(set(statuses))}"))
         finally:
