@@ -59,3 +59,19 @@ def test_missing_programs_are_named_with_their_package() -> None:
     requirement = prerequisites.Requirement(("no-such-program-xyz",), ("xyz-tools",), "for a test", "anywhere")
     assert requirement.missing() == ["no-such-program-xyz"]
     assert all(r.debian and r.elsewhere for r in prerequisites.REQUIREMENTS)
+
+
+def test_the_environment_the_commands_build_has_every_library_compiled_to_bytecode() -> None:
+    """``[tool.uv] compile-bytecode``: the libraries start from their ``.pyc`` even where Python may not write
+    one (``PYTHONDONTWRITEBYTECODE``), instead of compiling openai, LangChain, FastAPI … on every start (5.7 s
+    to healthy against 2.8 s on 2 cores: the README's Performance section)."""
+    import importlib.util
+
+    import fastapi
+    import langchain_core
+    import openai
+
+    for module in (openai, langchain_core, fastapi):
+        assert module.__file__ is not None
+        cached = importlib.util.cache_from_source(module.__file__)
+        assert Path(cached).is_file(), f"{module.__name__} has no bytecode at {cached}"
