@@ -174,6 +174,7 @@ class LangChainRuns(LangchainInstrumentor):
     """
 
     WRAPPED = ((BaseCallbackManager, "__init__"), (Pregel, "stream"), (Pregel, "astream"), (Command, "__init__"))
+    LLM_CALLBACKS = ("on_chat_model_start", "on_llm_start", "on_llm_end", "on_llm_error")
 
     def _instrument(self, **kwargs: Any) -> None:
         """Instrument; and give its callback handler the two LangGraph lifecycle callbacks it lacks.
@@ -184,15 +185,25 @@ class LangChainRuns(LangchainInstrumentor):
         super()._instrument(**kwargs)
         injector = getattr(BaseCallbackManager.__init__, "_self_wrapper", None)
         handler = getattr(injector, "_callback_handler", None)
+        if handler is None:
+            return
         for callback in ("on_interrupt", "on_resume"):
-            if handler is not None and not hasattr(handler, callback):
+            if not hasattr(handler, callback):
                 setattr(handler, callback, _ignore_graph_event)
+        # Its LLM spans (and their dropped metrics) are never exported (GenAISpans): openai-v2 traces each call.
+        # Not building them saves their attributes' JSON and the span itself, per call (README "Performance").
+        for callback in self.LLM_CALLBACKS:
+            setattr(handler, callback, _ignore_llm_run)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         super()._uninstrument(**kwargs)
         for owner, name in self.WRAPPED:
             if hasattr(getattr(owner, name), "__wrapped__"):
                 unwrap(owner, name)
+
+
+def _ignore_llm_run(*args: Any, **kwargs: Any) -> None:
+    """An LLM run's start, end or error: traced by ``opentelemetry-instrumentation-openai-v2`` instead."""
 
 
 def _ignore_graph_event(event: Any) -> None:

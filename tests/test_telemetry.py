@@ -8,6 +8,10 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.trace import SpanKind
 
 from tests.conftest import CANARY_KEY
 from tests.fakes.openai_server import FakeOpenAI, Fault
@@ -127,6 +131,24 @@ def test_one_request_is_one_trace_with_the_graph_and_llm_calls_beneath_the_serve
     assert server.resource["service.namespace"] == "otel-app"
     assert server.resource["deployment.environment.name"] == "test"
     assert server.resource["service.version"]
+
+
+def test_the_langchain_instrumentation_builds_no_llm_span_to_drop(client: TestClient) -> None:
+    """openai-v2 traces each LLM call; the LangChain instrumentation's LLM spans would be built (their JSON
+    attributes, their metrics) only to be dropped: its handler does not build them (telemetry.sdk.LangChainRuns)."""
+    started: list[tuple[str | None, SpanKind]] = []
+
+    class Seen(SpanProcessor):
+        def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+            scope = span.instrumentation_scope
+            started.append((scope.name if scope else None, span.kind))
+
+    client.app_state["rounds"].quiz.telemetry.tracer_provider.add_span_processor(Seen())
+    assert client.post("/ask", json={"subject": "math"}).status_code == 200
+    langchain = [kind for scope, kind in started if scope == "opentelemetry.instrumentation.langchain"]
+    assert langchain and SpanKind.CLIENT not in langchain  # its graph spans, and no LLM span
+    clients = [scope for scope, kind in started if kind == SpanKind.CLIENT]
+    assert len(clients) == 4 and "opentelemetry.instrumentation.langchain" not in clients  # openai-v2's, one a call
 
 
 def test_metrics_arrive_with_bounded_labels(client: TestClient, telemetry_env: OTLPReceiver,
