@@ -76,7 +76,9 @@ class ProbeServer:
 
         self._server = _Server((host, port), Handler)
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="probe-server", daemon=True)
+        # serve_forever notices shutdown() at its next poll: 0.1 s at most added to the process's shutdown.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="probe-server",
+                                        daemon=True)
 
     def answer(self) -> tuple[int, bytes]:
         """The probe's answer now: (status, JSON body)."""
