@@ -169,7 +169,7 @@ async def load(base: str, concurrency: int, seconds: float, max_rounds: int, bod
     elapsed = time.monotonic() - started
     return {"rounds": len(latencies), "elapsed": elapsed, "rps": len(latencies) / elapsed,
             "p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99),
-            "errors": sum(errors.values()), "error_kinds": errors}
+            "errors": sum(errors.values()), "error_kinds": errors, "latencies": latencies}
 
 
 async def load_with_health(base: str, concurrency: int, seconds: float, max_rounds: int,
@@ -481,7 +481,8 @@ def side_by_side(latency_ms: float, otlp_endpoint: str, quick: bool, tree: Path 
     """Issue #24's figures for this checkout's service and another — ``tree`` (another checkout, e.g. the
     tree before a change) or ``command`` (another implementation) — under one harness in one run, so what is
     compared is a ratio, never absolute times across runs or machines. Each service is pinned to the first
-    core and everything else (the load generator, the fake LLM, the OTLP receiver, the probe) to the others.
+    core and everything else (the load generator, the fake LLM, the OTLP receiver, the probe) to the others;
+    the two run side by side and are loaded in alternating slices, so a drifting machine moves both alike.
     Returns rows (figure, this, other, this ÷ other)."""
     cores = sorted(os.sched_getaffinity(0))
     core = cores[0]
@@ -511,39 +512,56 @@ def side_by_side(latency_ms: float, otlp_endpoint: str, quick: bool, tree: Path 
             add("start-up, process to healthy (median), s", sorted(times[i])[len(times[i]) // 2])
         notes["start-up, process to healthy (median), s"] = f"{starts} starts each, alternating"
 
-        sessions = 2000 if quick else 5000
-        for which in kinds:
-            service = start(which, fast)
-            try:
-                done = asyncio.run(load(service.base, 4, 10, 60))["rounds"]  # warm up; every round is a new session
-                for clients, rounds in ((1, 100 if quick else 300), (32, 300 if quick else 1000)):
-                    before = cpu_seconds(service.pid)
-                    r = asyncio.run(load(service.base, clients, 120, rounds))
-                    done += r["rounds"]
+        # Both services up at once (only one is loaded at a time), measured in alternating slices: a machine
+        # whose speed drifts over minutes (a shared host) moves both figures alike, not one.
+        sessions, slices = (2000 if quick else 5000), 4
+        services = [start(which, fast) for which in kinds]
+        try:
+            done = [asyncio.run(load(s.base, 4, 10, 60))["rounds"] for s in services]  # warm up; each a new session
+            for clients, rounds in ((1, 100 if quick else 300), (32, 300 if quick else 1000)):
+                used, played = [0.0, 0.0], [0, 0]
+                for _ in range(slices):
+                    for i, service in enumerate(services):
+                        before = cpu_seconds(service.pid)
+                        r = asyncio.run(load(service.base, clients, 120, rounds // slices))
+                        used[i] += cpu_seconds(service.pid) - before
+                        played[i] += r["rounds"]
+                        done[i] += r["rounds"]
+                for i in range(2):
                     add(f"server CPU per round, 0 ms LLM, {clients} client{'s' if clients > 1 else ''}, ms",
-                        (cpu_seconds(service.pid) - before) / max(1, r["rounds"]) * 1000)
-                while done < sessions:
-                    batch = asyncio.run(load(service.base, 16, 600, sessions - done))
-                    done += batch["rounds"] + batch["errors"]
+                        used[i] / max(1, played[i]) * 1000)
+            for i, service in enumerate(services):
+                while done[i] < sessions:
+                    batch = asyncio.run(load(service.base, 16, 600, sessions - done[i]))
+                    done[i] += batch["rounds"] + batch["errors"]
                 add(f"RSS after {sessions:,} new sessions (MAX_SESSIONS=10000), MB", rss_mb(service.pid))
-            finally:
+        finally:
+            for service in services:
                 service.stop()
 
         seconds = 8 if quick else 15
-        for which in kinds:
-            service = start(which, slow)
-            try:
-                asyncio.run(load(service.base, 8, 3, 24))
-                r, health = asyncio.run(load_with_health(service.base, 64, seconds, 50_000, service.probe_port))
-                add(f"rounds/s at 64 clients, {latency_ms:.0f} ms LLM", r["rps"])
-                add(f"round p99 at 64 clients, {latency_ms:.0f} ms LLM, s", r["p99"])
-                add("errors at 64 clients", r["errors"])
+        services = [start(which, slow) for which in kinds]
+        try:
+            outcomes: list[list[tuple[dict, list]]] = [[], []]
+            for s in services:
+                asyncio.run(load(s.base, 8, 3, 24))
+            for _ in range(2):
+                for i, service in enumerate(services):
+                    outcomes[i].append(asyncio.run(load_with_health(service.base, 64, seconds / 2, 50_000,
+                                                                    service.probe_port)))
+            for runs in outcomes:
+                latencies = [x for r, _ in runs for x in r["latencies"]]
+                health = [x for _, h in runs for x in h]
+                add(f"rounds/s at 64 clients, {latency_ms:.0f} ms LLM", sum(r["rounds"] for r, _ in runs)
+                    / sum(r["elapsed"] for r, _ in runs))
+                add(f"round p99 at 64 clients, {latency_ms:.0f} ms LLM, s", pct(latencies, 99))
+                add("errors at 64 clients", sum(r["errors"] for r, _ in runs))
                 add("/health p50 under 64 clients, ms", pct(health, 50) * 1000)
                 add("/health p99 under 64 clients, ms", pct(health, 99) * 1000)
-                if which == {}:
-                    notes["/health p99 under 64 clients, ms"] = (
-                        "on PROBE_PORT" if service.probe_port != service.port else "on the service's port")
-            finally:
+            notes["/health p99 under 64 clients, ms"] = "where each service's probes go: " + ", ".join(
+                "PROBE_PORT" if s.probe_port != s.port else "its own port" for s in services)
+        finally:
+            for service in services:
                 service.stop()
 
         for which in kinds:
