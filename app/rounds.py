@@ -249,8 +249,9 @@ class RoundService:
         ``scope`` closes, and is checked to be the principal's under the lease. The lease's ``owner`` token is
         the round's holder (``app.runs``; a fresh token when ``None``); ``succeed``: the holder of a lost round
         this one replays, whose lease it takes over at once. ``run``: the round's run id, kept beside the
-        checkpoint it writes; when the session's checkpoint is already that round's (its replica saved it, then
-        died before it could say so), the prepared round is ``saved``: ``run()`` answers with it, playing nothing.
+        checkpoint it writes; when a take-over (``succeed``) finds the session's checkpoint already that round's
+        (its replica saved it, then died before it could say so), the prepared round is ``saved``: ``run()``
+        answers with it, playing nothing.
 
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
         for an unknown or expired id or another principal's session (the same answer: ids do not leak),
@@ -273,7 +274,9 @@ class RoundService:
                                        "this one. Start the thread with a fresh UUID.")
             else:
                 snapshot = await self._snapshot(request.session_id, owner, "Omit session_id to start a new session.")
-            if run is not None and (saved := self._saved(request.session_id, snapshot, run)) is not None:
+            # Only a take-over can find its round saved: a key used again after ROUND_RETENTION_S is a new request.
+            if succeed is not None and run is not None \
+                    and (saved := self._saved(request.session_id, snapshot, run)) is not None:
                 values = saved.state
                 inputs = InputState(subject=values["subject"], difficulty=values["difficulty"],
                                     language=values["language"], student=values.get("student", ANSWERED_BY_MODEL))

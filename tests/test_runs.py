@@ -258,6 +258,17 @@ def test_a_round_its_dead_holder_saved_is_answered_as_saved_and_never_played_aga
     assert nxt["round"] == (3 if student == "model" else 2) and nxt["status"] == "graded"
 
 
+def test_a_key_used_again_after_its_round_is_forgotten_plays_a_new_round(store_url: str, make_client) -> None:
+    client = make_client(checkpointer_url=store_url)
+    sid = client.post("/ask", json={}).json()["session_id"]
+    key, body = {"idempotency-key": str(uuid.uuid4())}, {"session_id": sid}
+    assert client.post("/ask", json=body, headers=key).json()["round"] == 2
+    time.sleep(0.05)
+    client.portal.call(client.app_state["runner"].store.runs.prune, 0.01)  # ROUND_RETENTION_S has passed
+    # The checkpoint still names the round of that key; without its record the key is a new request.
+    assert client.post("/ask", json=body, headers=key).json()["round"] == 3
+
+
 def test_a_long_round_keeps_its_session_by_its_heartbeat(make_client, fake_llm: FakeOpenAI) -> None:
     client = make_client(round_lease_ttl_s=3)
     sid = client.post("/ask", json={}).json()["session_id"]
