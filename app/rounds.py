@@ -143,6 +143,12 @@ class RoundPlayed:
         return SessionView.of(self.state, Awaited(round=paused.round, question=paused.question) if paused else None)
 
 
+def settings_of(values: QuizState, student: Student) -> InputState:
+    """The settings a session's ``values`` were played with, as a round's graph input, ``student`` playing."""
+    return InputState(subject=values["subject"], difficulty=values["difficulty"], language=values["language"],
+                      student=student)
+
+
 def new_session_id() -> str:
     """128 random bits, URL-safe (22 characters): unguessable (``secrets``, RFC 4086 strength)."""
     return secrets.token_urlsafe(16)
@@ -278,10 +284,8 @@ class RoundService:
             if succeed is not None and run is not None \
                     and (saved := self._saved(request.session_id, snapshot, run)) is not None:
                 values = saved.state
-                inputs = InputState(subject=values["subject"], difficulty=values["difficulty"],
-                                    language=values["language"], student=values.get("student", ANSWERED_BY_MODEL))
-                return PreparedRound(request.session_id, inputs, previous=values, owner=owner, lease=lease,
-                                     metered=metered, run=run, saved=saved)
+                return PreparedRound(request.session_id, settings_of(values, values.get("student", ANSWERED_BY_MODEL)),
+                                     previous=values, owner=owner, lease=lease, metered=metered, run=run, saved=saved)
             if isinstance(request, GiveAnswer):
                 return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner,
                                lease=lease, metered=metered)
@@ -332,8 +336,7 @@ class RoundService:
             raise NoAnswerAwaited(f"No round of session {session_id!r} awaits an answer (rounds graded: {played}); "
                                   "an answer is graded once. Omit `answer` to play the next round.")
         values: QuizState = snapshot.values  # type: ignore[assignment]
-        inputs = InputState(subject=values["subject"], difficulty=values["difficulty"],
-                            language=values["language"], student=ANSWERED_BY_PERSON)
+        inputs = settings_of(values, ANSWERED_BY_PERSON)
         asked = None
         if awaited.asked_trace_id and awaited.asked_span_id:
             asked = trace.Link(trace.SpanContext(int(awaited.asked_trace_id, 16), int(awaited.asked_span_id, 16),

@@ -509,7 +509,7 @@ def side_by_side(latency_ms: float, otlp_endpoint: str, quick: bool, tree: Path 
                 times[i].append(service.started_s)
                 service.stop()
         for i in range(2):
-            add("start-up, process to healthy (median), s", sorted(times[i])[len(times[i]) // 2])
+            add("start-up, process to healthy (median), s", pct(times[i], 50))
         notes["start-up, process to healthy (median), s"] = f"{starts} starts each, alternating"
 
         # Both services up at once (only one is loaded at a time), measured in alternating slices: a machine

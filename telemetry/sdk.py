@@ -135,7 +135,7 @@ class GenAISpans(SpanProcessor):
         """Drop LangChain's LLM spans, give LangChain's graph spans the round's provider, export the rest."""
         trace_id = span.context.trace_id if span.context else 0
         if _scope(span) == LANGCHAIN_SCOPE:
-            if span.kind is SpanKind.CLIENT:
+            if span.kind is SpanKind.CLIENT:  # not built (LangChainRuns.LLM_CALLBACKS); kept if a version does
                 return
             provider = self._providers.get(trace_id)
             attributes = span.attributes or {}
@@ -177,7 +177,8 @@ class LangChainRuns(LangchainInstrumentor):
     LLM_CALLBACKS = ("on_chat_model_start", "on_llm_start", "on_llm_end", "on_llm_error")
 
     def _instrument(self, **kwargs: Any) -> None:
-        """Instrument; and give its callback handler the two LangGraph lifecycle callbacks it lacks.
+        """Instrument; give its callback handler the two LangGraph lifecycle callbacks it lacks, and silence
+        its LLM callbacks (``LLM_CALLBACKS``: openai-v2 traces each call; those spans were dropped unexported).
 
         It joins every callback manager, LangGraph's interrupt/resume dispatchers included, without being a
         ``GraphCallbackHandler``: each pause and resume of a round logged an ``AttributeError`` warning.
