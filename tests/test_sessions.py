@@ -7,6 +7,7 @@ import asyncio
 import base64
 import concurrent.futures
 import functools
+import gc
 import operator
 import re
 import time
@@ -84,11 +85,15 @@ def test_memory_per_session_does_not_grow_with_rounds(make_client) -> None:
     sizes = []
     for _ in range(24):
         new_round(client, session_id=sid)
-        blob_bytes = sum(len(saver.blobs[key][1]) for key in saver._blob_keys[sid])
-        sizes.append((sum(len(c) for c in saver.storage[sid].values()), len(saver._blob_keys[sid]), blob_bytes))
+        blobs = [value for key, value in saver.blobs.items() if key[0] == sid]
+        sizes.append((sum(len(c) for c in saver.storage[sid].values()), len(blobs),
+                      sum(len(value[1]) for value in blobs)))
     assert {checkpoints for checkpoints, _, _ in sizes} == {1}  # only the latest checkpoint is kept
     assert len({blobs for _, blobs, _ in sizes}) == 1  # and a constant number of channel values
-    assert len(saver.blobs) == len(saver._blob_keys[sid])
+    # Every blob left is one the latest checkpoint reads: none of an older one stays behind.
+    (checkpoint,) = saver.storage[sid][""].values()
+    versions = saver.serde.loads_typed(checkpoint[0])["channel_versions"]
+    assert set(saver.blobs) == {(sid, "", channel, version) for channel, version in versions.items()}
     # Past SESSION_ROUNDS_KEPT rounds (and the Teacher's 20-question memory) the bytes stop growing: only
     # round numbers, ids and times change length.
     steady = [size for _, _, size in sizes[20:]]
@@ -102,6 +107,9 @@ def test_the_session_count_stays_at_the_cap(make_client) -> None:
     saver: BoundedMemorySaver = client.app_state["rounds"].store.checkpointer
     assert saver.thread_count() == 25
     assert len(saver.storage) == 25 and len({k[0] for k in saver.blobs}) == 25
+    for sid in list(saver.storage):  # a deleted session leaves no blob behind
+        saver.delete_thread(sid)
+    assert not saver.storage and not saver.blobs and not saver.writes
 
 
 def test_sqlite_sessions_survive_a_restart(make_client, tmp_path: Path) -> None:
@@ -446,3 +454,17 @@ def test_the_score_counts_every_round_not_only_the_kept_ones_and_a_reset_restart
     fake_llm.script("Grade", verdict="incorrect")
     new_round(client, session_id=sid, message="reset")
     assert client.get(f"/sessions/{sid}").json()["score"] == {"correct": 0, "partially_correct": 0, "incorrect": 1}
+
+
+def test_rounds_that_ended_leave_no_waiters_behind(make_client) -> None:
+    """Each round's heartbeat waits for a cancel that never comes (it is itself cancelled when the round ends);
+    a process that kept those waits' events grew by about a kilobyte a round, past every cap."""
+    client = make_client()
+    runs = client.app_state["rounds"].store.runs
+    for _ in range(30):
+        new_round(client)
+    with client.stream("GET", f"/sessions/{new_round(client)['session_id']}/round",  # a follower too
+                       headers={"Accept": "text/event-stream"}) as ended:
+        assert ended.status_code == 200 and b"event: round" in b"".join(ended.iter_bytes())
+    gc.collect()
+    assert runs._news.topics() == 0

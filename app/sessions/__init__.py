@@ -34,6 +34,8 @@ each start drops the expired rows, so the tables hold little more than the round
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,31 +59,37 @@ Rated = Literal["new", "changed", "same"]  # what a rating did: a first one, a c
 
 class News:
     """This process's waiters for news of a topic (a round's id, or ``CANCEL`` + it): ``wait`` until the topic
-    is woken or ``timeout_s`` passes, ``wake`` every waiter of a topic. Events of topics nobody waits on are
-    not kept (a topic that never had news does not pile up)."""
+    is woken or ``timeout_s`` passes, ``wake`` every waiter of a topic. A topic's event lives only while someone
+    holds it (a weak-valued map): a round's heartbeat is cancelled, not woken, when the round ends, and a
+    follower may watch a round that never has news again; neither leaves an event behind."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
 
     def watch(self, topic: str) -> asyncio.Event:
-        """The event the next ``wake(topic)`` sets (the same one for every watcher until then)."""
-        return self._events.setdefault(topic, asyncio.Event())
+        """The event the next ``wake(topic)`` sets (the same one for every watcher until then); hold it while
+        waiting on it."""
+        news = self._events.get(topic)
+        if news is None:
+            news = self._events[topic] = asyncio.Event()
+        return news
 
     async def wait(self, topic: str, timeout_s: float) -> None:
         """Return when ``topic`` is woken, or after ``timeout_s`` seconds (no error: look again)."""
         news = self.watch(topic)
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await news.wait()
-        except TimeoutError:
-            if self._events.get(topic) is news:
-                del self._events[topic]
 
     def wake(self, topic: str) -> None:
         """Wake every waiter of ``topic`` now."""
         news = self._events.pop(topic, None)
         if news is not None:
             news.set()
+
+    def topics(self) -> int:
+        """How many topics someone waits on or holds now."""
+        return len(self._events)
 
 
 class RoundLeases(Protocol):
