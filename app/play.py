@@ -122,6 +122,9 @@ class Quiz:
             C.ATTR_ANSWERED_BY: inputs.get("student", ANSWERED_BY_MODEL),
             **(attributes or {}),
         }
+        preset = inputs.get("preset")
+        if preset is not None and (item := preset.get("item")) is not None:  # a question bank's (quiz.bank)
+            names[C.ATTR_QUESTION_SOURCE], names[C.ATTR_QUESTION_ITEM] = C.QUESTION_BANK, item["id"]
         with self.telemetry.tracer.start_as_current_span(
                 C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=names, links=[link] if link else None,
                 record_exception=False, set_status_on_exception=False) as span:

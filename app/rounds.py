@@ -7,6 +7,7 @@ body, and answers with the graph's read models (``graphs.views``).
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -52,9 +53,10 @@ from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent
 from graphs.graph import answer_command, awaited_answer
 from graphs.nodes import round_to_play
-from graphs.state import InputState, QuizState
+from graphs.state import InputState, QuizState, StoredItem, StoredQuestion
 from graphs.views import FinishedRound, PausedRound, SessionView
-from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student
+from quiz.bank import Bank
+from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student, subject_of
 from telemetry import contract as C
 from telemetry.spans import current_trace_id
 
@@ -173,9 +175,14 @@ class RoundService:
     store: SessionStore
     settings: Settings
     places: FairAdmission = field(init=False)
+    bank: Bank | None = field(init=False)
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
         self.places = FairAdmission(self.settings.max_concurrent_rounds, self.settings.fair_share_window_s)
+        # The question bank, read and validated at start (BankError naming file, item and field); none when the
+        # Teacher writes every question.
+        self.bank = None if self.settings.questions_from == "generate" else Bank.load(self.settings.question_bank)
         instruments = self.quiz.telemetry.instruments  # both series exist from the start: 0 of the limit
         instruments.round_limit.add(self.places.capacity)
         instruments.round_active.add(0)
@@ -304,8 +311,28 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or known.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
+        question = self._bank_question(inputs, previous)
+        if question is not None or (previous is not None and previous.get("preset") is not None):  # else unwritten
+            inputs["preset"] = question
         return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner,
                              lease=lease, metered=metered, run=run)
+
+    def _bank_question(self, inputs: InputState, previous: QuizState | None) -> StoredQuestion | None:
+        """The question bank's item the round asks, when ``QUESTION_SOURCE`` says this round is the bank's (every
+        round for ``bank``, ``QUESTION_BANK_SHARE`` of them for ``mixed``) and the bank has one for its subject,
+        difficulty and language — not one the session was asked yet while any is left (``quiz.bank.Bank.pick``);
+        else ``None``: the Teacher writes the question (and a preset an earlier round left is cleared)."""
+        if self.bank is None or (self.settings.questions_from == "mixed"
+                                 and self._rng.random() >= self.settings.question_bank_share):
+            return None
+        asked = [] if previous is None or inputs.get("reset") else previous.get("history", [])
+        item = self.bank.pick(subject_of(inputs["subject"]), inputs["difficulty"], inputs["language"], asked,
+                              self._rng)
+        if item is None:
+            return None
+        return StoredQuestion(question=item.question, reference_answer=item.reference,
+                              item=StoredItem(id=item.id, match=item.match, accept=list(item.accept),
+                                              tolerance=item.tolerance))
 
     def _saved(self, session_id: str, snapshot: StateSnapshot, run: str) -> RoundPlayed | None:
         """Round ``run`` as the session's checkpoint ``snapshot`` keeps it, when that round wrote it and ended
@@ -486,7 +513,8 @@ class RoundService:
         subject = C.subject_label(result.subject)
         telemetry = self.quiz.telemetry
         telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
-                                             C.ATTR_VERDICT: result.verdict, C.ATTR_ANSWERED_BY: result.answered_by})
+                                             C.ATTR_VERDICT: result.verdict, C.ATTR_ANSWERED_BY: result.answered_by,
+                                             C.ATTR_QUESTION_SOURCE: result.source})
         # The Teacher's grade judges the Student's answer: attached to its step's span (a person's answer came
         # with this request: to this round's span).
         trace_id, span_id = result.judged or (None, None)

@@ -6,7 +6,6 @@ fixed hostile answer is graded as a person's; the attack success rate, ``evals.r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,12 +13,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from quiz.checks import NUMBER, Match
 from quiz.vocabulary import SUBJECTS, Difficulty, Language, Verdict
 
 SET_PATH = Path(__file__).with_name("questions.yaml")
 SCHEMA_PATH = Path(__file__).with_name("questions.schema.json")
 
-Match = Literal["numeric", "contains", "judge"]
 Split = Literal["train", "validation"]
 Trap = Literal["plausible_wrong", "false_premise", "unit"]
 Kind = Literal["quiz", "injection"]  # an item without ``injection``, or with
@@ -95,9 +94,6 @@ class QuestionSet(BaseModel):
                   and (not languages or item.language in set(languages)) and (split is None or item.split == split)
                   and (kind is None or (item.injection is not None) == (kind == "injection"))]
         return chosen[:limit] if limit is not None else chosen
-
-
-NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
 def load(path: Path = SET_PATH) -> QuestionSet:

@@ -9,12 +9,11 @@ the right number among others passes ``numeric``.
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from dataclasses import dataclass
-
-from evals.dataset import NUMBER, Item
+from evals.dataset import Item
 from graphs.prompts import as_data
+from quiz.checks import Check, check, contains, normalise, numbers
+
+__all__ = ["Check", "contains", "judge_prompt", "mechanical", "normalise", "numbers"]
 
 # The independent judge: not the Teacher's prompt, no persona, told to be strict (prompts as data).
 # The student's answer is quoted as data as in the Teacher's grading request (teacher prompt 2): between
@@ -41,47 +40,10 @@ JUDGE_PROMPT = (
 )
 
 
-@dataclass(frozen=True)
-class Check:
-    """The strict judge's verdict on one answer: ``right``, and ``how`` it was reached (the item's match)."""
-
-    right: bool
-    how: str
-
-
-def normalise(text: str) -> str:
-    """NFKC, case-folded, punctuation (but parentheses) turned to spaces, spaces collapsed."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"[^\w()\s]", " ", text)
-    return " ".join(text.split())
-
-
-def contains(answer: str, expected: str) -> bool:
-    """``expected`` appears in ``answer`` after ``normalise()``: as whole words when it is ASCII (so "na" is
-    not found in "banana"), anywhere when it is not (Korean attaches particles: 서울 in 서울입니다)."""
-    a, e = normalise(answer), normalise(expected)
-    if not e:
-        return False
-    if e.isascii():
-        return re.search(rf"(?<!\w){re.escape(e)}(?!\w)", a) is not None
-    return e in a
-
-
-def numbers(text: str) -> list[float]:
-    """The numbers written in ``text`` (thousands separators allowed: 5,050)."""
-    return [float(n) for n in NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text))]
-
-
 def mechanical(item: Item, answer: str) -> Check | None:
-    """The mechanical verdict for ``numeric`` and ``contains`` items; ``None`` for ``judge`` items."""
-    if item.match == "judge":
-        return None
-    if any(contains(answer, accepted) for accepted in item.accept):
-        return Check(True, item.match)
-    if item.match == "numeric":
-        target = float(item.reference.replace(",", ""))
-        return Check(any(abs(n - target) <= item.tolerance + 1e-9 for n in numbers(answer)), "numeric")
-    return Check(contains(answer, item.reference), "contains")
+    """The mechanical verdict for ``numeric`` and ``contains`` items; ``None`` for ``judge`` items (the same
+    check a live round of a question bank makes: ``quiz.checks.check``)."""
+    return check(answer, item.reference, item.match, item.accept, item.tolerance)
 
 
 def judge_prompt(item: Item, answer: str) -> str:

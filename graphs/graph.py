@@ -79,7 +79,7 @@ def _router(loop: agents.Loop, back: str, following: str, name: str,
     same). LangGraph traces an edge's function as a run of its own, so the LangChain instrumentation shows it
     as ``execute_task <name>`` (``review_loop``) beneath the step's node span."""
     def route(state: QuizState) -> str:
-        again = loop.when(state) and not (back_skips_preset and "preset" in state)
+        again = loop.when(state) and not (back_skips_preset and state.get("preset") is not None)
         return back if again else following
     route.__name__ = route.__qualname__ = name
     return route

@@ -24,12 +24,14 @@ from graphs.state import (
     Question,
     QuizState,
     Review,
+    StoredQuestion,
     StoredRound,
     StoredStep,
     StudentAnswer,
     records_of,
 )
 from graphs.tracing import agent_step
+from quiz.checks import check
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
 from telemetry import contract as C
 from telemetry.cost import total
@@ -150,6 +152,20 @@ def person_answer(state: QuizState, ctx: QuizContext) -> dict[str, Any]:
     return {"answer": {"answer": str(answer)}, "steps": ctx.record("answer", round_no, state, NO_TOKENS)}
 
 
+def checked(question: StoredQuestion, answer: str, teacher: Grade) -> tuple[Grade, str | None]:
+    """The round's grade: for a question bank's item with a mechanical check (``quiz.checks``), the check's
+    verdict (``correct`` or ``incorrect``: the strict judge's rules) with the Teacher's feedback, and how it was
+    checked; else the Teacher's grade and ``None``. A check that disagrees with the Teacher wins, and the
+    Teacher's verdict is kept beside it (``StoredRound.teacher_verdict``), not hidden."""
+    item = question.get("item")
+    if item is None:
+        return teacher, None
+    verdict = check(answer, question["reference_answer"], item["match"], item["accept"], item["tolerance"])
+    if verdict is None:  # a ``judge`` item: no mechanical check applies, the Teacher grades
+        return teacher, None
+    return Grade(verdict="correct" if verdict.right else "incorrect", feedback=teacher.feedback), verdict.how
+
+
 async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
     """Teacher grades the Student's answer against its reference answer; this finishes the round."""
     ctx = runtime.context
@@ -164,9 +180,13 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
         # The answer (a person's words or the model's) is quoted as data, escaped whatever the prompt version.
         messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).grading(
             question["question"], question["reference_answer"], answer))
-        grade, usage = await ctx.call("grade", Grade, messages)
+        teacher, usage = await ctx.call("grade", Grade, messages)
+        grade, checked_by = checked(question, answer, teacher)
         span.set_attribute(C.ATTR_VERDICT, grade.verdict)
         span.set_attribute(C.ATTR_ANSWERED_BY, answered_by)
+        if checked_by is not None:
+            span.set_attribute(C.ATTR_GRADE_CHECK, checked_by)
+            span.set_attribute(C.ATTR_TEACHER_VERDICT, teacher.verdict)
     runtime.stream_writer(ctx.event(AnswerGraded, "grade", round_no, grade.feedback, outcome=grade.verdict,
                                     verdict=grade.verdict, feedback=grade.feedback))
     # The round's outcome, and a reset's, are committed together here, by the last step.
@@ -182,6 +202,8 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         steps=[StoredStep(step=step, agent=r["agent"], outcome=r["outcome"], detail=r["detail"], runs=r["runs"])
                for step in ctx.steps if (r := records.get(step)) is not None])
+    if (item := question.get("item")) is not None:
+        played["item_id"], played["checked_by"], played["teacher_verdict"] = item["id"], checked_by, teacher.verdict
     reset = state.get("reset", False)
     kept = [] if reset else state.get("rounds", [])
     return {"grade": grade.model_dump(), "steps": graded, "round": round_no, "reset": False,

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
+from quiz.checks import Match
 from quiz.vocabulary import Difficulty, Language, Student, Verdict
 from telemetry.cost import total
 
@@ -121,11 +122,23 @@ def add_counts(old: dict[str, int] | None, new: dict[str, int] | None) -> dict[s
     return merged
 
 
+class StoredItem(TypedDict):
+    """A question bank's item behind a question (``quiz.bank``): its ``id`` and how an answer to it is checked
+    (``quiz.checks.check``: ``match``, the ``accept``ed alternatives, a numeric ``tolerance``)."""
+
+    id: str
+    match: Match
+    accept: list[str]
+    tolerance: float
+
+
 class StoredQuestion(TypedDict):
-    """``Question.model_dump()``, as the checkpoint keeps it."""
+    """``Question.model_dump()``, as the checkpoint keeps it; ``item``: the bank item it is (none: the Teacher
+    wrote it, or an evaluation's preset)."""
 
     question: str
     reference_answer: str
+    item: NotRequired[StoredItem]
 
 
 class StoredAnswer(TypedDict):
@@ -182,6 +195,9 @@ class StoredRound(TypedDict):
     cost_usd: NotRequired[float | None]
     finished_at: str
     steps: NotRequired[list[StoredStep]]
+    item_id: NotRequired[str | None]  # the question bank's item asked (None or absent: the Teacher wrote it)
+    checked_by: NotRequired[str | None]  # the item's mechanical check that gave the verdict (None: the Teacher's)
+    teacher_verdict: NotRequired[Verdict]  # the Teacher's own grade, kept beside a check's verdict
 
 
 class InputState(TypedDict):
@@ -192,7 +208,9 @@ class InputState(TypedDict):
     ``student``: who answers (default ``model``). With ``person`` the round pauses after the question
     (``graphs.nodes.person_answer``) until the caller's answer resumes it.
     ``preset``: a question (and its reference answer) to ask instead of the Teacher's — an evaluation item
-    (``evals``); the Teacher's asking step then makes no LLM call. For a one-round thread only.
+    (``evals``) or a question bank's (``quiz.bank``, with its ``item``: its check grades the answer); the
+    Teacher's asking step then makes no LLM call. It stays in the session's state: a round that is to be the
+    Teacher's passes ``None``.
     """
 
     subject: str
@@ -200,7 +218,7 @@ class InputState(TypedDict):
     language: Language
     reset: NotRequired[bool]
     student: NotRequired[Student]
-    preset: NotRequired[StoredQuestion]
+    preset: NotRequired[StoredQuestion | None]
 
 
 class QuizState(InputState):
@@ -225,5 +243,6 @@ class QuizState(InputState):
     score: NotRequired[Annotated[dict[Verdict, int], add_counts]]
 
 
-__all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredRound", "StoredStep",
-           "StudentAnswer", "TokenUsage", "add_counts", "keep_last", "merge_steps", "records_of"]
+__all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredItem", "StoredQuestion",
+           "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage", "add_counts", "keep_last", "merge_steps",
+           "records_of"]

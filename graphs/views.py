@@ -8,7 +8,7 @@ steps and their attempts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.types import StateSnapshot
 from pydantic import BaseModel, Field, PrivateAttr
@@ -18,6 +18,9 @@ from graphs.graph import awaited_answer
 from graphs.state import QuizState, StoredRound, records_of
 from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
 from telemetry.cost import total
+
+QuestionSource = Literal["bank", "generated"]  # telemetry.contract.QUESTION_SOURCES
+CheckedBy = Literal["numeric", "contains"]
 
 
 class Usage(BaseModel):
@@ -80,6 +83,15 @@ class FinishedRound(BaseModel):
     usage: Usage = Field(description="The round's tokens; for a person's round, the question's and the grade's.")
     steps: list[StepOutcome] = Field(default_factory=list, description="What each step of the agent table did, "
                                      "in table order.")
+    source: QuestionSource = Field("generated", description="Where the question came from: `bank` (an item of "
+                                   "the question bank, `item_id`) or `generated` (the Teacher wrote it).")
+    item_id: str | None = Field(None, description="The question bank's item asked; null when the Teacher wrote "
+                                "the question.")
+    checked_by: CheckedBy | None = Field(None, description="How a bank item's answer was checked, giving "
+                                         "`verdict` (`numeric`, `contains`: the strict judge's rules); null when "
+                                         "the Teacher's grade is the verdict.")
+    teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade, kept "
+                                            "beside the check's `verdict` (they disagree when it differs).")
 
     _judged: tuple[str, str] | None = PrivateAttr(None)
 
@@ -100,7 +112,9 @@ class FinishedRound(BaseModel):
                        answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
                        reference_answer=played["reference_answer"],
                        usage=Usage.of(played["input_tokens"], played["output_tokens"], played.get("cost_usd")),
-                       steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])])
+                       steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])],
+                       source="bank" if played.get("item_id") else "generated", item_id=played.get("item_id"),
+                       checked_by=played.get("checked_by"), teacher_verdict=played.get("teacher_verdict"))
         finished._judged = (trace_id, span_id) if trace_id and span_id else None
         return finished
 
@@ -114,15 +128,20 @@ class PausedRound(BaseModel):
     language: Language
     question: str
     usage: Usage = Field(description="Tokens so far (the question).")
+    source: QuestionSource = Field("generated", description="`bank` (an item of the question bank, `item_id`) or "
+                                   "`generated` (the Teacher wrote it).")
+    item_id: str | None = None
 
     @classmethod
     def of(cls, state: QuizState, awaited: AnswerAwaited) -> PausedRound:
         """The paused round of ``state`` (a session's values) that awaits ``awaited``."""
         records = records_of(state, awaited.round).values()
+        item = state.get("question", {}).get("item")
         input_tokens, output_tokens = (sum(r[k] for r in records) for k in ("input_tokens", "output_tokens"))
         return cls(round=awaited.round, subject=state["subject"], difficulty=state["difficulty"],
                    language=state["language"], question=awaited.question,
-                   usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])))
+                   usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])),
+                   source="bank" if item else "generated", item_id=item["id"] if item else None)
 
 
 class KeptRound(BaseModel):
@@ -142,6 +161,10 @@ class KeptRound(BaseModel):
     cost_usd: float | None = Field(None, description="US dollars (null: the model has no price).")
     finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
     steps: list[StepOutcome] = Field(default_factory=list, description="What each step did, in table order.")
+    item_id: str | None = Field(None, description="The question bank's item asked (null: the Teacher wrote it).")
+    checked_by: CheckedBy | None = Field(None, description="How the bank item's check gave `verdict` (null: the "
+                                         "Teacher's grade).")
+    teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade.")
 
 
 class SessionView(BaseModel):

@@ -92,6 +92,16 @@ ATTR_DIFFICULTY: Final = "quiz.difficulty"
 ATTR_LANGUAGE: Final = "quiz.language"
 ATTR_ROUND: Final = "quiz.round"  # int: the number of the round being played, 1-based
 ATTR_VERDICT: Final = "quiz.verdict"
+# Questions from a question bank (quiz.bank): where the round's question came from (QUESTION_SOURCES), on the
+# round span and quiz.rounds; the bank item's id (spans only: a bank may hold thousands); on the grading span,
+# the item's mechanical check that gave the verdict and the Teacher's own verdict beside it.
+ATTR_QUESTION_SOURCE: Final = "quiz.question.source"
+QUESTION_BANK: Final = "bank"
+QUESTION_GENERATED: Final = "generated"
+QUESTION_SOURCES: Final = (QUESTION_BANK, QUESTION_GENERATED)
+ATTR_QUESTION_ITEM: Final = "quiz.question.item"
+ATTR_GRADE_CHECK: Final = "quiz.grade.check"  # numeric | contains
+ATTR_TEACHER_VERDICT: Final = "quiz.grade.teacher_verdict"  # VERDICTS
 ATTR_STEP: Final = "quiz.step"  # a step of the agent table (graphs/agents.py): ask, answer, grade …
 ATTR_STEP_OUTCOME: Final = "quiz.step.outcome"  # the bounded outcome a step reports (the table's ``outcomes``)
 ATTR_RATING: Final = "quiz.rating"

@@ -73,31 +73,59 @@ def test_every_documented_span_is_emitted_with_its_kind_and_parent(played: OTLPR
             assert span.name == "POST /ask"
 
 
-def documented_attributes(span_name: str) -> tuple[set[str], dict[str, set[str]], set[str]]:
-    """(always there, only on a step: {step: attributes}, only on failure) from the span's row."""
-    always, by_step, on_failure = set(), {}, set()
+def documented_attributes(span_name: str) -> tuple[set[str], dict[str, set[str]], set[str], set[str]]:
+    """(always there, only on a step: {step: attributes}, only on failure, only for a question bank's item)
+    from the span's row."""
+    always, by_step, on_failure, bank = set(), {}, set(), set()
     for part in SPANS[span_name][4].split(";"):
         names = {a.split("=")[0] for a in code(part) if "." in a}
         assert not {n for n in names if n.endswith("*")}, f"{span_name}: name every attribute"
         if part.strip().startswith("on failure"):
             on_failure |= names
+        elif part.strip().startswith("for a bank item"):
+            bank |= names
         elif (step := re.search(r" on `(\w+)`", part)) is not None:
             by_step[step.group(1)] = names
         else:
             always |= names
-    return always, by_step, on_failure
+    return always, by_step, on_failure, bank
 
 
 def test_documented_span_attributes_are_present(played: OTLPReceiver) -> None:
-    """Every documented attribute is on every successful span it is documented for, nothing exempted."""
+    """Every documented attribute is on every successful span it is documented for, nothing exempted; a round
+    the Teacher asked has none of a bank item's."""
     for span in played.trace(played.good_trace):  # type: ignore[attr-defined]
-        always, by_step, on_failure = documented_attributes(span.name)
+        always, by_step, on_failure, bank = documented_attributes(span.name)
         expected = always | by_step.get(span.attributes.get("quiz.step", ""), set())
         assert not expected - set(span.attributes), (span.name, expected - set(span.attributes))
         for step, names in by_step.items():
             if span.attributes.get("quiz.step") != step:
                 assert not names & set(span.attributes), (span.name, names)
-        assert not on_failure & set(span.attributes), span.name
+        assert not (on_failure | bank) & set(span.attributes), span.name
+
+
+def test_a_bank_round_carries_its_item_and_both_grades(make_client, telemetry_env: OTLPReceiver,
+                                                      fake_llm: FakeOpenAI) -> None:
+    """A question bank's round: the workflow span names the item, the grading span the check that gave the
+    verdict and the Teacher's own grade beside it, and quiz.rounds counts it as the bank's."""
+    client = make_client(question_source="bank")
+    fake_llm.script("Grade", verdict="correct", feedback="Well done.")  # the Student's made-up answer is wrong
+    played = client.post("/ask", json={"subject": "math", "difficulty": "easy", "language": "en"}).json()
+    assert (played["source"], played["verdict"], played["teacher_verdict"]) == ("bank", "incorrect", "correct")
+    def spans() -> dict[str, Span]:
+        return {s.name if s.name != "invoke_agent teacher" else f"teacher {s.attributes.get('quiz.step')}": s
+                for s in telemetry_env.trace(played["trace_id"])}
+    found = telemetry_env.wait_for(lambda: {"invoke_workflow quiz", "teacher grade"} <= set(now := spans()) and now)
+    assert "teacher ask" not in found  # the bank's question: the Teacher wrote none
+    workflow, grade = found["invoke_workflow quiz"], found["teacher grade"]
+    assert documented_attributes(workflow.name)[3] <= set(workflow.attributes)
+    assert documented_attributes(grade.name)[3] <= set(grade.attributes)
+    assert (workflow.attributes["quiz.question.source"], workflow.attributes["quiz.question.item"]) \
+        == ("bank", played["item_id"])
+    assert (grade.attributes["quiz.verdict"], grade.attributes["quiz.grade.teacher_verdict"],
+            grade.attributes["quiz.grade.check"]) == ("incorrect", "correct", played["checked_by"])
+    telemetry_env.wait_for(lambda: any(p.name == "quiz.rounds" and p.attributes.get("quiz.question.source") == "bank"
+                                       for p in telemetry_env.metric_points()))
 
 
 def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLPReceiver) -> None:

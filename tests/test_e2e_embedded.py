@@ -20,10 +20,13 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
+from evals import dataset
+from quiz.bank import STARTER
+from quiz.checks import check
 from tests.browser import new_page, open_page
 from tests.conftest import HEX32
 from tests.fakes import free_port
-from tests.fakes.otlp_receiver import SPANS_PER_ROUND, OTLPReceiver
+from tests.fakes.otlp_receiver import OTLPReceiver
 from tests.service import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +76,11 @@ def service(otlp: OTLPReceiver, tmp_path: Path):
 
 def test_a_person_plays_in_the_browser_on_the_embedded_model(service, otlp: OTLPReceiver, browser: Browser) -> None:
     """The issue's "done when": the README's run command, the page at /, rounds with the embedded model and as
-    the Student, a reload that shows the session, and feedback that reaches the OTLP receiver."""
+    the Student, a reload that shows the session, and feedback that reaches the OTLP receiver. The embedded
+    model asks from the starter question bank (QUESTION_SOURCE=auto): real questions in the chosen language,
+    and a person's right answer is graded correct, a wrong one incorrect, whatever the 135M Teacher says."""
     base, _, _ = service
+    bank = {item.question: item for item in dataset.load(STARTER).items}
     with new_page(browser) as page:
         open_page(page, base)
         expect(page.locator("#model")).to_contain_text("Embedded demo model (smollm2-135m-instruct)")
@@ -83,23 +89,30 @@ def test_a_person_plays_in_the_browser_on_the_embedded_model(service, otlp: OTLP
         page.get_by_role("button", name="Play a round").click()
         rounds = page.locator("#rounds .round")
         expect(rounds.first.locator(".reference-text")).not_to_be_empty(timeout=120_000)
+        first = bank[rounds.first.locator(".question").inner_text()]  # a bank item: KeyError otherwise
+        assert (first.subject, first.difficulty, first.language) == ("geography", "easy", "en")
+        expect(rounds.first.locator(".checked")).to_contain_text(f"From the question bank ({first.id})")
 
         page.get_by_label("I'll answer").check()
-        page.get_by_role("button", name="Next round").click()
-        expect(page.get_by_label("Your answer")).to_be_focused(timeout=120_000)
-        page.keyboard.type("Paris")
-        page.keyboard.press("Enter")
-        expect(rounds.first.locator(".reference-text")).not_to_be_empty(timeout=120_000)
-        expect(rounds.first.locator(".student .who")).to_have_text("You")
+        for answer, verdict in ((None, "✓ Correct"), ("I do not know", "✗ Incorrect")):
+            page.get_by_role("button", name="Next round").click()
+            expect(page.get_by_label("Your answer")).to_be_focused(timeout=120_000)
+            item = bank[rounds.first.locator(".question").inner_text()]
+            page.keyboard.type(answer or item.reference)
+            page.keyboard.press("Enter")
+            expect(rounds.first.locator(".reference-text")).to_have_text(item.reference, timeout=120_000)
+            expect(rounds.first.locator(".student .who")).to_have_text("You")
+            expect(rounds.first.locator(".verdict")).to_have_text(verdict)
 
         page.reload()
         expect(page.locator("body")).to_have_attribute("data-ready", "true")
-        expect(rounds).to_have_count(2)
-        expect(page.locator("#score")).to_contain_text("Rounds played: 2")
-        expect(rounds.first.locator(".answer-text")).to_have_text("Paris")
+        expect(rounds).to_have_count(3)
+        expect(page.locator("#score")).to_contain_text("Rounds played: 3")
+        expect(rounds.first.locator(".answer-text")).to_have_text("I do not know")
+        expect(rounds.first.locator(".verdict")).to_have_text("✗ Incorrect")
         session_id = page.evaluate("localStorage.getItem('question-app.session')")
-        rounds.nth(1).get_by_role("button", name="Thumbs up").click()
-        expect(rounds.nth(1).get_by_role("status")).to_have_text("Thank you — feedback recorded.")
+        rounds.nth(2).get_by_role("button", name="Thumbs up").click()
+        expect(rounds.nth(2).get_by_role("status")).to_have_text("Thank you — feedback recorded.")
         if os.environ.get("PAGE_PNG"):  # the README's picture of the page
             page.screenshot(path=os.environ["PAGE_PNG"], full_page=True)
 
@@ -129,6 +142,11 @@ def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPRece
 
     for body in (one, two):
         assert body["model"] == "smollm2-135m-instruct"
+        # The starter bank's items (QUESTION_SOURCE=auto on the embedded model), graded by their own check.
+        item = {i.id: i for i in dataset.load(STARTER).items}[body["item_id"]]
+        assert (body["source"], body["question"], body["reference_answer"]) == ("bank", item.question, item.reference)
+        right = check(body["student_answer"], item.reference, item.match, item.accept, item.tolerance)
+        assert right is not None and body["verdict"] == ("correct" if right.right else "incorrect")
         assert body["verdict"] in {"correct", "partially_correct", "incorrect"}
         assert all(isinstance(body[k], str) for k in ("question", "student_answer", "feedback", "reference_answer"))
         assert body["usage"]["total_tokens"] > 0
@@ -138,10 +156,12 @@ def test_two_rounds_of_one_session_on_the_embedded_model(service, otlp: OTLPRece
     assert (two["subject"], two["difficulty"]) == ("math", "easy")
 
     # The same OpenAI-protocol client and instrumentation as production: real LLM spans reach the receiver.
-    spans = otlp.wait_for(lambda: (s := otlp.trace(one["trace_id"])) and len(s) >= SPANS_PER_ROUND and s, timeout_s=20)
-    chats = [s for s in spans if s.name == "chat smollm2-135m-instruct"]
-    runs = sum(step["runs"] for step in one["steps"])  # 4, or 6 if the Reviewer sent the question back
-    assert len(chats) >= runs >= 4 and all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in chats)
+    # A bank item's round: the Teacher asks nothing; the Reviewer, the Student and the Teacher's grade call it.
+    runs = sum(step["runs"] for step in one["steps"] if step["step"] != "ask")
+    def chats() -> list:
+        return [s for s in otlp.trace(one["trace_id"]) if s.name == "chat smollm2-135m-instruct"]
+    found = otlp.wait_for(lambda: len(now := chats()) >= runs and now, timeout_s=20)
+    assert len(found) >= runs >= 3 and all(c.attributes["gen_ai.usage.output_tokens"] > 0 for c in found)
 
     # SIGTERM (as Kubernetes sends it to the pod): a clean shutdown that stops the model server too.
     os.killpg(process.pid, signal.SIGTERM)

@@ -20,6 +20,8 @@ const TEXT = {
     rate_round: "Was this round fair?", thumbs_up: "▲ Thumbs up", thumbs_down: "▼ Thumbs down",
     comment: "Comment (optional)", thanks: "Thank you — feedback recorded.",
     round_n: "Round {n}", tokens: "{n} tokens",
+    bank_item: "From the question bank ({id}), checked against its reference answer.",
+    teacher_said: "The Teacher graded it: {verdict}.",
     correct: "✓ Correct", partially_correct: "◐ Partially correct", incorrect: "✗ Incorrect",
     no_rounds: "No rounds yet: play one.",
     score_line: "Rounds played: {played} · correct {correct} of the last {kept} · accuracy {accuracy}",
@@ -48,6 +50,8 @@ const TEXT = {
     rate_round: "이 라운드는 공정했나요?", thumbs_up: "▲ 좋아요", thumbs_down: "▼ 싫어요",
     comment: "의견 (선택)", thanks: "감사합니다 — 피드백이 기록되었습니다.",
     round_n: "{n}라운드", tokens: "토큰 {n}개",
+    bank_item: "문제 은행 문항({id}): 모범 답안과 대조해 채점했습니다.",
+    teacher_said: "선생님의 채점: {verdict}.",
     correct: "✓ 정답", partially_correct: "◐ 부분 정답", incorrect: "✗ 오답",
     no_rounds: "아직 라운드가 없습니다. 시작해 보세요.",
     score_line: "진행한 라운드: {played} · 최근 {kept}개 중 정답 {correct} · 정확도 {accuracy}",
@@ -221,6 +225,12 @@ function relabel(card) {
   if (card.dataset.round) $(".round-title", card).textContent = t("round_n", { n: card.dataset.round });
   if (card.dataset.answeredBy) $(".student .who", card).textContent = t(card.dataset.answeredBy === "person" ? "you" : "student");
   if (card.dataset.verdict) $(".verdict", card).textContent = t(card.dataset.verdict);
+  const checked = $(".checked", card);
+  if (card.dataset.item) {
+    checked.textContent = t("bank_item", { id: card.dataset.item }) + (card.dataset.teacherVerdict
+      ? " " + t("teacher_said", { verdict: t(card.dataset.teacherVerdict) }) : "");
+    checked.hidden = false;
+  }
   if (card.dataset.tokens) $(".tokens", card).textContent = t("tokens", { n: card.dataset.tokens });
 }
 
@@ -280,6 +290,12 @@ function showFinished(card, round) {
   showGrade(card, round.verdict, round.feedback);
   $(".reference-text", card).textContent = round.reference_answer;
   $(".reference", card).hidden = false;
+  if (round.item_id) {  // a question bank's item: its check gave the verdict, the Teacher's grade beside it
+    card.dataset.item = round.item_id;
+    if (round.checked_by && round.teacher_verdict && round.teacher_verdict !== round.verdict) {
+      card.dataset.teacherVerdict = round.teacher_verdict;
+    }
+  }
   const usage = round.usage ? round.usage.total_tokens : (round.input_tokens || 0) + (round.output_tokens || 0);
   if (usage) card.dataset.tokens = usage;
   showTrace(card, round.trace_id);
