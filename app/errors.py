@@ -86,6 +86,18 @@ class WeakThreadId(QuizError):
     status, slug, title, error_type = 422, "thread-id-not-random", "The thread id is not random", "validation"
 
 
+class LearnerRequired(QuizError):
+    """422: ``difficulty: adaptive`` without a learner to adapt to (``learner_id``)."""
+
+    status, slug, title, error_type = 422, "learner-required", "Adaptive difficulty needs a learner", "validation"
+
+
+class LearnerNotFound(QuizError):
+    """404: no such learner for this client (never seen, expired after ``LEARNER_TTL_S``, or forgotten)."""
+
+    status, slug, title, error_type = 404, "learner-not-found", "Learner not found", "learner_not_found"
+
+
 class BodyTooLarge(QuizError):
     """413: the request body is over ``MAX_BODY_BYTES``."""
 

@@ -23,6 +23,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 from app.auth import ANONYMOUS, Principal
 from app.errors import (
     AnswerAwaited,
+    LearnerRequired,
     NoAnswerAwaited,
     Overloaded,
     RateLimited,
@@ -32,6 +33,7 @@ from app.errors import (
     SessionStoreUnavailable,
     WeakThreadId,
 )
+from app.learners import Graded, LearnerBook, review_question
 from app.limits import (
     CAPACITY,
     FAIR_SHARE,
@@ -53,7 +55,7 @@ from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent
 from graphs.graph import answer_command, awaited_answer
 from graphs.nodes import round_to_play
-from graphs.state import InputState, QuizState, StoredItem, StoredQuestion
+from graphs.state import InputState, QuizState, StoredChoice, StoredItem, StoredQuestion
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz.bank import Bank
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student, subject_of
@@ -81,6 +83,8 @@ class PlayRound:
     intent: Intent = field(default_factory=Intent)
     create: bool = False
     adopt: bool = False  # with ``create``: the id is this service's own (a retry of a lost first round)
+    learner_id: str | None = None  # the client's learner who plays (app.learners); None: the session's, if any
+    adaptive: bool = False  # ``difficulty: adaptive``: chosen per round for the learner
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,13 @@ def settings_of(values: QuizState, student: Student) -> InputState:
                       student=student)
 
 
+def graded(state: QuizState, finished: FinishedRound) -> Graded:
+    """A finished round as the learner book records it (``app.learners``)."""
+    return Graded(subject=finished.subject, difficulty=finished.difficulty, language=finished.language,
+                  question=finished.question, reference_answer=finished.reference_answer, verdict=finished.verdict,
+                  answered_by=finished.answered_by, item=state.get("question", {}).get("item"))
+
+
 def new_session_id() -> str:
     """128 random bits, URL-safe (22 characters): unguessable (``secrets``, RFC 4086 strength)."""
     return secrets.token_urlsafe(16)
@@ -176,6 +187,7 @@ class RoundService:
     settings: Settings
     places: FairAdmission = field(init=False)
     bank: Bank | None = field(init=False)
+    learners: LearnerBook = field(init=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
@@ -183,6 +195,7 @@ class RoundService:
         # The question bank, read and validated at start (BankError naming file, item and field); none when the
         # Teacher writes every question.
         self.bank = None if self.settings.questions_from == "generate" else Bank.load(self.settings.question_bank)
+        self.learners = LearnerBook(self.store.learners, self.settings.learner_ttl_s, self.settings.adaptive_target)
         instruments = self.quiz.telemetry.instruments  # both series exist from the start: 0 of the limit
         instruments.round_limit.add(self.places.capacity)
         instruments.round_active.add(0)
@@ -214,7 +227,7 @@ class RoundService:
                                                            1 if count and policy.name == ROUNDS else 0)
                 standings.append(Standing(policy, used, reset_s))
         except self.store.errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         headers = rate_limit_headers(standings)
         spent = [s for s in standings if s.used > s.policy.quota or (s.policy.name == TOKENS and not s.remaining)]
         if spent and count:
@@ -311,11 +324,44 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or known.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
-        question = self._bank_question(inputs, previous)
+        question = await self._learner_round(request, inputs, known, principal)
+        if question is None:
+            question = self._bank_question(inputs, previous)
         if question is not None or (previous is not None and previous.get("preset") is not None):  # else unwritten
             inputs["preset"] = question
         return PreparedRound(request.session_id or new_session_id(), inputs, previous=previous, owner=owner,
                              lease=lease, metered=metered, run=run)
+
+    async def _learner_round(self, request: PlayRound, inputs: InputState, known: QuizState | dict[str, Any],
+                             principal: Principal) -> StoredQuestion | None:
+        """For a round with a learner (the request's ``learner_id``, else the session's), plan it
+        (``app.learners.LearnerBook.plan``): a review due is the round's question (returned) at the difficulty it
+        was asked; else an adaptive session's difficulty is chosen for the learner, and the choice kept in
+        ``inputs``. Nothing for a round without a learner (its state keys stay unwritten). Raises
+        ``LearnerRequired`` for ``difficulty: adaptive`` without a learner, ``SessionStoreUnavailable``."""
+        learner = request.learner_id or known.get("learner")
+        adaptive = request.adaptive or (request.difficulty is None and request.intent.difficulty is None
+                                        and bool(known.get("adaptive")))
+        if adaptive and not learner:
+            raise LearnerRequired("difficulty: adaptive chooses the difficulty for a learner: send learner_id "
+                                  "(your name for the person playing, e.g. \"ana\") or a fixed difficulty.")
+        if request.adaptive or known.get("adaptive"):
+            inputs["adaptive"] = adaptive
+        if not learner:
+            return None
+        inputs["learner"] = learner
+        try:
+            plan = await self.learners.plan(principal.id, learner, inputs.get("student", ANSWERED_BY_MODEL),
+                                            inputs["subject"], inputs["language"], inputs["difficulty"], adaptive)
+        except self.store.errors as exc:
+            raise self.unavailable(exc) from exc
+        inputs["difficulty"] = plan.difficulty
+        choice = plan.choice
+        inputs["choice"] = StoredChoice(difficulty=choice.difficulty, predicted=round(choice.predicted, 4),
+                                        target=choice.target) if choice else None
+        if plan.review is None:
+            return None
+        return StoredQuestion(**review_question(plan.review[1]), review=True)
 
     def _bank_question(self, inputs: InputState, previous: QuizState | None) -> StoredQuestion | None:
         """The question bank's item the round asks, when ``QUESTION_SOURCE`` says this round is the bank's (every
@@ -388,7 +434,7 @@ class RoundService:
             try:
                 await delete_session(self.store, session_id)
             except self.store.errors as exc:
-                raise self._unavailable(exc) from exc
+                raise self.unavailable(exc) from exc
 
     async def feedback(self, session_id: str, round_no: int, rating: Rating, comment: str | None,
                        owner: str = ANONYMOUS.id) -> None:
@@ -405,7 +451,7 @@ class RoundService:
         try:
             rated = await self.store.ratings.rate(session_id, round_no, owner, rating, comment)
         except self.store.errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         if rated == "same":  # the same rating again (a double click, a retry): nothing new to say
             return
         telemetry = self.quiz.telemetry
@@ -436,7 +482,7 @@ class RoundService:
         try:
             return await self.quiz.graph.aget_state(Quiz.config(session_id))
         except self.store.errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
 
     async def _lease(self, session_id: str, scope: AsyncExitStack, owner: str | None = None,
                      succeed: str | None = None) -> str:
@@ -446,7 +492,7 @@ class RoundService:
         try:
             held = await self.store.leases.acquire(session_id, owner, self.settings.round_lease_ttl_s, succeed)
         except self.store.errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         if not held:
             raise RoundInProgress("Another round of this session is still being played (a double click, or a "
                                   "retry?). Wait for it to finish, then ask again.", {"Retry-After": "2"})
@@ -460,7 +506,8 @@ class RoundService:
             log.warning("could not release the lease of a session: %s: %s", type(exc).__name__, exc)
 
     @staticmethod
-    def _unavailable(cause: BaseException) -> SessionStoreUnavailable:
+    def unavailable(cause: BaseException) -> SessionStoreUnavailable:
+        """The 503 for a store that could not be reached (``cause``: what it raised), logged with the trace id."""
         log.warning("session store unavailable (%s: %s) trace_id=%s", type(cause).__name__, cause, current_trace_id())
         return SessionStoreUnavailable()
 
@@ -490,10 +537,13 @@ class RoundService:
             trace_id = current_trace_id()
         try:  # the round is saved; a session without a fresh row is given one at the next start
             await self.store.activity.touch(prepared.session_id)
+            if ended.finished is not None and (learner := ended.state.get("learner")):
+                await self.learners.record(prepared.owner, learner, graded(ended.state, ended.finished))
             if prepared.metered and (tokens := self._tokens(prepared, ended)):
                 await self.store.usage.add(prepared.owner, TOKENS, TOKEN_WINDOW_S, tokens)
         except self.store.errors as exc:
-            log.warning("could not record the session's activity or tokens: %s: %s", type(exc).__name__, exc)
+            log.warning("could not record the session's activity, tokens or learner: %s: %s", type(exc).__name__,
+                        exc)
         yield RoundPlayed(prepared.session_id, ended.state, self.quiz.llm.model, trace_id, ended.finished,
                           ended.paused)
 

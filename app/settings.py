@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     question_bank_share: float = Field(
         0.5, ge=0, le=1, description="With QUESTION_SOURCE=mixed: the share of rounds asked from the bank.")
 
+    # --- learners (app.learners) ----------------------------------------------------------------------
+    learner_ttl_s: float = Field(
+        7_776_000.0, gt=0, description="A learner (mastery, reviews) is forgotten this long after their last graded "
+        "round, seconds (default 90 days); DELETE /learners/{id} forgets one at once.")
+    adaptive_target: float = Field(
+        0.7, gt=0, lt=1, description="difficulty: adaptive asks the difficulty whose predicted success for the "
+        "learner is closest to this.")
+
     # --- sessions ---------------------------------------------------------------------------------
     checkpointer_url: Annotated[str, Field(
         "memory://", validation_alias=AliasChoices("checkpointer_url", "checkpointer"),

@@ -204,6 +204,10 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
                for step in ctx.steps if (r := records.get(step)) is not None])
     if (item := question.get("item")) is not None:
         played["item_id"], played["checked_by"], played["teacher_verdict"] = item["id"], checked_by, teacher.verdict
+    if question.get("review"):
+        played["review"] = True
+    if (choice := state.get("choice")) is not None:
+        played["choice"] = choice
     reset = state.get("reset", False)
     kept = [] if reset else state.get("rounds", [])
     return {"grade": grade.model_dump(), "steps": graded, "round": round_no, "reset": False,

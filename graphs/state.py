@@ -132,6 +132,15 @@ class StoredItem(TypedDict):
     tolerance: float
 
 
+class StoredChoice(TypedDict):
+    """An adaptive round's difficulty (``quiz.learning.choose``): the one chosen, the learner's predicted chance
+    of a right answer at it (0–1) and the target it was closest to."""
+
+    difficulty: Difficulty
+    predicted: float
+    target: float
+
+
 class StoredQuestion(TypedDict):
     """``Question.model_dump()``, as the checkpoint keeps it; ``item``: the bank item it is (none: the Teacher
     wrote it, or an evaluation's preset)."""
@@ -139,6 +148,7 @@ class StoredQuestion(TypedDict):
     question: str
     reference_answer: str
     item: NotRequired[StoredItem]
+    review: NotRequired[bool]  # asked again: the learner missed it before and it was due (app.learners)
 
 
 class StoredAnswer(TypedDict):
@@ -198,6 +208,8 @@ class StoredRound(TypedDict):
     item_id: NotRequired[str | None]  # the question bank's item asked (None or absent: the Teacher wrote it)
     checked_by: NotRequired[str | None]  # the item's mechanical check that gave the verdict (None: the Teacher's)
     teacher_verdict: NotRequired[Verdict]  # the Teacher's own grade, kept beside a check's verdict
+    review: NotRequired[bool]  # a missed question asked again (app.learners)
+    choice: NotRequired[StoredChoice | None]  # the adaptive choice of its difficulty
 
 
 class InputState(TypedDict):
@@ -219,6 +231,9 @@ class InputState(TypedDict):
     reset: NotRequired[bool]
     student: NotRequired[Student]
     preset: NotRequired[StoredQuestion | None]
+    learner: NotRequired[str | None]  # the client's learner who plays (app.learners), kept for the session
+    adaptive: NotRequired[bool]  # the session's difficulty is chosen per round for its learner
+    choice: NotRequired[StoredChoice | None]  # this round's adaptive choice (None: not adaptive, or a review)
 
 
 class QuizState(InputState):
@@ -243,6 +258,6 @@ class QuizState(InputState):
     score: NotRequired[Annotated[dict[Verdict, int], add_counts]]
 
 
-__all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredItem", "StoredQuestion",
-           "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage", "add_counts", "keep_last", "merge_steps",
-           "records_of"]
+__all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredChoice", "StoredItem",
+           "StoredQuestion", "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage", "add_counts", "keep_last",
+           "merge_steps", "records_of"]

@@ -39,6 +39,15 @@ class Usage(BaseModel):
                    cost_usd=cost_usd)
 
 
+class AdaptiveChoice(BaseModel):
+    """Why an adaptive round has its difficulty: the learner's predicted chance of a right answer at it was the
+    closest to the target (``quiz.learning.choose``)."""
+
+    difficulty: Difficulty = Field(description="The difficulty chosen.")
+    predicted: float = Field(ge=0, le=1, description="The learner's predicted chance of a right answer at it.")
+    target: float = Field(gt=0, lt=1, description="ADAPTIVE_TARGET: the chance aimed at.")
+
+
 class StepOutcome(BaseModel):
     """What one step of the agent table did in a round."""
 
@@ -92,6 +101,12 @@ class FinishedRound(BaseModel):
                                          "the Teacher's grade is the verdict.")
     teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade, kept "
                                             "beside the check's `verdict` (they disagree when it differs).")
+    learner_id: str | None = Field(None, description="The learner who played (`learner_id`), whose mastery and "
+                                   "reviews the round updated; null: none.")
+    review: bool = Field(False, description="The question was asked again: the learner missed it before and it "
+                         "was due (`GET /learners/{id}`).")
+    adaptive: AdaptiveChoice | None = Field(None, description="With `difficulty: adaptive`: the difficulty chosen "
+                                            "and why; null otherwise (and for a review, asked at its own).")
 
     _judged: tuple[str, str] | None = PrivateAttr(None)
 
@@ -114,7 +129,9 @@ class FinishedRound(BaseModel):
                        usage=Usage.of(played["input_tokens"], played["output_tokens"], played.get("cost_usd")),
                        steps=[StepOutcome.model_validate(s) for s in played.get("steps", [])],
                        source="bank" if played.get("item_id") else "generated", item_id=played.get("item_id"),
-                       checked_by=played.get("checked_by"), teacher_verdict=played.get("teacher_verdict"))
+                       checked_by=played.get("checked_by"), teacher_verdict=played.get("teacher_verdict"),
+                       learner_id=state.get("learner"), review=played.get("review", False),
+                       adaptive=AdaptiveChoice.model_validate(choice) if (choice := played.get("choice")) else None)
         finished._judged = (trace_id, span_id) if trace_id and span_id else None
         return finished
 
@@ -131,6 +148,9 @@ class PausedRound(BaseModel):
     source: QuestionSource = Field("generated", description="`bank` (an item of the question bank, `item_id`) or "
                                    "`generated` (the Teacher wrote it).")
     item_id: str | None = None
+    learner_id: str | None = None
+    review: bool = Field(False, description="A question the learner missed before, asked again.")
+    adaptive: AdaptiveChoice | None = None
 
     @classmethod
     def of(cls, state: QuizState, awaited: AnswerAwaited) -> PausedRound:
@@ -141,7 +161,9 @@ class PausedRound(BaseModel):
         return cls(round=awaited.round, subject=state["subject"], difficulty=state["difficulty"],
                    language=state["language"], question=awaited.question,
                    usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])),
-                   source="bank" if item else "generated", item_id=item["id"] if item else None)
+                   source="bank" if item else "generated", item_id=item["id"] if item else None,
+                   learner_id=state.get("learner"), review=bool(state.get("question", {}).get("review")),
+                   adaptive=AdaptiveChoice.model_validate(choice) if (choice := state.get("choice")) else None)
 
 
 class KeptRound(BaseModel):
@@ -165,6 +187,8 @@ class KeptRound(BaseModel):
     checked_by: CheckedBy | None = Field(None, description="How the bank item's check gave `verdict` (null: the "
                                          "Teacher's grade).")
     teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade.")
+    review: bool = Field(False, description="A question the learner missed before, asked again.")
+    choice: AdaptiveChoice | None = Field(None, description="With `difficulty: adaptive`: the difficulty chosen.")
 
 
 class SessionView(BaseModel):

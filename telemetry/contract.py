@@ -33,6 +33,7 @@ ErrorType = Literal[
     "limited",  # 429: the principal's rate limit or fair share of rounds in progress (app.limits)
     "unknown_route",  # 404 no such path, 405 no such method on it
     "session_not_found",  # 404: unknown or expired session id
+    "learner_not_found",  # 404: no such learner for this client (app.learners)
     "round_not_found",  # 404: feedback for a round the session does not keep
     "round_in_progress",  # 409: a round of the same session is still playing
     "answer_awaited",  # 409: the session's round awaits a person's answer; a new round cannot start

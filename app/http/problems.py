@@ -58,6 +58,13 @@ SESSION_ERRORS: dict[int | str, dict[str, Any]] = {
         422: "The session id (or the body) is not valid",
         503: "The session store is unavailable (see Retry-After)"}.items()}
 
+# The error responses of the learner routes.
+LEARNER_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text} for status, text in {
+        401: "API_KEYS is set and no valid key was sent",
+        404: "No such learner for this client (never seen, expired after LEARNER_TTL_S, or forgotten)",
+        422: "The learner id is not valid", 503: "The session store is unavailable (see Retry-After)"}.items()}
+
 # Routes that only read a session: a round in progress does not matter to them.
 SESSION_LOOKUP_ERRORS = {status: response for status, response in SESSION_ERRORS.items() if status != 409}
 # The error responses of the feedback route (it takes a body).

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.errors import QuizError, RoundCancelled, RoundNotFound
+from app.errors import LearnerNotFound, QuizError, RoundCancelled, RoundNotFound
 from app.http.dependencies import (
     HealthDep,
     PrincipalDep,
@@ -26,6 +26,7 @@ from app.http.dependencies import (
 )
 from app.http.problems import (
     FEEDBACK_ERRORS,
+    LEARNER_ERRORS,
     PROBLEM_JSON,
     ROUND_ERRORS,
     SESSION_ERRORS,
@@ -40,12 +41,14 @@ from app.http.schemas import (
     AskBody,
     Feedback,
     Health,
+    Learner,
     PendingRound,
     Round,
     RoundState,
     Session,
     ended,
 )
+from app.learners import LEARNER_ID_PATTERN
 from app.rounds import PlayRound, PreparedRound, RoundPlayed, RoundService
 from app.runs import KEY_PATTERN, Frame, Holding, fingerprint, parse_key, run_id_of, to_play
 from app.sessions import Outcome, RunRecord, RunState
@@ -160,6 +163,38 @@ async def get_session(session_id: SessionIdPath, rounds: RoundsDep, principal: P
 async def delete_session(session_id: SessionIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Response:
     """Forget a session: every checkpoint of it is deleted; its id is unknown (404) from then on."""
     await rounds.forget(session_id, principal.id)
+    return Response(status_code=204)
+
+
+LearnerIdPath = Annotated[str, Path(pattern=LEARNER_ID_PATTERN, description="The `learner_id` rounds were played "
+                                                                            "with.")]
+
+
+@router.get("/learners/{learner_id}", response_model=Learner, responses=LEARNER_ERRORS)
+async def get_learner(learner_id: LearnerIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Learner:
+    """What the service knows about one of your learners: mastery by subject with its uncertainty, rounds played,
+    accuracy, and the missed questions due to be asked again."""
+    book = rounds.learners
+    try:
+        profile = await book.get(principal.id, learner_id)
+    except rounds.store.errors as exc:
+        raise rounds.unavailable(exc) from exc
+    if profile is None:
+        raise LearnerNotFound(f"This client has no learner {learner_id!r} (never played, idle past LEARNER_TTL_S, "
+                              "or forgotten). Play a round with learner_id to start one.")
+    return Learner.of(learner_id, profile, book.clock())
+
+
+@router.delete("/learners/{learner_id}", status_code=204, response_class=Response, responses=LEARNER_ERRORS)
+async def delete_learner(learner_id: LearnerIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Response:
+    """Forget one of your learners: their mastery, counts and scheduled reviews (the questions' calibrations,
+    which hold no one's data, stay). Sessions they played keep their own rounds."""
+    try:
+        existed = await rounds.learners.forget(principal.id, learner_id)
+    except rounds.store.errors as exc:
+        raise rounds.unavailable(exc) from exc
+    if not existed:
+        raise LearnerNotFound(f"This client has no learner {learner_id!r} to forget.")
     return Response(status_code=204)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -15,9 +16,12 @@ from pydantic import (
     Tag,
 )
 
+from app.learners import LEARNER_ID_PATTERN
 from app.messages import parse_message
 from app.rounds import GiveAnswer, PlayRound, RoundPlayed
 from graphs.views import FinishedRound, PausedRound, SessionView
+from quiz import learning
+from quiz.learning import Profile
 from quiz.vocabulary import SUBJECTS, Difficulty, Language, Rating, Student
 
 # Korean difficulty words accepted as aliases (the upstream chat UI used them).
@@ -45,6 +49,9 @@ Subject = Annotated[str, StringConstraints(
 # A difficulty as a client may say it (Korean words too).
 DifficultyIn = Annotated[Difficulty | None, BeforeValidator(_difficulty)]
 
+DifficultyOrAdaptive = Annotated[Difficulty | Literal["adaptive"] | None, BeforeValidator(_difficulty)]
+LearnerId = Annotated[str, StringConstraints(pattern=LEARNER_ID_PATTERN)]
+
 # A person's answer: some visible text, no control characters but tab and newline.
 Answer = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\S"
                                                                                  r"[^\x00-\x08\x0b-\x1f\x7f]*$"),
@@ -66,8 +73,10 @@ class AskRequest(BaseModel):
                      {"subject": "history", "student": "person"}]})
 
     subject: Subject | None = Field(None, description=f"{', '.join(SUBJECTS)}, or any topic (≤ 80 characters).")
-    difficulty: DifficultyIn = Field(
-        None, description="easy | medium | hard (also 쉬움 | 보통 | 어려움).")
+    difficulty: DifficultyOrAdaptive = Field(
+        None, description="easy | medium | hard (also 쉬움 | 보통 | 어려움), or adaptive: chosen each round for the "
+        "learner (`learner_id`), the one whose predicted success is closest to ADAPTIVE_TARGET; the session "
+        "stays adaptive until a difficulty is given.")
     language: Language | None = Field(None, description="ko | en. Default: the session's, else ko if the "
                                       "message or subject is Korean, else en.")
     session_id: SessionId | None = Field(None, description="From an earlier response, to play the next round.")
@@ -76,12 +85,18 @@ class AskRequest(BaseModel):
     student: Student | None = Field(
         None, description="Who answers: `model` (the Student agent) or `person` (you: the round pauses after "
         "the question until you send `answer`). Default: the session's, else `model`.")
+    learner_id: LearnerId | None = Field(
+        None, description="Your name for the person (or agent) playing, kept across sessions within your "
+        "client: their mastery by subject and the questions they missed, asked again when due (GET "
+        "/learners/{id}). Default: the session's, else none.")
 
     def domain(self, *, create: bool = False) -> PlayRound:
         """The round this asks the round service to play (``message`` parsed into what it says)."""
-        return PlayRound(session_id=self.session_id, subject=self.subject, difficulty=self.difficulty,
+        adaptive = self.difficulty == "adaptive"
+        return PlayRound(session_id=self.session_id, subject=self.subject,
+                         difficulty=None if adaptive else cast(Difficulty | None, self.difficulty),
                          language=self.language, student=self.student, intent=parse_message(self.message),
-                         create=create)
+                         create=create, learner_id=self.learner_id, adaptive=adaptive)
 
 
 class AnswerRequest(BaseModel):
@@ -164,6 +179,43 @@ class Session(SessionView):
     """A session to look back at: its settings, its score and its last rounds, oldest first."""
 
     session_id: str
+
+
+class Mastery(BaseModel):
+    """A learner's mastery of one subject: a Weng–Lin rating (openskill's scale: a new learner is 25 ± 8.3; a
+    Teacher's easy question starts at 15, a medium one at 25, a hard one at 35) and its uncertainty."""
+
+    subject: str
+    rating: float = Field(description="The rating's mean (mu).")
+    uncertainty: float = Field(ge=0, description="Its standard deviation (sigma): how sure the rating is.")
+    rounds: int = Field(ge=0)
+    accuracy: float | None = Field(None, ge=0, le=1, description="Right answers / rounds in the subject.")
+
+
+class Learner(BaseModel):
+    """What the service knows about a learner: mastery by subject, rounds, accuracy and reviews."""
+
+    learner_id: str
+    rounds_played: int = Field(ge=0)
+    accuracy: float | None = Field(None, ge=0, le=1, description="Right answers / rounds, all subjects.")
+    mastery: list[Mastery] = Field(description="By subject, most played first.")
+    reviews_due: int = Field(ge=0, description="Missed questions due to be asked again now.")
+    reviews_scheduled: int = Field(ge=0, description="Missed questions scheduled (due now or later).")
+    next_review_at: str | None = Field(None, description="When the next review is due (ISO 8601, UTC), or null.")
+
+    @classmethod
+    def of(cls, learner_id: str, profile: Profile, now: datetime) -> Learner:
+        """The view of ``profile`` at ``now``."""
+        def accuracy(correct: int, rounds: int) -> float | None:
+            return round(correct / rounds, 4) if rounds else None
+        dues = sorted(learning.due_at(review) for review in profile["reviews"].values())
+        return cls(learner_id=learner_id, rounds_played=profile["rounds"],
+                   accuracy=accuracy(profile["correct"], profile["rounds"]),
+                   mastery=[Mastery(subject=subject, rating=round(skill["mu"], 3), uncertainty=round(skill["sigma"], 3),
+                                    rounds=skill["rounds"], accuracy=accuracy(skill["correct"], skill["rounds"]))
+                            for subject, skill in sorted(profile["subjects"].items(), key=lambda kv: -kv[1]["rounds"])],
+                   reviews_due=sum(due <= now for due in dues), reviews_scheduled=len(dues),
+                   next_review_at=dues[0].isoformat(timespec="seconds") if dues else None)
 
 
 class Problem(BaseModel):

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore, TTLConfig
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -254,9 +255,9 @@ class RoundRuns(Protocol):
 
 @dataclass(frozen=True)
 class SessionStore:
-    """Where sessions live: the LangGraph checkpointer, the round leases, activity, usage counts and ratings
-    kept beside it, and the exceptions the store raises when its database cannot be reached (``errors``:
-    caught as 503 ``session-store-unavailable``)."""
+    """Where sessions live: the LangGraph checkpointer, the round leases, activity, usage counts, ratings, rounds
+    and LangGraph's store of learners kept beside it, and the exceptions the store raises when its database
+    cannot be reached (``errors``: caught as 503 ``session-store-unavailable``)."""
 
     checkpointer: BaseCheckpointSaver
     leases: RoundLeases
@@ -264,7 +265,15 @@ class SessionStore:
     usage: Usage
     ratings: Ratings
     runs: RoundRuns
+    # LangGraph's long-term store, beside the checkpoints: learners and question calibrations (app.learners).
+    learners: BaseStore
     errors: tuple[type[BaseException], ...] = ()
+
+
+def learner_ttl(settings: Settings) -> TTLConfig:
+    """LangGraph's store TTL settings for the learners (``app.learners`` puts each learner with ``LEARNER_TTL_S``,
+    calibrations without a TTL): expired items swept hourly."""
+    return TTLConfig(sweep_interval_minutes=60, refresh_on_read=False)
 
 
 class CheckpointerUnavailable(RuntimeError):

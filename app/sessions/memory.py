@@ -16,7 +16,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.base import Op, PutOp, Result
+from langgraph.store.memory import InMemoryStore
 
 from app.sessions import CANCEL, News, Outcome, Rated, RunRecord, SessionStore
 from app.settings import Settings
@@ -106,6 +108,51 @@ class BoundedMemorySaver(InMemorySaver):
             if written > horizon and len(self._last_write) <= self.max_threads:
                 break
             self.delete_thread(thread_id)
+
+
+class ExpiringMemoryStore(InMemoryStore):
+    """LangGraph's ``InMemoryStore`` with time to live and a cap: an item put with a ``ttl`` (minutes, LangGraph's
+    unit) is dropped once it has not been written for that long, and past ``max_items`` such items the least
+    recently written go first. Items put without a ``ttl`` stay (what they hold must be bounded by its keys).
+    ``clock``: seconds, monotonic."""
+
+    supports_ttl = True
+
+    def __init__(self, max_items: int, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.max_items = max_items
+        self._clock = clock
+        self._expires: OrderedDict[tuple[tuple[str, ...], str], float] = OrderedDict()  # oldest written first
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` (LangGraph's store operations) after dropping what expired; track the puts' lifetimes."""
+        ops = list(ops)
+        self._sweep()
+        now = self._clock()
+        for op in ops:
+            if isinstance(op, PutOp):
+                where = (op.namespace, op.key)
+                self._expires.pop(where, None)
+                if op.value is not None and op.ttl is not None:
+                    self._expires[where] = now + op.ttl * 60
+        results = await super().abatch(ops)
+        self._sweep()
+        return results
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """The service is async: see ``abatch``."""
+        raise NotImplementedError("ExpiringMemoryStore is used through its async methods")
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        while self._expires:
+            (namespace, key), expires = next(iter(self._expires.items()))
+            if expires > now and len(self._expires) <= self.max_items:
+                return
+            del self._expires[namespace, key]
+            self._data[namespace].pop(key, None)
+            if not self._data[namespace]:
+                del self._data[namespace]
 
 
 class MemoryLeases:
@@ -325,4 +372,5 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     no activity table."""
     yield SessionStore(BoundedMemorySaver(max_threads=settings.max_sessions, ttl_s=settings.session_ttl_s),
                        MemoryLeases(), NoActivity(), MemoryUsage(),
-                       MemoryRatings(settings.max_sessions), MemoryRuns(settings.max_sessions), ERRORS)
+                       MemoryRatings(settings.max_sessions), MemoryRuns(settings.max_sessions),
+                       ExpiringMemoryStore(settings.max_sessions), ERRORS)

@@ -25,6 +25,7 @@ import psycopg
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import DefaultAzureCredential
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.store.postgres.aio import AsyncPostgresStore
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
@@ -45,6 +46,7 @@ from app.sessions import (
     Rated,
     RunRecord,
     SessionStore,
+    learner_ttl,
 )
 from app.settings import Settings, redact
 
@@ -429,6 +431,8 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
             await ratings.setup()
             runs = PostgresRuns(pool)
             await runs.setup()
+            learners = AsyncPostgresStore(pool, ttl=learner_ttl(settings))  # LangGraph's store, on the same pool
+            await learners.setup()  # idempotent migrations
         except (psycopg.Error, PoolTimeout) as exc:
             reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)
             raise CheckpointerUnavailable(
@@ -437,9 +441,11 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         listen: dict[str, Any] | EntraPassword = (EntraPassword(credential, {"prepare_threshold": 0})
                                                   if credential is not None else {"prepare_threshold": 0})
         listener = asyncio.create_task(runs.listen(url, listen), name="round-news")
+        await learners.start_ttl_sweeper()
         try:
-            yield SessionStore(saver, leases, activity, usage, ratings, runs, ERRORS)
+            yield SessionStore(saver, leases, activity, usage, ratings, runs, learners, ERRORS)
         finally:
+            await learners.stop_ttl_sweeper()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

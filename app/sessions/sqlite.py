@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-from app.sessions import ACTIVITY, LEASES, RATINGS, USAGE, Rated, SessionStore
+from app.sessions import ACTIVITY, LEASES, RATINGS, USAGE, Rated, SessionStore, learner_ttl
 from app.sessions.memory import MemoryRuns
 from app.settings import Settings
 
@@ -195,5 +196,14 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await usage.setup()
         ratings = SqliteRatings(saver)
         await ratings.setup()
-        # Rounds in progress and their events stay in this process: a client reconnects to the same node.
-        yield SessionStore(saver, leases, activity, usage, ratings, MemoryRuns(settings.max_sessions), ERRORS)
+        # Learners in LangGraph's SQLite store, on a connection of its own to the same file (each keeps its own
+        # transactions), expired by its TTL sweeper.
+        async with AsyncSqliteStore.from_conn_string(path, ttl=learner_ttl(settings)) as learners:
+            await learners.setup()
+            await learners.start_ttl_sweeper()
+            try:
+                # Rounds in progress and their events stay in this process: a client reconnects to the same node.
+                yield SessionStore(saver, leases, activity, usage, ratings, MemoryRuns(settings.max_sessions),
+                                   learners, ERRORS)
+            finally:
+                await learners.stop_ttl_sweeper()
