@@ -155,8 +155,10 @@ class LearnerBook:
 
 
 def review_question(review: Review) -> StoredQuestion:
-    """A review as the round's preset question: the question and reference kept, the bank item if it was one."""
-    question = StoredQuestion(question=review["question"], reference_answer=review["reference_answer"])
+    """A review as the round's preset question: the question, reference and difficulty kept, the bank item if it
+    was one."""
+    question = StoredQuestion(question=review["question"], reference_answer=review["reference_answer"],
+                              difficulty=review["difficulty"])
     if review["item"] is not None:
         question["item"] = cast(StoredItem, review["item"])
     return question

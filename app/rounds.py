@@ -157,7 +157,9 @@ def settings_of(values: QuizState, student: Student) -> InputState:
 
 def graded(state: QuizState, finished: FinishedRound) -> Graded:
     """A finished round as the learner book records it (``app.learners``)."""
-    return Graded(subject=finished.subject, difficulty=finished.difficulty, language=finished.language,
+    asked = state.get("question", {})
+    return Graded(subject=finished.subject, difficulty=asked.get("difficulty", finished.difficulty),
+                  language=finished.language,
                   question=finished.question, reference_answer=finished.reference_answer, verdict=finished.verdict,
                   answered_by=finished.answered_by, item=state.get("question", {}).get("item"))
 
@@ -355,12 +357,13 @@ class RoundService:
                                             inputs["subject"], inputs["language"], inputs["difficulty"], adaptive)
         except self.store.errors as exc:
             raise self.unavailable(exc) from exc
-        inputs["difficulty"] = plan.difficulty
         choice = plan.choice
         inputs["choice"] = StoredChoice(difficulty=choice.difficulty, predicted=round(choice.predicted, 4),
                                         target=choice.target) if choice else None
         if plan.review is None:
+            inputs["difficulty"] = plan.difficulty
             return None
+        # A review keeps its own difficulty (graphs.state.StoredQuestion); the session keeps its setting.
         return StoredQuestion(**review_question(plan.review[1]), review=True)
 
     def _bank_question(self, inputs: InputState, previous: QuizState | None) -> StoredQuestion | None:

@@ -149,6 +149,7 @@ class StoredQuestion(TypedDict):
     reference_answer: str
     item: NotRequired[StoredItem]
     review: NotRequired[bool]  # asked again: the learner missed it before and it was due (app.learners)
+    difficulty: NotRequired[Difficulty]  # a review's own difficulty (it may differ from the session's setting)
 
 
 class StoredAnswer(TypedDict):

@@ -39,6 +39,11 @@ class Usage(BaseModel):
                    cost_usd=cost_usd)
 
 
+def asked_at(state: QuizState) -> Difficulty:
+    """The difficulty of the round's question: a review's own (``app.learners``), else the session's setting."""
+    return state.get("question", {}).get("difficulty") or state["difficulty"]
+
+
 class AdaptiveChoice(BaseModel):
     """Why an adaptive round has its difficulty: the learner's predicted chance of a right answer at it was the
     closest to the target (``quiz.learning.choose``)."""
@@ -122,7 +127,7 @@ class FinishedRound(BaseModel):
         played: StoredRound = state["rounds"][-1]
         answered = records_of(state, played["round"]).get("answer")
         trace_id, span_id = (answered.get("trace_id"), answered.get("span_id")) if answered else (None, None)
-        finished = cls(round=played["round"], subject=state["subject"], difficulty=state["difficulty"],
+        finished = cls(round=played["round"], subject=state["subject"], difficulty=asked_at(state),
                        language=state["language"], question=played["question"], student_answer=played["answer"],
                        answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
                        reference_answer=played["reference_answer"],
@@ -158,7 +163,7 @@ class PausedRound(BaseModel):
         records = records_of(state, awaited.round).values()
         item = state.get("question", {}).get("item")
         input_tokens, output_tokens = (sum(r[k] for r in records) for k in ("input_tokens", "output_tokens"))
-        return cls(round=awaited.round, subject=state["subject"], difficulty=state["difficulty"],
+        return cls(round=awaited.round, subject=state["subject"], difficulty=asked_at(state),
                    language=state["language"], question=awaited.question,
                    usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])),
                    source="bank" if item else "generated", item_id=item["id"] if item else None,

@@ -93,11 +93,11 @@ def test_a_missed_question_comes_back_when_it_is_due(make_client, fake_llm: Fake
     book = client.app_state["rounds"].learners
     now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
     book.clock = lambda: now
-    missed = play(client, False, subject="history", difficulty="medium", language="ko", learner_id="bo")
+    missed = play(client, False, subject="history", difficulty="hard", language="ko", learner_id="bo")
     assert (missed["verdict"], missed["review"]) == ("incorrect", False)
     sid = missed["session_id"]
     now += timedelta(seconds=30)  # FSRS's first step after a miss is a minute
-    not_yet = ask(client, session_id=sid, student="person")
+    not_yet = ask(client, session_id=sid, student="person", difficulty="medium")
     assert not_yet["question"] != missed["question"] and not not_yet["review"]  # not due yet: a new question
     ask(client, session_id=sid, answer="I do not know")
     assert client.get("/learners/bo").json()["reviews_due"] == 0
@@ -108,6 +108,8 @@ def test_a_missed_question_comes_back_when_it_is_due(make_client, fake_llm: Fake
     assert (again["question"], again["review"]) == (missed["question"], True)  # the one due longest ago
     right = ask(client, session_id=sid, answer=BANK[again["question"]].reference)
     assert (right["review"], right["verdict"], right["item_id"]) == (True, "correct", missed["item_id"])
+    # Asked at its own difficulty; the session keeps the one it was given.
+    assert (right["difficulty"], client.get(f"/sessions/{sid}").json()["difficulty"]) == ("hard", "medium")
     learner = client.get("/learners/bo").json()
     assert learner["reviews_due"] == 1 and learner["reviews_scheduled"] == 2
     # Answered right, it is scheduled further out than the first miss was.
