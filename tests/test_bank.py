@@ -142,3 +142,19 @@ def test_the_teacher_writes_every_question_when_told_to(make_client, fake_llm: F
     played = ask(client, subject="math", difficulty="easy", language="en")
     assert (played["source"], played["item_id"]) == ("generated", None)
     assert len(fake_llm.requests_for("Question")) == 1
+
+
+def test_a_bank_is_an_evaluation_set(fake_llm: FakeOpenAI, tmp_path: Path) -> None:
+    """`question-app eval --set <bank>` measures the Student on a bank's items, the strict judge using each item's
+    own check: the Student that answers with the reference is right on every item."""
+    from tests.test_eval import eval_env, question_app
+
+    items = {i.question: i for i in dataset.load(STARTER).items}
+    fake_llm.respond("StudentAnswer", lambda prompt: {"answer": next(i.reference for q, i in items.items()
+                                                                      if q in prompt)})
+    fake_llm.script("Grade", verdict="correct", feedback="Right.")
+    ids = ["bank-math-easy-en-1", "bank-geography-hard-ko-2", "bank-english-medium-en-1"]
+    done = question_app("--set", str(STARTER), "--ids", *ids, "--out", str(tmp_path), env=eval_env(fake_llm))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["accuracy"]["strict"]["correct"] == report["accuracy"]["strict"]["n"] == 3
