@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from evals.dataset import Item, QuestionSet
+from quiz.items import Item, QuestionSet
 
 STARTER = Path(__file__).with_name("banks") / "starter.yaml"
 

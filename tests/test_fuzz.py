@@ -78,6 +78,11 @@ def fuzz(operation, mode: GenerationMode, tried: list[tuple[str, int]], seed: in
             # A key of its own per case: generated keys repeat, and a key sent again with another body is
             # 422 by design (tests/test_runs.py), not a valid request refused.
             case.headers["Idempotency-Key"] = str(uuid.uuid4())
+        adaptive = isinstance(case.body, dict) and case.body.get("difficulty") == "adaptive"
+        if mode is GenerationMode.POSITIVE and adaptive and not case.body.get("learner_id"):
+            # Adaptive difficulty adapts to a learner: 422 learner-required without one, by design
+            # (tests/test_learners.py), not a valid request refused.
+            case.body["learner_id"] = "fuzz"
         if mode is GenerationMode.POSITIVE and operation.label == "POST /ag-ui" and isinstance(case.body, dict):
             case.body["runId"] = str(uuid.uuid4())  # a run's id is its idempotency key: one per run, as clients do
         started = time.perf_counter()
