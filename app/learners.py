@@ -122,9 +122,10 @@ class LearnerBook:
         choice = learning.choose(skill, await self.levels(population, subject, language), self.target)
         return Plan(choice.difficulty, choice=choice)
 
-    async def record(self, principal: str, learner_id: str, graded: Graded) -> None:
+    async def record(self, principal: str, learner_id: str, graded: Graded) -> float:
         """Update the learner (mastery in the subject, counts, reviews) and the question's calibration for the
-        population that answered (people, or the model Student) after a graded round."""
+        population that answered (people, or the model Student) after a graded round; return the chance of a
+        right answer the ratings predicted before it (0–1)."""
         subject, population = subject_of(graded.subject), graded.answered_by
         item_id = graded.item["id"] if graded.item else None
         key = question_key(item_id, graded.question)
@@ -136,11 +137,13 @@ class LearnerBook:
         # A bank round also tells how hard its level is: the level plays the learner as they were.
         if item_id:
             item = await self._calibration(population, learning.item_key(item_id), level["mu"])
+            predicted = learning.success(skill, item)
             _, level = learning.rate(skill, level, graded.verdict)
             skill, item = learning.rate(skill, item, graded.verdict)
             await self.store.aput(("quiz", "calibration", population), learning.item_key(item_id), dict(item),
                                   ttl=None)
         else:
+            predicted = learning.success(skill, level)
             skill, level = learning.rate(skill, level, graded.verdict)
         asked = Review(card={}, question=graded.question, reference_answer=graded.reference_answer,
                        item=cast(dict[str, Any], graded.item) if graded.item else None, subject=subject,
@@ -152,6 +155,7 @@ class LearnerBook:
         namespace, where = self._where(principal, learner_id)
         await self.store.aput(namespace, where, dict(profile), ttl=self.ttl_minutes)
         await self.store.aput(("quiz", "calibration", population), level_key, dict(level), ttl=None)
+        return predicted
 
 
 def review_question(review: Review) -> StoredQuestion:

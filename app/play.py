@@ -58,6 +58,14 @@ class Played:
     paused: PausedRound | None = None
 
 
+def learner_labels(values: InputState | QuizState) -> dict[str, str]:
+    """``quiz.round.kind`` and ``quiz.difficulty.chosen_by`` of a named learner's round: a review or a new
+    question, at an adaptive or a fixed difficulty (``values``: the round's input, or the state after it)."""
+    preset = values.get("preset")
+    return {C.ATTR_ROUND_KIND: "review" if preset is not None and preset.get("review") else "new",
+            C.ATTR_DIFFICULTY_CHOSEN_BY: "adaptive" if values.get("adaptive") else "fixed"}
+
+
 @dataclass
 class Quiz:
     """The compiled graph of the configured steps and what every run of it shares: the bound calls, the
@@ -125,6 +133,8 @@ class Quiz:
         preset = inputs.get("preset")
         if preset is not None and (item := preset.get("item")) is not None:  # a question bank's (quiz.bank)
             names[C.ATTR_QUESTION_SOURCE], names[C.ATTR_QUESTION_ITEM] = C.QUESTION_BANK, item["id"]
+        if inputs.get("learner"):  # a named learner's round (app.learners): never the learner's id
+            names.update(learner_labels(inputs))
         with self.telemetry.tracer.start_as_current_span(
                 C.SPAN_ROUND, kind=SpanKind.INTERNAL, attributes=names, links=[link] if link else None,
                 record_exception=False, set_status_on_exception=False) as span:

@@ -47,7 +47,7 @@ from app.limits import (
     rate_limit_headers,
 )
 from app.messages import Intent, is_korean
-from app.play import OWNER, RUN, Played, Quiz
+from app.play import OWNER, RUN, Played, Quiz, learner_labels
 from app.sessions import SessionStore
 from app.sessions.sweeper import delete_session
 from app.settings import Settings
@@ -541,7 +541,8 @@ class RoundService:
         try:  # the round is saved; a session without a fresh row is given one at the next start
             await self.store.activity.touch(prepared.session_id)
             if ended.finished is not None and (learner := ended.state.get("learner")):
-                await self.learners.record(prepared.owner, learner, graded(ended.state, ended.finished))
+                predicted = await self.learners.record(prepared.owner, learner, graded(ended.state, ended.finished))
+                self._record_learner(ended.state, ended.finished, predicted)
             if prepared.metered and (tokens := self._tokens(prepared, ended)):
                 await self.store.usage.add(prepared.owner, TOKENS, TOKEN_WINDOW_S, tokens)
         except self.store.errors as exc:
@@ -560,6 +561,12 @@ class RoundService:
         before = prepared.paused.usage if prepared.paused else None
         return (usage.input_tokens + usage.output_tokens
                 - (before.input_tokens + before.output_tokens if before else 0))
+
+    def _record_learner(self, state: QuizState, result: FinishedRound, predicted: float) -> None:
+        """Count a named learner's graded round in ``quiz.learner.rounds``: predicted success beside the verdict."""
+        self.quiz.telemetry.instruments.learner_rounds.add(1, {
+            C.ATTR_PREDICTION_BIN: C.prediction_bin(predicted), C.ATTR_VERDICT: result.verdict,
+            C.ATTR_ANSWERED_BY: result.answered_by, **learner_labels(state)})
 
     def _record(self, session_id: str, result: FinishedRound) -> None:
         """Count a graded round in ``quiz.rounds`` and record the Teacher's grade as an evaluation of it."""

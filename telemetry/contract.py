@@ -101,6 +101,14 @@ QUESTION_BANK: Final = "bank"
 QUESTION_GENERATED: Final = "generated"
 QUESTION_SOURCES: Final = (QUESTION_BANK, QUESTION_GENERATED)
 ATTR_QUESTION_ITEM: Final = "quiz.question.item"
+# A named learner's round (app.learners; the learner's id is never on telemetry): whether it asked a new question
+# or a review due, how its difficulty was chosen, and — on quiz.learner.rounds — the learner's predicted chance
+# of a right answer, floored to a tenth ("0.0" … "0.9"), beside the verdict: predicted against actual success.
+ATTR_ROUND_KIND: Final = "quiz.round.kind"
+ROUND_KINDS: Final = ("new", "review")
+ATTR_DIFFICULTY_CHOSEN_BY: Final = "quiz.difficulty.chosen_by"
+DIFFICULTY_CHOOSERS: Final = ("adaptive", "fixed")
+ATTR_PREDICTION_BIN: Final = "quiz.prediction.bin"
 ATTR_GRADE_CHECK: Final = "quiz.grade.check"  # numeric | contains
 ATTR_TEACHER_VERDICT: Final = "quiz.grade.teacher_verdict"  # VERDICTS
 ATTR_STEP: Final = "quiz.step"  # a step of the agent table (graphs/agents.py): ask, answer, grade …
@@ -155,6 +163,7 @@ METRIC_EVAL_ITEMS: Final = "quiz.eval.items"
 METRIC_EVAL_ATTACKS: Final = "quiz.eval.attacks"
 METRIC_LLM_COST: Final = "quiz.llm.cost.usd"
 METRIC_ADMISSIONS: Final = "quiz.admissions"
+METRIC_LEARNER_ROUNDS: Final = "quiz.learner.rounds"
 # Rounds this process is playing now, and how many it may (MAX_CONCURRENT_ROUNDS): what the autoscaler reads
 # (deploy/scaled). UpDownCounters, singular names as the conventions ask of them (``cicd.pipeline.run.active``;
 # ``.limit`` for a known total: semantic conventions, general/naming.md), no attributes: one series per pod.
@@ -170,6 +179,11 @@ STEP_DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 
 # 10 s): a round is three LLM calls of seconds each, with retries, so its tail reaches minutes.
 REQUEST_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0,
                                    30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
+
+
+def prediction_bin(predicted: float) -> str:
+    """``quiz.prediction.bin`` of a predicted chance (0–1): floored to a tenth, ``"0.0"`` … ``"0.9"`` (bounded)."""
+    return f"{min(max(int(predicted * 10), 0), 9) / 10:.1f}"
 
 
 def subject_label(subject: str) -> str:
@@ -210,6 +224,10 @@ class QuizInstruments:
       ``quiz.admission.outcome`` (``allowed``, ``limited``), ``quiz.limit`` (when limited: ``rounds``,
       ``tokens``, ``fair_share``, ``capacity``) and, opted in, ``quiz.principal`` — every request for a round
       (``/ask``, an AG-UI run) and what the client limits (``app.limits``) made of it.
+    - ``learner_rounds``: Counter ``quiz.learner.rounds`` {round} [``quiz_learner_rounds_total``], attributes
+      ``quiz.prediction.bin``, ``quiz.verdict``, ``quiz.answered_by``, ``quiz.round.kind``,
+      ``quiz.difficulty.chosen_by`` — graded rounds of named learners (``app.learners``): the predicted chance
+      of a right answer beside the verdict (the calibration panel), reviews apart from new questions.
     - ``round_active``: UpDownCounter ``quiz.round.active`` {round} [``quiz_round_active``], no attributes —
       rounds admitted (``MAX_CONCURRENT_ROUNDS``'s places held) and not yet released by this process.
     - ``round_limit``: UpDownCounter ``quiz.round.limit`` {round} [``quiz_round_limit``], no attributes — the
@@ -226,6 +244,7 @@ class QuizInstruments:
     eval_attacks: Counter
     llm_cost: Counter
     admissions: Counter
+    learner_rounds: Counter
     round_active: UpDownCounter
     round_limit: UpDownCounter
 
@@ -252,6 +271,10 @@ class QuizInstruments:
                                           description="US dollars spent on the LLM, by model, agent and step."),
             admissions=meter.create_counter(METRIC_ADMISSIONS, unit="{request}",
                                             description="Requests for a round, allowed or limited, by limit."),
+            learner_rounds=meter.create_counter(
+                METRIC_LEARNER_ROUNDS, unit="{round}",
+                description="Graded rounds of named learners, by predicted success (a tenth), verdict, who answered, "
+                            "new or review, and how the difficulty was chosen."),
             round_active=meter.create_up_down_counter(METRIC_ROUND_ACTIVE, unit="{round}",
                                                       description="Rounds being played by this process now."),
             round_limit=meter.create_up_down_counter(

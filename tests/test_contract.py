@@ -45,6 +45,7 @@ DROPPED = {"http.server.duration", "http.server.request.size", "http.server.resp
 @pytest.fixture
 def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI) -> OTLPReceiver:
     good = client.post("/ask", json={"subject": "math"}).json()
+    learner = client.post("/ask", json={"subject": "math", "learner_id": "ana", "difficulty": "adaptive"}).json()
     fake_llm.fail_next(Fault("status", 500), times=2)  # the Teacher's first call, and its one retry
     failed = client.post("/ask", json={"subject": "math"})
     assert failed.status_code == 502
@@ -54,6 +55,7 @@ def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI
     assert rated.status_code == 204
     telemetry_env.wait_for(lambda: set(METRICS) <= telemetry_env.metric_names())
     telemetry_env.good_trace = good["trace_id"]  # type: ignore[attr-defined]
+    telemetry_env.learner_trace = learner["trace_id"]  # type: ignore[attr-defined]
     telemetry_env.failed_trace = failed.json()["trace_id"]  # type: ignore[attr-defined]
     return telemetry_env
 
@@ -73,35 +75,35 @@ def test_every_documented_span_is_emitted_with_its_kind_and_parent(played: OTLPR
             assert span.name == "POST /ask"
 
 
-def documented_attributes(span_name: str) -> tuple[set[str], dict[str, set[str]], set[str], set[str]]:
-    """(always there, only on a step: {step: attributes}, only on failure, only for a question bank's item)
-    from the span's row."""
-    always, by_step, on_failure, bank = set(), {}, set(), set()
+def documented_attributes(span_name: str) -> tuple[set[str], dict[str, set[str]], set[str], dict[str, set[str]]]:
+    """(always there, only on a step: {step: attributes}, only on failure, only on some rounds: {"bank item" |
+    "learner's round": attributes}) from the span's row."""
+    always, by_step, on_failure, only = set(), {}, set(), {}
     for part in SPANS[span_name][4].split(";"):
         names = {a.split("=")[0] for a in code(part) if "." in a}
         assert not {n for n in names if n.endswith("*")}, f"{span_name}: name every attribute"
         if part.strip().startswith("on failure"):
             on_failure |= names
-        elif part.strip().startswith("for a bank item"):
-            bank |= names
+        elif (kind := re.match(r"\s*for an? (bank item|learner's round)", part)) is not None:
+            only[kind.group(1)] = names  # tested on such rounds (test_a_bank_round…, test_a_learners_round…)
         elif (step := re.search(r" on `(\w+)`", part)) is not None:
             by_step[step.group(1)] = names
         else:
             always |= names
-    return always, by_step, on_failure, bank
+    return always, by_step, on_failure, only
 
 
 def test_documented_span_attributes_are_present(played: OTLPReceiver) -> None:
     """Every documented attribute is on every successful span it is documented for, nothing exempted; a round
     the Teacher asked has none of a bank item's."""
     for span in played.trace(played.good_trace):  # type: ignore[attr-defined]
-        always, by_step, on_failure, bank = documented_attributes(span.name)
+        always, by_step, on_failure, only = documented_attributes(span.name)
         expected = always | by_step.get(span.attributes.get("quiz.step", ""), set())
         assert not expected - set(span.attributes), (span.name, expected - set(span.attributes))
         for step, names in by_step.items():
             if span.attributes.get("quiz.step") != step:
                 assert not names & set(span.attributes), (span.name, names)
-        assert not (on_failure | bank) & set(span.attributes), span.name
+        assert not on_failure.union(*only.values()) & set(span.attributes), span.name
 
 
 def test_a_bank_round_carries_its_item_and_both_grades(make_client, telemetry_env: OTLPReceiver,
@@ -118,14 +120,30 @@ def test_a_bank_round_carries_its_item_and_both_grades(make_client, telemetry_en
     found = telemetry_env.wait_for(lambda: {"invoke_workflow quiz", "teacher grade"} <= set(now := spans()) and now)
     assert "teacher ask" not in found  # the bank's question: the Teacher wrote none
     workflow, grade = found["invoke_workflow quiz"], found["teacher grade"]
-    assert documented_attributes(workflow.name)[3] <= set(workflow.attributes)
-    assert documented_attributes(grade.name)[3] <= set(grade.attributes)
+    assert documented_attributes(workflow.name)[3]["bank item"] <= set(workflow.attributes)
+    assert documented_attributes(grade.name)[3]["bank item"] <= set(grade.attributes)
     assert (workflow.attributes["quiz.question.source"], workflow.attributes["quiz.question.item"]) \
         == ("bank", played["item_id"])
     assert (grade.attributes["quiz.verdict"], grade.attributes["quiz.grade.teacher_verdict"],
             grade.attributes["quiz.grade.check"]) == ("incorrect", "correct", played["checked_by"])
     telemetry_env.wait_for(lambda: any(p.name == "quiz.rounds" and p.attributes.get("quiz.question.source") == "bank"
                                        for p in telemetry_env.metric_points()))
+
+
+def test_a_learners_round_says_its_kind_and_how_its_difficulty_was_chosen_never_who(played: OTLPReceiver) -> None:
+    learner_trace = played.learner_trace  # type: ignore[attr-defined]
+    spans = played.wait_for(lambda: (found := {s.name: s for s in played.trace(learner_trace)})
+                            and "invoke_workflow quiz" in found and found)
+    workflow = spans["invoke_workflow quiz"]
+    assert (workflow.attributes["quiz.round.kind"], workflow.attributes["quiz.difficulty.chosen_by"]) \
+        == ("new", "adaptive")
+    documented = documented_attributes(workflow.name)[3]["learner's round"]
+    assert documented == {"quiz.round.kind", "quiz.difficulty.chosen_by"}
+    assert not any("ana" in str(v) for s in spans.values() for v in s.attributes.values())
+    (point,) = [p for p in played.metric_points() if p.name == "quiz.learner.rounds"][-1:]
+    assert set(point.attributes) == {"quiz.prediction.bin", "quiz.verdict", "quiz.answered_by", "quiz.round.kind",
+                                     "quiz.difficulty.chosen_by"}
+    assert point.attributes["quiz.prediction.bin"] in {f"0.{d}" for d in range(10)}
 
 
 def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLPReceiver) -> None:

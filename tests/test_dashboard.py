@@ -101,7 +101,8 @@ def test_it_imports_with_no_editing() -> None:
     variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
     assert {"namespace", "service", "appinsights", "operation_id"} <= variables
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation", "Cost", "SLO"]
+    assert [r.split(" ")[0] for r in rows] == ["Service", "LLM", "Quiz", "Application", "Evaluation", "Cost", "SLO",
+                                              "Learners"]
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
 
@@ -201,6 +202,11 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
             rating = "up" if verdict == "correct" else "down"
             assert client.post(f"/sessions/{r.json()['session_id']}/rounds/1/feedback",
                                json={"rating": rating}).status_code == 204
+        # A new named learner's round (the calibration panel): partly right, so the next burst's new learner is
+        # predicted in the same tenth (77.6 %, then 75.6 %: quiz.learning's priors) and its series grows.
+        llm_server.script("Grade", verdict="partially_correct")
+        assert client.post("/ask", json={"subject": "math", "difficulty": "easy", "language": "en",
+                                         "learner_id": f"dash-{uuid.uuid4().hex[:8]}"}).status_code == 200
         llm_server.script("Grade", verdict="incorrect")  # a person plays the Student: asked, then answered
         llm_server.respond("Review", reviews("reject"))  # its first question goes back to the Teacher
         pending = client.post("/ask", json={"subject": "math", "student": "person"}).json()
@@ -227,8 +233,8 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         evaluate(otlp, llm_server)  # an evaluation run beside the service: apart in every live panel
         time.sleep(3)
         otlp.wait_for(lambda: all(len(otlp.trace(t)) == SPANS_PER_ROUND for t in first + second))
-        # grades and feedback of live rounds (20), both judges' verdicts of the evaluation's items (6)
-        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 26)
+        # grades and feedback of live rounds (22), both judges' verdicts of the evaluation's items (6)
+        otlp.wait_for(lambda: len(otlp.events("gen_ai.evaluation.result")) == 28)
         if os.environ.get("DASHBOARD_PNG"):  # a picture of the panels, for the README
             from tests.render_dashboard import render
 
@@ -414,8 +420,8 @@ def test_app_insights_rows_follow_the_exporters_rules(scraped) -> None:
     assert len(rows["exceptions"]) < len([s for s in spans if s.status_code == 2]) * 2
     grades = [r for r in rows["traces"] if r["customDimensions"].get("gen_ai.evaluation.name") == "correctness"
               and r["customDimensions"].get("quiz.traffic") != "evaluation"]
-    assert len(grades) == 12 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
-        == {"1", "0.5", "0"}
+    assert len(grades) == 14 and {g["customDimensions"]["gen_ai.evaluation.score.value"] for g in grades} \
+        == {"1", "0.5", "0"}  # 7 graded rounds a burst: 4 plain, a learner's, a person's, an AG-UI run
     assert sorted(g["customDimensions"]["quiz.answered_by"] for g in grades).count("person") == 2
 
 
@@ -560,10 +566,10 @@ def totals(expr: str) -> str:
 def test_the_failed_request_ratio_counts_streamed_rounds_that_failed_after_their_200(scraped) -> None:
     prometheus, *_ = scraped
     (series,) = prometheus.query(substitute(totals(panel("Failed round requests")["targets"][0]["expr"])))
-    # Per burst, 10 requests to /ask: 4 played, a person's round (asked, then answered), a 503, a 502, a 404
-    # (the caller's fault: not counted) and a streamed round that failed after answering 200; and 2 AG-UI
-    # runs, one ending in RUN_ERROR after its 200. The status codes alone would say 2 of 12.
-    assert float(series["value"][1]) == pytest.approx(4 / 12)
+    # Per burst, 11 requests to /ask: 4 played, a named learner's, a person's round (asked, then answered), a
+    # 503, a 502, a 404 (the caller's fault: not counted) and a streamed round that failed after answering 200;
+    # and 2 AG-UI runs, one ending in RUN_ERROR after its 200. The status codes alone would say 2 of 13.
+    assert float(series["value"][1]) == pytest.approx(4 / 13)
 
 
 def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> None:
