@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langgraph.types import StateSnapshot
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import AliasChoices, BaseModel, Field, PrivateAttr
 
 from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
@@ -193,7 +193,8 @@ class KeptRound(BaseModel):
                                          "Teacher's grade).")
     teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade.")
     review: bool = Field(False, description="A question the learner missed before, asked again.")
-    choice: AdaptiveChoice | None = Field(None, description="With `difficulty: adaptive`: the difficulty chosen.")
+    adaptive: AdaptiveChoice | None = Field(None, validation_alias=AliasChoices("adaptive", "choice"),
+                                            description="With `difficulty: adaptive`: the difficulty chosen.")
 
 
 class SessionView(BaseModel):
@@ -203,6 +204,8 @@ class SessionView(BaseModel):
     difficulty: Difficulty
     language: Language
     student: Student = Field(description="Who answers in this session's rounds: `model` or `person`.")
+    learner_id: str | None = Field(None, description="The learner who plays this session (`learner_id`), or null.")
+    adaptive: bool = Field(False, description="Whether each round's difficulty is chosen for the learner.")
     rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
     score: Score = Field(description="The verdicts of those rounds, counted (all of them, not only the kept ones).")
     rounds: list[KeptRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
@@ -216,6 +219,7 @@ class SessionView(BaseModel):
         ``awaited`` (``awaited_answer``); ``fields``: what a subclass adds (the session id)."""
         return cls(subject=values["subject"], difficulty=values["difficulty"], language=values["language"],
                    student=values.get("student", ANSWERED_BY_MODEL), rounds_played=values.get("round", 0),
+                   learner_id=values.get("learner"), adaptive=bool(values.get("adaptive")),
                    score=Score.model_validate(values.get("score", {})),
                    rounds=[KeptRound.model_validate(r) for r in values.get("rounds", [])],
                    awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question)

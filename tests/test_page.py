@@ -378,3 +378,24 @@ def test_stop_ends_the_round_and_leaves_the_session_as_it_was(page: Page, servic
     page.get_by_role("button", name="Next round").click()  # and the game goes on
     expect(page.locator("#rounds .round .verdict")).to_have_count(2, timeout=15_000)
     expect(page.locator("#rounds .round").first).to_contain_text("Round 2")
+
+
+def test_a_named_learner_plays_at_an_adaptive_difficulty_and_the_page_says_why(page: Page, services,
+                                                                               fake_llm: FakeOpenAI) -> None:
+    fake_llm.script("Grade", verdict="correct", feedback="Right.")
+    open_page(page, services())
+    page.get_by_label("Subject").fill("math")
+    page.get_by_label("Difficulty").select_option("adaptive")
+    page.get_by_label("Learner (optional)").fill("ana")
+    page.get_by_role("button", name="Play a round").click()
+    card = page.locator("#rounds .round").first
+    expect(card.locator(".verdict")).to_have_text("✓ Correct", timeout=15_000)
+    # A new learner: easy, where a right answer is predicted 78 % of the time, closest to the 70 % aimed at.
+    expect(card.locator(".learning")).to_have_text(
+        "Adaptive difficulty: easy, where ana was predicted right 78% of the time (aiming at 70%).")
+    page.reload()  # the session remembers its learner and that it is adaptive
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.get_by_label("Learner (optional)")).to_have_value("ana")
+    expect(page.get_by_label("Difficulty")).to_have_value("adaptive")
+    expect(card.locator(".learning")).to_contain_text("Adaptive difficulty: easy")
+    assert httpx.get(services() + "/learners/ana").json()["rounds_played"] == 1

@@ -21,6 +21,9 @@ const TEXT = {
     comment: "Comment (optional)", thanks: "Thank you — feedback recorded.",
     round_n: "Round {n}", tokens: "{n} tokens",
     bank_item: "From the question bank ({id}), checked against its reference answer.",
+    adaptive: "adaptive (needs a learner)", learner: "Learner (optional)", learner_example: "e.g. ana",
+    review_note: "Asked again: {learner} missed this question before.",
+    adaptive_note: "Adaptive difficulty: {difficulty}, where {learner} was predicted right {p}% of the time (aiming at {target}%).",
     teacher_said: "The Teacher graded it: {verdict}.",
     correct: "✓ Correct", partially_correct: "◐ Partially correct", incorrect: "✗ Incorrect",
     no_rounds: "No rounds yet: play one.",
@@ -51,6 +54,9 @@ const TEXT = {
     comment: "의견 (선택)", thanks: "감사합니다 — 피드백이 기록되었습니다.",
     round_n: "{n}라운드", tokens: "토큰 {n}개",
     bank_item: "문제 은행 문항({id}): 모범 답안과 대조해 채점했습니다.",
+    adaptive: "적응형 (학습자 필요)", learner: "학습자 (선택)", learner_example: "예: ana",
+    review_note: "복습 문제: {learner}님이 전에 틀린 문제입니다.",
+    adaptive_note: "적응형 난이도: {difficulty} — {learner}님의 예상 정답률 {p}% (목표 {target}%).",
     teacher_said: "선생님의 채점: {verdict}.",
     correct: "✓ 정답", partially_correct: "◐ 부분 정답", incorrect: "✗ 오답",
     no_rounds: "아직 라운드가 없습니다. 시작해 보세요.",
@@ -72,7 +78,7 @@ const API_KEY = "question-app.api-key";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const ui = {
-  setup: $("#setup"), language: $("#language"), subject: $("#subject"), difficulty: $("#difficulty"),
+  setup: $("#setup"), language: $("#language"), subject: $("#subject"), difficulty: $("#difficulty"), learner: $("#learner"),
   message: $("#message"), play: $("#play"), stop: $("#stop"), newSession: $("#new-session"), score: $("#score"),
   progress: $("#progress"), problem: $("#problem"), problemTitle: $("#problem-title"),
   problemDetail: $("#problem-detail"), problemRetry: $("#problem-retry"), retry: $("#retry"),
@@ -231,6 +237,17 @@ function relabel(card) {
       ? " " + t("teacher_said", { verdict: t(card.dataset.teacherVerdict) }) : "");
     checked.hidden = false;
   }
+  const learning = $(".learning", card);
+  if (card.dataset.learner && (card.dataset.review || card.dataset.adaptive)) {
+    const learner = card.dataset.learner;
+    if (card.dataset.review) learning.textContent = t("review_note", { learner });
+    else {
+      const choice = JSON.parse(card.dataset.adaptive);
+      learning.textContent = t("adaptive_note", { learner, difficulty: t(choice.difficulty),
+        p: Math.round(choice.predicted * 100), target: Math.round(choice.target * 100) });
+    }
+    learning.hidden = false;
+  }
   if (card.dataset.tokens) $(".tokens", card).textContent = t("tokens", { n: card.dataset.tokens });
 }
 
@@ -290,6 +307,12 @@ function showFinished(card, round) {
   showGrade(card, round.verdict, round.feedback);
   $(".reference-text", card).textContent = round.reference_answer;
   $(".reference", card).hidden = false;
+  const learner = round.learner_id || ui.learner.value.trim();
+  if (learner && (round.review || round.adaptive)) {  // a named learner's round: a review, or adaptive
+    card.dataset.learner = learner;
+    if (round.review) card.dataset.review = "true";
+    if (round.adaptive) card.dataset.adaptive = JSON.stringify(round.adaptive);
+  }
   if (round.item_id) {  // a question bank's item: its check gave the verdict, the Teacher's grade beside it
     card.dataset.item = round.item_id;
     if (round.checked_by && round.teacher_verdict && round.teacher_verdict !== round.verdict) {
@@ -343,6 +366,8 @@ function settings() {
   if (message) body.message = message;
   if (subject) body.subject = subject;
   body.difficulty = ui.difficulty.value;
+  const learner = ui.learner.value.trim();
+  if (learner) body.learner_id = learner;
   body.language = state.lang;
   body.student = ui.setup.elements.student.value;
   if (state.sessionId) body.session_id = state.sessionId;
@@ -595,7 +620,8 @@ async function restore() {
   clearRounds();
   remember(session.session_id);
   ui.subject.value = session.subject;
-  ui.difficulty.value = session.difficulty;
+  ui.difficulty.value = session.adaptive ? "adaptive" : session.difficulty;
+  ui.learner.value = session.learner_id || "";
   ui.setup.elements.student.value = session.student;
   setLanguage(session.language);
   state.played = session.rounds_played;
