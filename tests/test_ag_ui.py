@@ -116,7 +116,7 @@ def test_a_run_is_one_round_in_protocol_order(client: TestClient, fake_llm: Fake
                              ("assistant", "Teacher", "Correct. Well recalled.")]
     assert isinstance(before, StateSnapshotEvent) and before.snapshot == {
         "session_id": body["threadId"], "subject": "science", "difficulty": "easy", "language": "en",
-        "student": "model", "round": 1, "rounds_played": 0,
+        "student": "model", "learner_id": None, "adaptive": False, "round": 1, "rounds_played": 0,
         "score": {"correct": 0, "partially_correct": 0, "incorrect": 0}, "awaiting_answer": None}
     finished = events[-1]
     assert isinstance(finished, RunFinishedEvent) and finished.outcome is None

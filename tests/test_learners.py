@@ -185,3 +185,22 @@ def test_the_memory_store_forgets_idle_learners_and_stays_under_its_cap() -> Non
     now[0] = 61.0
     put("e", 1.0)
     assert {i.key for i in asyncio.run(store.asearch(("quiz",), limit=10))} == {"e", "level"}
+
+
+def test_an_ag_ui_client_names_its_learner_and_its_echoed_state_stays_adaptive(client: TestClient,
+                                                                              fake_llm: FakeOpenAI) -> None:
+    from ag_ui.core import RunFinishedEvent, StateSnapshotEvent
+
+    from tests.test_ag_ui import run, run_input
+
+    first = run(client, run_input(message="a geography question",
+                                  forwardedProps={"learner_id": "ana", "difficulty": "adaptive"}))
+    finished = next(e for e in first if isinstance(e, RunFinishedEvent))
+    result: dict = finished.result or {}
+    assert result["adaptive"]["difficulty"] == "easy" and result["learner_id"] == "ana"
+    snapshot = [e for e in first if isinstance(e, StateSnapshotEvent)][-1].snapshot
+    assert (snapshot["learner_id"], snapshot["adaptive"], snapshot["difficulty"]) == ("ana", True, "easy")
+    # The client sends the last snapshot back as its state (difficulty "easy" in it): the session stays adaptive.
+    again = run(client, run_input(thread_id=finished.thread_id, state=snapshot))
+    assert (next(e for e in again if isinstance(e, RunFinishedEvent)).result or {})["adaptive"] is not None
+    assert client.get("/learners/ana").json()["rounds_played"] == 2

@@ -19,7 +19,8 @@ One run is one quiz round, built from the protocol's own models and encoder (``a
   and only read once the run has its place (``RoundService.admission``): a shed run pays for no parsing.
 - Settings: ``forwardedProps`` beats the last message (if the conversation ends with a user message, parsed
   like ``/ask``'s ``message``), which beats ``state`` (a client echoes the last ``STATE_SNAPSHOT``), which
-  beats the session's own. Keys: ``subject``, ``difficulty``, ``language``, ``student``.
+  beats the session's own. Keys: ``subject``, ``difficulty`` (``adaptive`` too), ``language``, ``student``,
+  ``learner_id`` (app.learners).
 - A person plays the Student (``student: "person"``): the run ends after the question with
   ``RUN_FINISHED`` ``outcome: {type: "interrupt"}`` (one ``Interrupt``, id ``round-<n>``, its
   ``responseSchema`` an object with ``answer``); the next run carries ``resume: [{interruptId,
@@ -85,7 +86,8 @@ from app.http.schemas import (
     Answer,
     AnswerRequest,
     AskRequest,
-    DifficultyIn,
+    DifficultyOrAdaptive,
+    LearnerId,
     PendingRound,
     Problem,
     SessionId,
@@ -124,13 +126,20 @@ class QuizProps(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     subject: Subject | None = None
-    difficulty: DifficultyIn = None
+    difficulty: DifficultyOrAdaptive = None
     language: Language | None = None
     student: Student | None = None
+    learner_id: LearnerId | None = None
+    adaptive: bool | None = None  # as the session's state says it (STATE_SNAPSHOT): its difficulty is adaptive
 
     def settings(self) -> dict[str, Any]:
-        """The settings given (``None`` left out)."""
-        return {name: value for name in QuizProps.model_fields if (value := getattr(self, name)) is not None}
+        """The settings given (``None`` left out); an adaptive session's state (``adaptive: true``, echoed
+        back with the difficulty of its last round) stays adaptive."""
+        given = {name: value for name in QuizProps.model_fields
+                 if name != "adaptive" and (value := getattr(self, name)) is not None}
+        if self.adaptive:
+            given["difficulty"] = "adaptive"
+        return given
 
 
 class AnswerPayload(BaseModel):

@@ -49,7 +49,7 @@ Subject = Annotated[str, StringConstraints(
 # A difficulty as a client may say it (Korean words too).
 DifficultyIn = Annotated[Difficulty | None, BeforeValidator(_difficulty)]
 
-DifficultyOrAdaptive = Annotated[Difficulty | Literal["adaptive"] | None, BeforeValidator(_difficulty)]
+DifficultyOrAdaptive = Annotated[Literal["easy", "medium", "hard", "adaptive"] | None, BeforeValidator(_difficulty)]
 LearnerId = Annotated[str, StringConstraints(pattern=LEARNER_ID_PATTERN)]
 
 # A person's answer: some visible text, no control characters but tab and newline.
