@@ -9,18 +9,26 @@ been for people and for the model Student — are items of the same store withou
 one's data, and their keys are bounded (the bank's items, the known subjects).
 
 The model is ``quiz.learning``'s: Weng–Lin ratings (openskill) for mastery and difficulty, FSRS (fsrs) for
-reviews. A graded round updates the learner and the question it asked; two rounds of one learner graded at the
-same moment on two replicas may lose one of the two updates (the store has no transactions), which moves a
-rating by one step, not more.
+reviews. A learner is a person: only the rounds a person answered change the learner (mastery, counts,
+reviews). A round the Student agent answers under a ``learner_id`` (adaptive difficulty for an agent, say)
+calibrates the questions for the model and leaves the learner as it was.
+
+A graded round updates the learner and the question it asked, read-modify-write. In one process these updates
+take turns (a lock); LangGraph's store has no transactions, so rounds graded at the same moment on two replicas
+may lose one of their updates to the same learner or the same question.
+
+Without authentication every caller is the same client (``anonymous``): learner names are then shared by all
+callers, as the README's threat model says. Turn on API keys or Entra ID before learners are exposed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from fsrs import Scheduler
@@ -29,7 +37,7 @@ from langgraph.store.base import BaseStore
 from graphs.state import StoredItem, StoredQuestion
 from quiz import learning
 from quiz.learning import Choice, Profile, Review, Skill
-from quiz.vocabulary import DIFFICULTIES, Difficulty, Student, Verdict, subject_of
+from quiz.vocabulary import ANSWERED_BY_PERSON, DIFFICULTIES, Difficulty, Student, Verdict, subject_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,12 @@ LEARNER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # a client's name for its learner
 def _principal_label(principal: str) -> str:
     """A store namespace label for ``principal`` (labels cannot hold dots; ids may): a digest of it."""
     return hashlib.sha256(principal.encode()).hexdigest()[:32]
+
+
+def topic(subject: str) -> str:
+    """The subject a review is kept under: the words the client used, case and spaces folded (a review of
+    "dinosaurs" comes back in "Dinosaurs", never in "cooking"; mastery is kept by ``subject_of``, bounded)."""
+    return " ".join(subject.casefold().split())
 
 
 def question_key(item_id: str | None, question: str) -> str:
@@ -77,7 +91,9 @@ class LearnerBook:
     def __init__(self, store: BaseStore, ttl_s: float, target: float = learning.TARGET_SUCCESS,
                  clock: Callable[[], datetime] = learning.now_utc, scheduler: Scheduler | None = None) -> None:
         self.store = store
+        self.ttl_s = ttl_s
         self.ttl_minutes = ttl_s / 60
+        self._turns = asyncio.Lock()  # one record() at a time in this process: no lost update here
         self.target = target
         self.clock = clock
         self.scheduler = scheduler or learning.scheduler()
@@ -90,7 +106,13 @@ class LearnerBook:
         """The learner, or ``None`` (never seen, expired or forgotten)."""
         namespace, key = self._where(principal, learner_id)
         found = await self.store.aget(namespace, key)
-        return cast(Profile, found.value) if found is not None else None
+        # Expired but not yet swept (SQLite and Postgres sweep hourly): forgotten all the same.
+        if found is None:
+            return None
+        written = found.updated_at if found.updated_at.tzinfo else found.updated_at.replace(tzinfo=UTC)  # SQLite's
+        if (datetime.now(UTC) - written).total_seconds() > self.ttl_s:
+            return None
+        return cast(Profile, found.value)
 
     async def forget(self, principal: str, learner_id: str) -> bool:
         """Forget the learner (their mastery, counts and reviews); whether there was one."""
@@ -113,7 +135,8 @@ class LearnerBook:
         """The learner's next round on ``subject`` in ``language``: a review due, at the difficulty it was asked;
         else ``adaptive``ly the difficulty whose predicted success is closest to the target; else ``difficulty``."""
         profile = await self.get(principal, learner_id) or learning.new_profile()
-        review = learning.due(profile["reviews"], subject_of(subject), language, self.clock())
+        review = learning.due(profile["reviews"], topic(subject), language, self.clock()) \
+            if population == ANSWERED_BY_PERSON else None
         if review is not None:
             return Plan(review[1]["difficulty"], review=review)
         if not adaptive:
@@ -123,9 +146,13 @@ class LearnerBook:
         return Plan(choice.difficulty, choice=choice)
 
     async def record(self, principal: str, learner_id: str, graded: Graded) -> float:
-        """Update the learner (mastery in the subject, counts, reviews) and the question's calibration for the
-        population that answered (people, or the model Student) after a graded round; return the chance of a
-        right answer the ratings predicted before it (0–1)."""
+        """Update the question's calibration for the population that answered (people, or the model Student)
+        and, for a person's answer, the learner (mastery in the subject, counts, reviews) after a graded round;
+        return the chance of a right answer the ratings predicted before it (0–1)."""
+        async with self._turns:
+            return await self._record(principal, learner_id, graded)
+
+    async def _record(self, principal: str, learner_id: str, graded: Graded) -> float:
         subject, population = subject_of(graded.subject), graded.answered_by
         item_id = graded.item["id"] if graded.item else None
         key = question_key(item_id, graded.question)
@@ -145,8 +172,11 @@ class LearnerBook:
         else:
             predicted = learning.success(skill, level)
             skill, level = learning.rate(skill, level, graded.verdict)
+        await self.store.aput(("quiz", "calibration", population), level_key, dict(level), ttl=None)
+        if population != ANSWERED_BY_PERSON:  # the model played: the learner is as they were
+            return predicted
         asked = Review(card={}, question=graded.question, reference_answer=graded.reference_answer,
-                       item=cast(dict[str, Any], graded.item) if graded.item else None, subject=subject,
+                       item=cast(dict[str, Any], graded.item) if graded.item else None, subject=topic(graded.subject),
                        difficulty=graded.difficulty, language=graded.language)
         profile = Profile(subjects={**profile["subjects"], subject: skill},
                           reviews=learning.schedule(profile["reviews"], key, graded.verdict, self.clock(), asked,
@@ -154,7 +184,6 @@ class LearnerBook:
                           rounds=profile["rounds"] + 1, correct=profile["correct"] + (graded.verdict == "correct"))
         namespace, where = self._where(principal, learner_id)
         await self.store.aput(namespace, where, dict(profile), ttl=self.ttl_minutes)
-        await self.store.aput(("quiz", "calibration", population), level_key, dict(level), ttl=None)
         return predicted
 
 

@@ -539,15 +539,17 @@ class RoundService:
                 self._record(prepared.session_id, ended.finished)
             trace_id = current_trace_id()
         try:  # the round is saved; a session without a fresh row is given one at the next start
-            await self.store.activity.touch(prepared.session_id)
-            if ended.finished is not None and (learner := ended.state.get("learner")):
-                predicted = await self.learners.record(prepared.owner, learner, graded(ended.state, ended.finished))
-                self._record_learner(ended.state, ended.finished, predicted)
             if prepared.metered and (tokens := self._tokens(prepared, ended)):
                 await self.store.usage.add(prepared.owner, TOKENS, TOKEN_WINDOW_S, tokens)
+            await self.store.activity.touch(prepared.session_id)
         except self.store.errors as exc:
-            log.warning("could not record the session's activity, tokens or learner: %s: %s", type(exc).__name__,
-                        exc)
+            log.warning("could not record the session's tokens or activity: %s: %s", type(exc).__name__, exc)
+        if ended.finished is not None and (learner := ended.state.get("learner")):
+            try:  # on its own: a learner store that fails costs the learner's update, never the metering
+                predicted = await self.learners.record(prepared.owner, learner, graded(ended.state, ended.finished))
+                self._record_learner(ended.state, ended.finished, predicted)
+            except self.store.errors as exc:
+                log.warning("could not record the round for its learner: %s: %s", type(exc).__name__, exc)
         yield RoundPlayed(prepared.session_id, ended.state, self.quiz.llm.model, trace_id, ended.finished,
                           ended.paused)
 

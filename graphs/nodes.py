@@ -28,10 +28,11 @@ from graphs.state import (
     StoredRound,
     StoredStep,
     StudentAnswer,
+    asked_at,
     records_of,
 )
 from graphs.tracing import agent_step
-from quiz.checks import check
+from quiz.checks import ambiguous, check
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
 from telemetry import contract as C
 from telemetry.cost import total
@@ -106,7 +107,7 @@ async def reviewer_review(state: QuizState, runtime: Runtime[QuizContext]) -> di
         language = LANGUAGE_NAMES[state["language"]]
         messages: list[BaseMessage] = [
             SystemMessage(prompt.system.format(language=language)),
-            HumanMessage(prompt.review.format(subject=state["subject"], difficulty=state["difficulty"],
+            HumanMessage(prompt.review.format(subject=state["subject"], difficulty=asked_at(state),
                                               language=language, question=question["question"],
                                               reference_answer=question["reference_answer"]))]
         review, usage = await ctx.call("review", Review, messages)
@@ -128,7 +129,7 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
     with agent_step(runtime, "answer", round_no) as span:
         prompt = ctx.prompt("student", StudentPrompt)
         messages: list[BaseMessage] = [
-            SystemMessage(prompt.system.format(persona=prompt.personas[state["difficulty"]],
+            SystemMessage(prompt.system.format(persona=prompt.personas[asked_at(state)],
                                                language=LANGUAGE_NAMES[state["language"]])),
             HumanMessage(prompt.answer.format(question=state["question"]["question"]))]
         answer, usage = await ctx.call("answer", StudentAnswer, messages)
@@ -156,9 +157,10 @@ def checked(question: StoredQuestion, answer: str, teacher: Grade) -> tuple[Grad
     """The round's grade: for a question bank's item with a mechanical check (``quiz.checks``), the check's
     verdict (``correct`` or ``incorrect``: the strict judge's rules) with the Teacher's feedback, and how it was
     checked; else the Teacher's grade and ``None``. A check that disagrees with the Teacher wins, and the
-    Teacher's verdict is kept beside it (``StoredRound.teacher_verdict``), not hidden."""
+    Teacher's verdict is kept beside it (``StoredRound.teacher_verdict``), not hidden — unless the answer says
+    too much for a check to decide (``quiz.checks.ambiguous``: a list of numbers or words): the Teacher grades it."""
     item = question.get("item")
-    if item is None:
+    if item is None or ambiguous(answer, question["question"], item["match"]):
         return teacher, None
     verdict = check(answer, question["reference_answer"], item["match"], item["accept"], item["tolerance"])
     if verdict is None:  # a ``judge`` item: no mechanical check applies, the Teacher grades

@@ -259,6 +259,11 @@ class QuizState(InputState):
     score: NotRequired[Annotated[dict[Verdict, int], add_counts]]
 
 
+def asked_at(state: QuizState) -> Difficulty:
+    """The difficulty of the round's question: a review's own (``app.learners``), else the session's setting."""
+    return state.get("question", {}).get("difficulty") or state["difficulty"]
+
+
 __all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredChoice", "StoredItem",
-           "StoredQuestion", "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage", "add_counts", "keep_last",
-           "merge_steps", "records_of"]
+           "StoredQuestion", "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage", "add_counts", "asked_at",
+           "keep_last", "merge_steps", "records_of"]

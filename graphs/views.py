@@ -15,7 +15,7 @@ from pydantic import AliasChoices, BaseModel, Field, PrivateAttr
 
 from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
-from graphs.state import QuizState, StoredRound, records_of
+from graphs.state import QuizState, StoredRound, asked_at, records_of
 from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
 from telemetry.cost import total
 
@@ -37,11 +37,6 @@ class Usage(BaseModel):
         """``Usage`` with its total."""
         return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens,
                    cost_usd=cost_usd)
-
-
-def asked_at(state: QuizState) -> Difficulty:
-    """The difficulty of the round's question: a review's own (``app.learners``), else the session's setting."""
-    return state.get("question", {}).get("difficulty") or state["difficulty"]
 
 
 class AdaptiveChoice(BaseModel):

@@ -52,6 +52,22 @@ def numbers(text: str) -> list[float]:
     return [float(n) for n in NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text))]
 
 
+LONG_ANSWER_WORDS = 25  # a live answer longer than this names too much for a substring check to be the verdict
+
+
+def ambiguous(answer: str, question: str, match: Match) -> bool:
+    """Whether a live answer says too much for its mechanical check to decide alone (``quiz.bank``'s rounds: a
+    person could list every number, or every capital, to pass a substring check): for ``numeric``, more than
+    one number of its own (numbers the question holds are restatements: "6 plus 9 is 15" is one); for any
+    match, more than ``LONG_ANSWER_WORDS`` words. The Teacher grades such an answer."""
+    if len(answer.split()) > LONG_ANSWER_WORDS:
+        return True
+    if match == "numeric":
+        restated = set(numbers(question))
+        return len({n for n in numbers(answer) if n not in restated}) > 1
+    return False
+
+
 def check(answer: str, reference: str, match: Match, accept: Sequence[str] = (), tolerance: float = 0.0
           ) -> Check | None:
     """The mechanical verdict on ``answer`` against ``reference`` and the ``accept``ed alternatives, by

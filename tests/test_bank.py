@@ -158,3 +158,18 @@ def test_a_bank_is_an_evaluation_set(fake_llm: FakeOpenAI, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["accuracy"]["strict"]["correct"] == report["accuracy"]["strict"]["n"] == 3
+
+
+def test_an_answer_that_lists_many_numbers_is_the_teachers_to_grade(make_client, fake_llm: FakeOpenAI) -> None:
+    """A substring check would pass "0 1 2 … 150" for any number up to 150: such an answer says too much for the
+    check to be the verdict, and the Teacher grades it; a restated question ("6 plus 9 is 15") does not."""
+    client = make_client(question_source="bank")
+    fake_llm.script("Grade", verdict="incorrect", feedback="Pick one answer.")
+    paused = ask(client, subject="math", difficulty="easy", language="en", student="person")
+    listed = ask(client, session_id=paused["session_id"], answer=" ".join(str(n) for n in range(151)))
+    assert (listed["verdict"], listed["checked_by"], listed["teacher_verdict"]) == ("incorrect", None, "incorrect")
+    item = next(i for i in Bank.load().pick_all("math", "easy", "en") if i.question == paused["question"])
+    again = ask(client, session_id=paused["session_id"], student="person")
+    item = next(i for i in Bank.load().pick_all("math", "easy", "en") if i.question == again["question"])
+    restated = ask(client, session_id=again["session_id"], answer=f"{item.question.rstrip('?')} is {item.reference}")
+    assert (restated["verdict"], restated["checked_by"]) == ("correct", "numeric")

@@ -111,7 +111,8 @@ def test_a_bank_round_carries_its_item_and_both_grades(make_client, telemetry_en
     """A question bank's round: the workflow span names the item, the grading span the check that gave the
     verdict and the Teacher's own grade beside it, and quiz.rounds counts it as the bank's."""
     client = make_client(question_source="bank")
-    fake_llm.script("Grade", verdict="correct", feedback="Well done.")  # the Student's made-up answer is wrong
+    fake_llm.script("StudentAnswer", answer="I do not know")  # wrong by the item's check
+    fake_llm.script("Grade", verdict="correct", feedback="Well done.")  # the Teacher says otherwise
     played = client.post("/ask", json={"subject": "math", "difficulty": "easy", "language": "en"}).json()
     assert (played["source"], played["verdict"], played["teacher_verdict"]) == ("bank", "incorrect", "correct")
     def spans() -> dict[str, Span]:

@@ -124,15 +124,21 @@ def book_reviews(client: TestClient, learner_id: str) -> dict:
     return profile["reviews"]
 
 
+def answered(client: TestClient, headers: dict[str, str], **body: object) -> dict:
+    """A person's round (asked, then answered), as the client ``headers`` authenticate."""
+    asked = client.post("/ask", json={"student": "person", **body}, headers=headers).json()
+    return client.post("/ask", json={"session_id": asked["session_id"], "answer": "42"}, headers=headers).json()
+
+
 def test_learners_belong_to_their_client_and_can_be_forgotten(make_client, fake_llm: FakeOpenAI) -> None:
     client = make_client(api_keys="alice:alice-secret-0000000000,bob:bob-secret-00000000000")
     alice, bob = {"Authorization": "Bearer alice-secret-0000000000"}, {"Authorization": "Bearer bob-secret-00000000000"}
-    assert client.post("/ask", json={"subject": "math", "learner_id": "kim"}, headers=alice).status_code == 200
+    assert answered(client, alice, subject="math", learner_id="kim")["status"] == "graded"
     assert client.get("/learners/kim", headers=alice).json()["rounds_played"] == 1
     for method in ("GET", "DELETE"):  # another client's learner of the same name is not there
         other = client.request(method, "/learners/kim", headers=bob)
         assert other.status_code == 404 and other.json()["type"] == "/problems/learner-not-found"
-    assert client.post("/ask", json={"subject": "math", "learner_id": "kim"}, headers=bob).status_code == 200
+    answered(client, bob, subject="math", learner_id="kim")
     assert client.get("/learners/kim", headers=bob).json()["rounds_played"] == 1  # bob's own kim
     assert client.delete("/learners/kim", headers=alice).status_code == 204
     assert client.get("/learners/kim", headers=alice).status_code == 404
@@ -203,4 +209,46 @@ def test_an_ag_ui_client_names_its_learner_and_its_echoed_state_stays_adaptive(c
     # The client sends the last snapshot back as its state (difficulty "easy" in it): the session stays adaptive.
     again = run(client, run_input(thread_id=finished.thread_id, state=snapshot))
     assert (next(e for e in again if isinstance(e, RunFinishedEvent)).result or {})["adaptive"] is not None
-    assert client.get("/learners/ana").json()["rounds_played"] == 2
+    # The Student agent played both: a learner is a person, so nothing of the learner was recorded.
+    assert client.get("/learners/ana").status_code == 404
+
+
+def test_a_review_comes_back_in_the_topic_it_was_missed_in_not_in_another(make_client, fake_llm: FakeOpenAI) -> None:
+    fake_llm.script("Question", question="Which dinosaur had three horns?", reference_answer="Triceratops")
+    fake_llm.script("Grade", verdict="incorrect", feedback="It had three horns: Triceratops.")
+    client = make_client()
+    book = client.app_state["rounds"].learners
+    now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    book.clock = lambda: now
+    asked = ask(client, subject="Dinosaurs", learner_id="cy", student="person")
+    ask(client, session_id=asked["session_id"], answer="Stegosaurus")  # graded by the scripted Teacher: missed
+    now += timedelta(days=1)
+    fake_llm.script("Question", question="How long do you boil an egg for a soft yolk?", reference_answer="6 min")
+    cooking = ask(client, subject="cooking", learner_id="cy", student="person")
+    assert (cooking["review"], cooking["question"]) == (False, "How long do you boil an egg for a soft yolk?")
+    again = ask(client, subject="dinosaurs ", learner_id="cy", student="person")
+    assert (again["review"], again["question"]) == (True, "Which dinosaur had three horns?")
+
+
+def test_rounds_of_one_learner_graded_at_once_in_one_process_all_count(tmp_path: Path) -> None:
+    """The learner book's updates take turns: 20 rounds graded at the same moment, on SQLite (whose store awaits
+    between the read and the write), are 20 rounds and 20 reviews, not the last writer's one."""
+    from dataclasses import replace
+
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    from app.learners import Graded, LearnerBook
+
+    async def main() -> dict:
+        async with AsyncSqliteStore.from_conn_string(str(tmp_path / "learners.db")) as store:
+            await store.setup()
+            book = LearnerBook(store, 3600.0)
+            missed = Graded(subject="math", difficulty="easy", language="en", question="Q", reference_answer="1",
+                            verdict="incorrect", answered_by="person", item=None)
+            await asyncio.gather(*(book.record("p", "ana", replace(missed, question=f"Q{i}")) for i in range(20)))
+            profile = await book.get("p", "ana")
+            assert profile is not None
+            return dict(profile)
+
+    profile = asyncio.run(main())
+    assert profile["rounds"] == 20 and len(profile["reviews"]) == 20
