@@ -55,7 +55,7 @@ from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent
 from graphs.graph import answer_command, awaited_answer
 from graphs.nodes import round_to_play
-from graphs.state import InputState, QuizState, StoredChoice, StoredItem, StoredQuestion
+from graphs.state import InputState, QuizState, StoredChoice, StoredItem, StoredQuestion, asked_at
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz.bank import Bank
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student, subject_of
@@ -412,7 +412,14 @@ class RoundService:
             raise NoAnswerAwaited(f"No round of session {session_id!r} awaits an answer (rounds graded: {played}); "
                                   "an answer is graded once. Omit `answer` to play the next round.")
         values: QuizState = snapshot.values  # type: ignore[assignment]
+        # The round's span says what the asking request's did: its question's source, its learner, its own
+        # difficulty (a review's).
         inputs = settings_of(values, ANSWERED_BY_PERSON)
+        inputs["difficulty"] = asked_at(values)
+        if (preset := values.get("preset")) is not None:
+            inputs["preset"] = preset
+        if learner := values.get("learner"):
+            inputs["learner"], inputs["adaptive"] = learner, bool(values.get("adaptive"))
         asked = None
         if awaited.asked_trace_id and awaited.asked_span_id:
             asked = trace.Link(trace.SpanContext(int(awaited.asked_trace_id, 16), int(awaited.asked_span_id, 16),

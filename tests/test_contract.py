@@ -147,6 +147,23 @@ def test_a_learners_round_says_its_kind_and_how_its_difficulty_was_chosen_never_
     assert point.attributes["quiz.prediction.bin"] in {f"0.{d}" for d in range(10)}
 
 
+def test_a_persons_answer_round_says_what_its_question_was(make_client, telemetry_env: OTLPReceiver,
+                                                          fake_llm: FakeOpenAI) -> None:
+    """The request that grades a person's answer plays the rest of the round the asking request began: its
+    workflow span names the same bank item, learner round kind and difficulty choice."""
+    client = make_client(question_source="bank")
+    asked = client.post("/ask", json={"subject": "math", "difficulty": "adaptive", "learner_id": "ana",
+                                      "student": "person"}).json()
+    graded = client.post("/ask", json={"session_id": asked["session_id"], "answer": "I do not know"}).json()
+    def workflow() -> Span | None:
+        return next((s for s in telemetry_env.trace(graded["trace_id"]) if s.name == "invoke_workflow quiz"), None)
+    span = telemetry_env.wait_for(workflow)
+    assert (span.attributes["quiz.question.source"], span.attributes["quiz.question.item"]) == ("bank",
+                                                                                               asked["item_id"])
+    assert (span.attributes["quiz.round.kind"], span.attributes["quiz.difficulty.chosen_by"]) == ("new", "adaptive")
+    assert span.attributes["quiz.difficulty"] == asked["difficulty"] == "easy"
+
+
 def test_a_failed_round_marks_its_spans_with_documented_error_types(played: OTLPReceiver) -> None:
     failed = played.failed_trace  # type: ignore[attr-defined]
     def marked() -> dict[str, Span]:
