@@ -28,7 +28,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from fsrs import Scheduler
@@ -41,6 +41,7 @@ from quiz.vocabulary import ANSWERED_BY_PERSON, DIFFICULTIES, Difficulty, Studen
 
 log = logging.getLogger(__name__)
 
+REVIEW_HOLD = timedelta(minutes=30)  # a review handed out is not due again for this long, unless it is graded
 LEARNER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # a client's name for its learner (never a label, never logged)
 
 
@@ -134,11 +135,17 @@ class LearnerBook:
                    difficulty: Difficulty, adaptive: bool) -> Plan:
         """The learner's next round on ``subject`` in ``language``: a review due, at the difficulty it was asked;
         else ``adaptive``ly the difficulty whose predicted success is closest to the target; else ``difficulty``."""
-        profile = await self.get(principal, learner_id) or learning.new_profile()
-        review = learning.due(profile["reviews"], topic(subject), language, self.clock()) \
-            if population == ANSWERED_BY_PERSON else None
-        if review is not None:
-            return Plan(review[1]["difficulty"], review=review)
+        async with self._turns:
+            profile = await self.get(principal, learner_id) or learning.new_profile()
+            review = learning.due(profile["reviews"], topic(subject), language, self.clock()) \
+                if population == ANSWERED_BY_PERSON else None
+            if review is not None:  # handed out: held back a while, so another session does not ask it too
+                key, due = review
+                held = Review(**{**due, "card": {**due["card"], "due": (self.clock() + REVIEW_HOLD).isoformat()}})
+                namespace, where = self._where(principal, learner_id)
+                await self.store.aput(namespace, where, dict(Profile(**{**profile, "reviews": {
+                    **profile["reviews"], key: held}})), ttl=self.ttl_minutes)
+                return Plan(due["difficulty"], review=review)
         if not adaptive:
             return Plan(difficulty)
         skill = profile["subjects"].get(subject_of(subject)) or learning.new_skill()

@@ -106,14 +106,18 @@ def test_a_missed_question_comes_back_when_it_is_due(make_client, fake_llm: Fake
     assert client.get("/learners/bo").json()["reviews_due"] == 2
     again = ask(client, session_id=sid, student="person")
     assert (again["question"], again["review"]) == (missed["question"], True)  # the one due longest ago
+    # Another session of the learner meanwhile gets the other review due, not this one a second time.
+    other = ask(client, subject="history", language="ko", learner_id="bo", student="person")
+    assert (other["review"], other["question"]) == (True, not_yet["question"])
+    ask(client, session_id=other["session_id"], answer="I do not know")
     right = ask(client, session_id=sid, answer=BANK[again["question"]].reference)
     assert (right["review"], right["verdict"], right["item_id"]) == (True, "correct", missed["item_id"])
     # Asked at its own difficulty; the session keeps the one it was given.
     assert (right["difficulty"], client.get(f"/sessions/{sid}").json()["difficulty"]) == ("hard", "medium")
     learner = client.get("/learners/bo").json()
-    assert learner["reviews_due"] == 1 and learner["reviews_scheduled"] == 2
-    # Answered right, it is scheduled further out than the first miss was.
-    assert datetime.fromisoformat(learner["next_review_at"]) < now
+    assert learner["reviews_due"] == 0 and learner["reviews_scheduled"] == 2
+    # Missed again, the other comes back within minutes; answered right, this one is scheduled further out.
+    assert now < datetime.fromisoformat(learner["next_review_at"]) < now + timedelta(minutes=5)
     review = book_reviews(client, "bo")[f"item:{missed['item_id']}"]
     assert learning.due_at(review) > now + timedelta(minutes=5)
 
