@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,8 +37,6 @@ from graphs.state import StoredItem, StoredQuestion
 from quiz import learning
 from quiz.learning import Choice, Profile, Review, Skill
 from quiz.vocabulary import ANSWERED_BY_PERSON, DIFFICULTIES, Difficulty, Student, Verdict, subject_of
-
-log = logging.getLogger(__name__)
 
 REVIEW_HOLD = timedelta(minutes=30)  # a review handed out is not due again for this long, unless it is graded
 LEARNER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # a client's name for its learner (never a label, never logged)
@@ -103,6 +100,11 @@ class LearnerBook:
     def _where(principal: str, learner_id: str) -> tuple[tuple[str, ...], str]:
         return ("quiz", "learners", _principal_label(principal)), learner_id
 
+    async def _save(self, principal: str, learner_id: str, profile: Profile) -> None:
+        """Write the learner, with ``LEARNER_TTL_S`` to live from now."""
+        namespace, key = self._where(principal, learner_id)
+        await self.store.aput(namespace, key, dict(profile), ttl=self.ttl_minutes)
+
     async def get(self, principal: str, learner_id: str) -> Profile | None:
         """The learner, or ``None`` (never seen, expired or forgotten)."""
         namespace, key = self._where(principal, learner_id)
@@ -142,9 +144,8 @@ class LearnerBook:
             if review is not None:  # handed out: held back a while, so another session does not ask it too
                 key, due = review
                 held = Review(**{**due, "card": {**due["card"], "due": (self.clock() + REVIEW_HOLD).isoformat()}})
-                namespace, where = self._where(principal, learner_id)
-                await self.store.aput(namespace, where, dict(Profile(**{**profile, "reviews": {
-                    **profile["reviews"], key: held}})), ttl=self.ttl_minutes)
+                await self._save(principal, learner_id, Profile(**{**profile, "reviews": {**profile["reviews"],
+                                                                                         key: held}}))
                 return Plan(due["difficulty"], review=review)
         if not adaptive:
             return Plan(difficulty)
@@ -189,8 +190,7 @@ class LearnerBook:
                           reviews=learning.schedule(profile["reviews"], key, graded.verdict, self.clock(), asked,
                                                     self.scheduler),
                           rounds=profile["rounds"] + 1, correct=profile["correct"] + (graded.verdict == "correct"))
-        namespace, where = self._where(principal, learner_id)
-        await self.store.aput(namespace, where, dict(profile), ttl=self.ttl_minutes)
+        await self._save(principal, learner_id, profile)
         return predicted
 
 

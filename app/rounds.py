@@ -23,6 +23,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 from app.auth import ANONYMOUS, Principal
 from app.errors import (
     AnswerAwaited,
+    LearnerNotFound,
     LearnerRequired,
     NoAnswerAwaited,
     Overloaded,
@@ -58,6 +59,7 @@ from graphs.nodes import round_to_play
 from graphs.state import InputState, QuizState, StoredChoice, StoredItem, StoredQuestion, asked_at
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz.bank import Bank
+from quiz.learning import Profile
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student, subject_of
 from telemetry import contract as C
 from telemetry.spans import current_trace_id
@@ -156,10 +158,9 @@ def settings_of(values: QuizState, student: Student) -> InputState:
 
 
 def graded(state: QuizState, finished: FinishedRound) -> Graded:
-    """A finished round as the learner book records it (``app.learners``)."""
-    asked = state.get("question", {})
-    return Graded(subject=finished.subject, difficulty=asked.get("difficulty", finished.difficulty),
-                  language=finished.language,
+    """A finished round as the learner book records it (``app.learners``): at its question's own difficulty
+    (``FinishedRound.difficulty``: a review's), with the bank item it asked."""
+    return Graded(subject=finished.subject, difficulty=finished.difficulty, language=finished.language,
                   question=finished.question, reference_answer=finished.reference_answer, verdict=finished.verdict,
                   answered_by=finished.answered_by, item=state.get("question", {}).get("item"))
 
@@ -431,6 +432,27 @@ class RoundService:
         """The session's settings, score and kept rounds (oldest first). Raises ``SessionNotFound`` (404: also
         another principal's session) and ``SessionStoreUnavailable`` (503)."""
         return SessionView.of_snapshot(await self._snapshot(session_id, owner))
+
+    async def learner(self, learner_id: str, owner: str = ANONYMOUS.id) -> Profile:
+        """``owner``'s learner ``learner_id``. Raises ``LearnerNotFound`` (404: also another principal's) and
+        ``SessionStoreUnavailable`` (503)."""
+        try:
+            profile = await self.learners.get(owner, learner_id)
+        except self.store.errors as exc:
+            raise self.unavailable(exc) from exc
+        if profile is None:
+            raise LearnerNotFound(f"This client has no learner {learner_id!r} (never played, idle past "
+                                  "LEARNER_TTL_S, or forgotten). Play a round with learner_id to start one.")
+        return profile
+
+    async def forget_learner(self, learner_id: str, owner: str = ANONYMOUS.id) -> None:
+        """Forget ``owner``'s learner ``learner_id``. Raises ``LearnerNotFound`` and ``SessionStoreUnavailable``."""
+        try:
+            existed = await self.learners.forget(owner, learner_id)
+        except self.store.errors as exc:
+            raise self.unavailable(exc) from exc
+        if not existed:
+            raise LearnerNotFound(f"This client has no learner {learner_id!r} to forget.")
 
     async def forget(self, session_id: str, owner: str = ANONYMOUS.id) -> None:
         """Delete the session with every checkpoint of it, once no round of it is playing (its lease).

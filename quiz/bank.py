@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ class Bank:
         """Every item of this ``subject``, ``difficulty`` and ``language``, in file order."""
         return list(self._items.get((subject, difficulty, language), ()))
 
-    def pick(self, subject: str, difficulty: str, language: str, asked: Collection[str],
+    def pick(self, subject: str, difficulty: str, language: str, asked: Sequence[str],
              rng: random.Random | None = None) -> Item | None:
         """An item for the round: of this ``subject``, ``difficulty`` and ``language``, not among the questions
         the session was ``asked`` (their texts) while any is left, else any but the last asked; chosen at random
@@ -74,8 +74,9 @@ class Bank:
         fitting = self._items.get((subject, difficulty, language))
         if not fitting:
             return None
+        last = asked[-1] if asked else None
         fresh = [item for item in fitting if item.question not in asked] or \
-            [item for item in fitting if not asked or item.question != list(asked)[-1]] or fitting
+            [item for item in fitting if item.question != last] or fitting
         return (rng or random).choice(fresh)
 
 

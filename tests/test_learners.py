@@ -195,6 +195,9 @@ def test_the_memory_store_forgets_idle_learners_and_stays_under_its_cap() -> Non
     now[0] = 61.0
     put("e", 1.0)
     assert {i.key for i in asyncio.run(store.asearch(("quiz",), limit=10))} == {"e", "level"}
+    store.put(("quiz", "learners", "p"), "f", {"rounds": 1}, ttl=1.0)  # the synchronous API keeps the same rules
+    now[0] = 122.0
+    assert {i.key for i in store.search(("quiz",), limit=10)} == {"level"}
 
 
 def test_an_ag_ui_client_names_its_learner_and_its_echoed_state_stays_adaptive(client: TestClient,

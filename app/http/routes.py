@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from app.errors import LearnerNotFound, QuizError, RoundCancelled, RoundNotFound
+from app.errors import QuizError, RoundCancelled, RoundNotFound
 from app.http.dependencies import (
     HealthDep,
     PrincipalDep,
@@ -174,27 +174,14 @@ LearnerIdPath = Annotated[str, Path(pattern=LEARNER_ID_PATTERN, description="The
 async def get_learner(learner_id: LearnerIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Learner:
     """What the service knows about one of your learners: mastery by subject with its uncertainty, rounds played,
     accuracy, and the missed questions due to be asked again."""
-    book = rounds.learners
-    try:
-        profile = await book.get(principal.id, learner_id)
-    except rounds.store.errors as exc:
-        raise rounds.unavailable(exc) from exc
-    if profile is None:
-        raise LearnerNotFound(f"This client has no learner {learner_id!r} (never played, idle past LEARNER_TTL_S, "
-                              "or forgotten). Play a round with learner_id to start one.")
-    return Learner.of(learner_id, profile, book.clock())
+    return Learner.of(learner_id, await rounds.learner(learner_id, principal.id), rounds.learners.clock())
 
 
 @router.delete("/learners/{learner_id}", status_code=204, response_class=Response, responses=LEARNER_ERRORS)
 async def delete_learner(learner_id: LearnerIdPath, rounds: RoundsDep, principal: PrincipalDep) -> Response:
     """Forget one of your learners: their mastery, counts and scheduled reviews (the questions' calibrations,
     which hold no one's data, stay). Sessions they played keep their own rounds."""
-    try:
-        existed = await rounds.learners.forget(principal.id, learner_id)
-    except rounds.store.errors as exc:
-        raise rounds.unavailable(exc) from exc
-    if not existed:
-        raise LearnerNotFound(f"This client has no learner {learner_id!r} to forget.")
+    await rounds.forget_learner(learner_id, principal.id)
     return Response(status_code=204)
 
 

@@ -270,7 +270,7 @@ class SessionStore:
     errors: tuple[type[BaseException], ...] = ()
 
 
-def learner_ttl(settings: Settings) -> TTLConfig:
+def learner_ttl() -> TTLConfig:
     """LangGraph's store TTL settings for the learners (``app.learners`` puts each learner with ``LEARNER_TTL_S``,
     calibrations without a TTL): expired items swept hourly."""
     return TTLConfig(sweep_interval_minutes=60, refresh_on_read=False)

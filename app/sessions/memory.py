@@ -126,6 +126,18 @@ class ExpiringMemoryStore(InMemoryStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops`` (LangGraph's store operations) after dropping what expired; track the puts' lifetimes."""
+        results = await super().abatch(self._track(ops))
+        self._sweep()
+        return results
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """As ``abatch``, synchronously."""
+        results = super().batch(self._track(ops))
+        self._sweep()
+        return results
+
+    def _track(self, ops: Iterable[Op]) -> list[Op]:
+        """Drop what expired, then note each put's expiry (a delete, or a put without ``ttl``, has none)."""
         ops = list(ops)
         self._sweep()
         now = self._clock()
@@ -135,13 +147,7 @@ class ExpiringMemoryStore(InMemoryStore):
                 self._expires.pop(where, None)
                 if op.value is not None and op.ttl is not None:
                     self._expires[where] = now + op.ttl * 60
-        results = await super().abatch(ops)
-        self._sweep()
-        return results
-
-    def batch(self, ops: Iterable[Op]) -> list[Result]:
-        """The service is async: see ``abatch``."""
-        raise NotImplementedError("ExpiringMemoryStore is used through its async methods")
+        return ops
 
     def _sweep(self) -> None:
         now = self._clock()

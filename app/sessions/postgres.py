@@ -431,7 +431,7 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
             await ratings.setup()
             runs = PostgresRuns(pool)
             await runs.setup()
-            learners = AsyncPostgresStore(pool, ttl=learner_ttl(settings))  # LangGraph's store, on the same pool
+            learners = AsyncPostgresStore(pool, ttl=learner_ttl())  # LangGraph's store, on the same pool
             await learners.setup()  # idempotent migrations
         except (psycopg.Error, PoolTimeout) as exc:
             reason = str(exc).replace(parts.password, "***") if parts.password else str(exc)

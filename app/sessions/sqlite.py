@@ -198,7 +198,7 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
         await ratings.setup()
         # Learners in LangGraph's SQLite store, on a connection of its own to the same file (each keeps its own
         # transactions), expired by its TTL sweeper.
-        async with AsyncSqliteStore.from_conn_string(path, ttl=learner_ttl(settings)) as learners:
+        async with AsyncSqliteStore.from_conn_string(path, ttl=learner_ttl()) as learners:
             await learners.setup()
             await learners.start_ttl_sweeper()
             try:
