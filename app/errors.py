@@ -10,6 +10,7 @@
 | ``RoundInProgress`` | 409 + ``Retry-After`` | ``round_in_progress`` | a round of this session is still playing |
 | ``AnswerAwaited`` | 409 | ``answer_awaited`` | a new round was asked while the session's round awaits an answer |
 | ``NoAnswerAwaited`` | 409 | ``no_answer_awaited`` | an ``answer`` was sent and no round of the session awaits one |
+| ``NoHintsLeft`` | 409 | ``no_hints_left`` | a ``hint`` was asked for once the round's ``HINTS_PER_ROUND`` were given |
 | ``RoundCancelled`` | 409 | ``cancelled`` | the round was stopped by ``DELETE /sessions/{id}/round`` before it ended |
 | ``IdempotencyKeyReused`` | 422 | ``validation`` | an ``Idempotency-Key`` sent again with a different request |
 | ``RoundLost`` | 503 + ``Retry-After`` | ``round_lost`` | the replica playing the round stopped or died mid-round |
@@ -130,6 +131,13 @@ class NoAnswerAwaited(QuizError):
 
     status, slug, title, error_type = 409, "no-answer-awaited", "No question awaits an answer", \
         "no_answer_awaited"
+
+
+class NoHintsLeft(QuizError):
+    """409: a hint was asked for and the round has had its ``HINTS_PER_ROUND`` (or hints are off); the question
+    still awaits the answer."""
+
+    status, slug, title, error_type = 409, "no-hints-left", "No hints left for this question", "no_hints_left"
 
 
 class RoundCancelled(QuizError):

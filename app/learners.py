@@ -80,6 +80,12 @@ class Graded:
     verdict: Verdict
     answered_by: Student
     item: StoredItem | None
+    hints: int = 0  # hints the person had before answering: a right answer after one counts as partly right
+
+    @property
+    def outcome(self) -> Verdict:
+        """What the round counts as for learning (``quiz.learning.with_hints``)."""
+        return learning.with_hints(self.verdict, self.hints)
 
 
 class LearnerBook:
@@ -155,8 +161,9 @@ class LearnerBook:
 
     async def record(self, principal: str, learner_id: str, graded: Graded) -> float:
         """Update the question's calibration for the population that answered (people, or the model Student)
-        and, for a person's answer, the learner (mastery in the subject, counts, reviews) after a graded round;
-        return the chance of a right answer the ratings predicted before it (0–1)."""
+        and, for a person's answer, the learner (mastery in the subject, counts, reviews) after a graded round,
+        by what it counts as (``Graded.outcome``: a right answer after a hint is partly right); return the chance
+        of a right answer the ratings predicted before it (0–1)."""
         async with self._turns:
             return await self._record(principal, learner_id, graded)
 
@@ -173,13 +180,13 @@ class LearnerBook:
         if item_id:
             item = await self._calibration(population, learning.item_key(item_id), level["mu"])
             predicted = learning.success(skill, item)
-            _, level = learning.rate(skill, level, graded.verdict)
-            skill, item = learning.rate(skill, item, graded.verdict)
+            _, level = learning.rate(skill, level, graded.outcome)
+            skill, item = learning.rate(skill, item, graded.outcome)
             await self.store.aput(("quiz", "calibration", population), learning.item_key(item_id), dict(item),
                                   ttl=None)
         else:
             predicted = learning.success(skill, level)
-            skill, level = learning.rate(skill, level, graded.verdict)
+            skill, level = learning.rate(skill, level, graded.outcome)
         await self.store.aput(("quiz", "calibration", population), level_key, dict(level), ttl=None)
         if population != ANSWERED_BY_PERSON:  # the model played: the learner is as they were
             return predicted
@@ -187,9 +194,9 @@ class LearnerBook:
                        item=cast(dict[str, Any], graded.item) if graded.item else None, subject=topic(graded.subject),
                        difficulty=graded.difficulty, language=graded.language)
         profile = Profile(subjects={**profile["subjects"], subject: skill},
-                          reviews=learning.schedule(profile["reviews"], key, graded.verdict, self.clock(), asked,
+                          reviews=learning.schedule(profile["reviews"], key, graded.outcome, self.clock(), asked,
                                                     self.scheduler),
-                          rounds=profile["rounds"] + 1, correct=profile["correct"] + (graded.verdict == "correct"))
+                          rounds=profile["rounds"] + 1, correct=profile["correct"] + (graded.outcome == "correct"))
         await self._save(principal, learner_id, profile)
         return predicted
 

@@ -32,12 +32,12 @@ from app.settings import Settings
 from graphs import agents
 from graphs.context import QuizContext
 from graphs.events import AnswerAwaited, RoundEvent
-from graphs.graph import QuizGraph, build_graph
+from graphs.graph import QuizGraph, build_graph, without_requested
 from graphs.prompts import AgentPrompt
 from graphs.state import InputState, QuizState
 from graphs.structured import StructuredCall
 from graphs.views import FinishedRound, PausedRound
-from quiz.vocabulary import ANSWERED_BY_MODEL
+from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON
 from telemetry import contract as C
 from telemetry.cost import DEFAULT_PRICES, Price, load_prices
 from telemetry.sdk import Telemetry
@@ -69,7 +69,9 @@ def learner_labels(values: InputState | QuizState) -> dict[str, str]:
 @dataclass
 class Quiz:
     """The compiled graph of the configured steps and what every run of it shares: the bound calls, the
-    prompts, the LLM, telemetry and settings; ``store_errors``: what the session store raises when down."""
+    prompts, the LLM, telemetry and settings; ``store_errors``: what the session store raises when down.
+    ``agent_graph``: the same without the steps played on request (``graphs.graph.without_requested``), which a
+    round the Student agent answers never plays (``graph`` when there are none)."""
 
     graph: QuizGraph
     steps: list[agents.Step]
@@ -80,6 +82,7 @@ class Quiz:
     settings: Settings
     store_errors: tuple[type[BaseException], ...] = ()
     price: Price | None = None
+    agent_graph: QuizGraph | None = None
 
     @classmethod
     def create(cls, llm: LLM, telemetry: Telemetry, settings: Settings,
@@ -93,8 +96,11 @@ class Quiz:
         if price is None:
             log.warning("the price table (%s) has no price for model %s: its spend is not measured",
                         settings.llm_prices_file or DEFAULT_PRICES, llm.model)
-        return cls(build_graph(checkpointer, steps), steps, agents.bind(steps, dict.fromkeys(agents.AGENTS, llm.chat)),
-                   prompts or settings.prompts(), llm, telemetry, settings, store_errors, price)
+        graph = build_graph(checkpointer, steps)
+        agent_steps = without_requested(steps)
+        agent_graph = graph if agent_steps == steps else build_graph(checkpointer, agent_steps)
+        return cls(graph, steps, agents.bind(steps, dict.fromkeys(agents.AGENTS, llm.chat)),
+                   prompts or settings.prompts(), llm, telemetry, settings, store_errors, price, agent_graph)
 
     def context(self, session_id: str) -> QuizContext:
         """The context of one run of session ``session_id``."""
@@ -160,7 +166,9 @@ class Quiz:
         ``run``: the principal id and the round's run id written beside the checkpoint (``config``)."""
         final: QuizState | None = None
         awaited: AnswerAwaited | None = None
-        async for part in self.graph.astream(graph_input, self.config(session_id, owner, run),
+        person = isinstance(graph_input, Command) or graph_input.get("student") == ANSWERED_BY_PERSON
+        graph = self.graph if person or self.agent_graph is None else self.agent_graph
+        async for part in graph.astream(graph_input, self.config(session_id, owner, run),
                                              context=self.context(session_id), stream_mode=["custom", "values"],
                                              durability="exit", version="v2"):
             if part["type"] == "values":
@@ -174,11 +182,15 @@ class Quiz:
         span = trace.get_current_span()
         if awaited is not None:  # paused for the person's answer: no verdict yet
             span.set_attribute(C.ATTR_ROUND, awaited.round)
+            if awaited.hints:
+                span.set_attribute(C.ATTR_HINTS_USED, len(awaited.hints))
             yield Played(final, paused=PausedRound.of(final, awaited))
             return
         finished = FinishedRound.of(final)
         span.set_attribute(C.ATTR_ROUND, finished.round)
         span.set_attribute(C.ATTR_VERDICT, finished.verdict)
+        if finished.answered_by == ANSWERED_BY_PERSON:
+            span.set_attribute(C.ATTR_HINTS_USED, len(finished.hints))
         span.set_attribute(GenAI.GEN_AI_USAGE_INPUT_TOKENS, finished.usage.input_tokens)
         span.set_attribute(GenAI.GEN_AI_USAGE_OUTPUT_TOKENS, finished.usage.output_tokens)
         if finished.usage.cost_usd is not None:

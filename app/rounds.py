@@ -26,6 +26,7 @@ from app.errors import (
     LearnerNotFound,
     LearnerRequired,
     NoAnswerAwaited,
+    NoHintsLeft,
     Overloaded,
     RateLimited,
     RoundInProgress,
@@ -54,7 +55,7 @@ from app.sessions.sweeper import delete_session
 from app.settings import Settings
 from graphs.events import AnswerAwaited as Awaited
 from graphs.events import RoundEvent
-from graphs.graph import answer_command, awaited_answer
+from graphs.graph import answer_command, awaited_answer, hint_command
 from graphs.nodes import round_to_play
 from graphs.state import InputState, QuizState, StoredChoice, StoredItem, StoredQuestion, asked_at
 from graphs.views import FinishedRound, PausedRound, SessionView
@@ -95,6 +96,13 @@ class GiveAnswer:
 
     session_id: str
     answer: str
+
+
+@dataclass(frozen=True)
+class AskHint:
+    """A person's request for a hint to the question the round of ``session_id`` awaits (the Tutor's step)."""
+
+    session_id: str
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,8 @@ class RoundPlayed:
     def session(self) -> SessionView:
         """The session as it is now; built when asked for (AG-UI's state), not for every round."""
         paused = self.paused
-        return SessionView.of(self.state, Awaited(round=paused.round, question=paused.question) if paused else None)
+        return SessionView.of(self.state, Awaited(round=paused.round, question=paused.question,
+                                                      hints=paused.hints) if paused else None)
 
 
 def settings_of(values: QuizState, student: Student) -> InputState:
@@ -162,7 +171,8 @@ def graded(state: QuizState, finished: FinishedRound) -> Graded:
     (``FinishedRound.difficulty``: a review's), with the bank item it asked."""
     return Graded(subject=finished.subject, difficulty=finished.difficulty, language=finished.language,
                   question=finished.question, reference_answer=finished.reference_answer, verdict=finished.verdict,
-                  answered_by=finished.answered_by, item=state.get("question", {}).get("item"))
+                  answered_by=finished.answered_by, item=state.get("question", {}).get("item"),
+                  hints=len(finished.hints))
 
 
 def new_session_id() -> str:
@@ -271,7 +281,7 @@ class RoundService:
             labels[C.ATTR_PRINCIPAL] = principal.id
         self.quiz.telemetry.instruments.admissions.add(1, labels)
 
-    async def prepare(self, request: PlayRound | GiveAnswer, scope: AsyncExitStack,
+    async def prepare(self, request: PlayRound | GiveAnswer | AskHint, scope: AsyncExitStack,
                       principal: Principal = ANONYMOUS, *, owner: str | None = None,
                       succeed: str | None = None, run: str | None = None) -> PreparedRound:
         """Resolve session and settings for ``principal``; a continued session is leased for this round until
@@ -285,8 +295,9 @@ class RoundService:
         Raises ``RoundInProgress`` when another round of the session holds the lease, ``SessionNotFound``
         for an unknown or expired id or another principal's session (the same answer: ids do not leak),
         ``WeakThreadId`` for a new client-named session whose id is not a random UUID,
-        ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not fit the session's paused round
-        and ``SessionStoreUnavailable`` when the store cannot be reached.
+        ``AnswerAwaited``/``NoAnswerAwaited`` (409) when the request does not fit the session's paused round,
+        ``NoHintsLeft`` (409) for a hint past ``HINTS_PER_ROUND`` and ``SessionStoreUnavailable`` when the store
+        cannot be reached.
         """
         owner, metered = principal.id, any(p.name == TOKENS for p in self.policies(principal))
         previous: QuizState | None = None
@@ -312,6 +323,8 @@ class RoundService:
             if isinstance(request, GiveAnswer):
                 return replace(self._answer(request.session_id, snapshot, request.answer), owner=owner,
                                lease=lease, metered=metered)
+            if isinstance(request, AskHint):
+                return replace(self._hint(request.session_id, snapshot), owner=owner, lease=lease, metered=metered)
             previous = cast(QuizState, snapshot.values) if snapshot.values else None
             if previous is not None and (awaited := awaited_answer(snapshot)) is not None:
                 raise AnswerAwaited(f"Round {awaited.round} of session {request.session_id!r} awaits "
@@ -403,8 +416,24 @@ class RoundService:
         return RoundPlayed(session_id, values, model, values["rounds"][-1].get("trace_id"),
                            finished=FinishedRound.of(values))
 
-    @staticmethod
-    def _answer(session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
+    def _hint(self, session_id: str, snapshot: StateSnapshot) -> PreparedRound:
+        """The run that asks the Tutor for a hint to the session's paused round: ``NoAnswerAwaited`` when none
+        waits (or its answer is in, awaiting a grade), ``NoHintsLeft`` once ``HINTS_PER_ROUND`` were given."""
+        resume = hint_command(snapshot)
+        awaited = awaited_answer(snapshot)
+        if resume is None or awaited is None:
+            played = snapshot.values.get("round", 0)
+            raise NoAnswerAwaited(f"No question of session {session_id!r} awaits an answer (rounds graded: "
+                                  f"{played}), so there is nothing to give a hint for. Omit `hint` to play the next "
+                                  "round.")
+        allowed = self.settings.hints_allowed
+        if len(awaited.hints) >= allowed and resume.resume is not None:  # a failed hint is retried, never refused
+            why = f"Round {awaited.round} has had its {allowed} hint(s) (HINTS_PER_ROUND)" if allowed else \
+                "Hints are off on this service (HINTS_PER_ROUND=0, or DISABLED_AGENTS names the tutor)"
+            raise NoHintsLeft(f"{why}; the question still awaits your answer.")
+        return self._resumed(session_id, snapshot, resume, awaited)
+
+    def _answer(self, session_id: str, snapshot: StateSnapshot, answer: str) -> PreparedRound:
         """The round that grades a person's ``answer`` to the session's paused round (``NoAnswerAwaited``: none)."""
         resume = answer_command(snapshot, answer)
         awaited = awaited_answer(snapshot)
@@ -412,6 +441,11 @@ class RoundService:
             played = snapshot.values.get("round", 0)
             raise NoAnswerAwaited(f"No round of session {session_id!r} awaits an answer (rounds graded: {played}); "
                                   "an answer is graded once. Omit `answer` to play the next round.")
+        return self._resumed(session_id, snapshot, resume, awaited)
+
+    @staticmethod
+    def _resumed(session_id: str, snapshot: StateSnapshot, resume: Command, awaited: Awaited) -> PreparedRound:
+        """The run that goes on with the session's paused round (``resume``: an answer, or a hint request)."""
         values: QuizState = snapshot.values  # type: ignore[assignment]
         # The round's span says what the asking request's did: its question's source, its learner, its own
         # difficulty (a review's).
@@ -566,6 +600,11 @@ class RoundService:
             assert ended is not None
             if ended.finished is not None:
                 self._record(prepared.session_id, ended.finished)
+            elif ended.paused is not None and prepared.awaited is not None \
+                    and len(ended.paused.hints) > len(prepared.awaited.hints):  # the Tutor gave a hint
+                self.quiz.telemetry.instruments.hints.add(1, {C.ATTR_SUBJECT: C.subject_label(ended.paused.subject),
+                                                              C.ATTR_DIFFICULTY: ended.paused.difficulty,
+                                                              C.ATTR_LANGUAGE: ended.paused.language})
             trace_id = current_trace_id()
         try:  # the round is saved; a session without a fresh row is given one at the next start
             if prepared.metered and (tokens := self._tokens(prepared, ended)):
@@ -597,7 +636,7 @@ class RoundService:
         """Count a named learner's graded round in ``quiz.learner.rounds``: predicted success beside the verdict."""
         self.quiz.telemetry.instruments.learner_rounds.add(1, {
             C.ATTR_PREDICTION_BIN: C.prediction_bin(predicted), C.ATTR_VERDICT: result.verdict,
-            C.ATTR_ANSWERED_BY: result.answered_by, **learner_labels(state)})
+            C.ATTR_ANSWERED_BY: result.answered_by, C.ATTR_HINTS_USED: len(result.hints), **learner_labels(state)})
 
     def _record(self, session_id: str, result: FinishedRound) -> None:
         """Count a graded round in ``quiz.rounds`` and record the Teacher's grade as an evaluation of it."""

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     adaptive_target: float = Field(
         0.7, gt=0, lt=1, description="difficulty: adaptive asks the difficulty whose predicted success for the "
         "learner is closest to this.")
+    hints_per_round: int = Field(
+        2, ge=0, le=5, description="Hints a person may ask the Tutor for while a question awaits their answer "
+        "(POST /ask {session_id, hint: true}); 0 turns hints off, as DISABLED_AGENTS=tutor does. A right answer "
+        "after a hint counts as partly right for the learner.")
 
     # --- sessions ---------------------------------------------------------------------------------
     checkpointer_url: Annotated[str, Field(
@@ -246,9 +250,16 @@ class Settings(BaseSettings):
         return agents.prompts(self.agent_prompt_versions)
 
     def steps(self) -> list[agents.Step]:
-        """The agent table's steps a round plays with these settings (``DISABLED_AGENTS``, ``ENABLED_AGENTS``)."""
-        return agents.steps(*(tuple(name.strip() for name in names.split(",") if name.strip())
-                              for names in (self.disabled_agents, self.enabled_agents)))
+        """The agent table's steps a round plays with these settings (``DISABLED_AGENTS``, ``ENABLED_AGENTS``;
+        the Tutor's only with ``HINTS_PER_ROUND`` above 0)."""
+        disabled, enabled = (tuple(name.strip() for name in names.split(",") if name.strip())
+                             for names in (self.disabled_agents, self.enabled_agents))
+        return agents.steps((*disabled, *(() if self.hints_per_round else ("tutor",))), enabled)
+
+    @property
+    def hints_allowed(self) -> int:
+        """Hints a person may ask for in a round: ``HINTS_PER_ROUND``, or 0 when the Tutor does not play."""
+        return self.hints_per_round if any(step.agent == "tutor" for step in self.steps()) else 0
 
     @field_validator("app_insights_link_template")
     @classmethod

@@ -21,8 +21,8 @@ from pydantic import BaseModel
 
 from graphs import nodes
 from graphs.context import QuizContext, StepInfo
-from graphs.prompts import DEFAULT_VERSION, AgentPrompt, ReviewerPrompt, StudentPrompt, TeacherPrompt, load
-from graphs.state import Grade, Question, QuizState, Review, StudentAnswer
+from graphs.prompts import DEFAULT_VERSION, AgentPrompt, ReviewerPrompt, StudentPrompt, TeacherPrompt, TutorPrompt, load
+from graphs.state import Grade, Hint, Question, QuizState, Review, StudentAnswer
 from graphs.structured import StructuredCall
 from quiz.vocabulary import VERDICTS
 
@@ -57,7 +57,9 @@ class Loop:
 class Step(StepInfo):
     """A step of a round, in table order: its ``node``; the ``schema`` of its structured output (``None``: it
     calls no model); the state key it ``writes``; the bounded ``outcomes`` it may report (``quiz.step.outcome``);
-    a ``loop`` back to an earlier step; ``preset_skips``: given an input ``preset`` it makes no model call."""
+    a ``loop`` back to an earlier step; ``preset_skips``: given an input ``preset`` it makes no model call;
+    ``when``: the step runs only when this holds after the step before it (else the round goes on to the step
+    after it): a step played on request, in a run of its own (a person's hint)."""
 
     node: Node
     schema: type[BaseModel] | None
@@ -65,6 +67,7 @@ class Step(StepInfo):
     outcomes: tuple[str, ...] = ()
     loop: Loop | None = None
     preset_skips: bool = False
+    when: Callable[[QuizState], bool] | None = None
 
     @property
     def node_name(self) -> str:
@@ -77,6 +80,8 @@ AGENTS: dict[str, Agent] = {agent.name: agent for agent in (
     Agent("teacher", "Teacher", TeacherPrompt, prompt_version="2"),
     Agent("reviewer", "Reviewer", ReviewerPrompt, optional=True),
     Agent("student", "Student", StudentPrompt),
+    # Hints for a person playing the Student (HINTS_PER_ROUND a round); DISABLED_AGENTS=tutor turns them off.
+    Agent("tutor", "Tutor", TutorPrompt, optional=True),
 )}
 
 STEPS: list[Step] = [
@@ -84,6 +89,8 @@ STEPS: list[Step] = [
     Step("review", "reviewer", "Reviewer", nodes.reviewer_review, Review, writes="review",
          outcomes=("accepted", "rejected"), loop=Loop(to="ask", when=nodes.sent_back)),
     Step("answer", "student", "Student", nodes.student_answer, StudentAnswer, writes="answer"),
+    Step("hint", "tutor", "Tutor", nodes.tutor_hint, Hint, writes="hints", when=nodes.hint_wanted,
+         loop=Loop(to="answer", when=nodes.unanswered)),
     Step("grade", "teacher", "Teacher", nodes.teacher_grade, Grade, writes="grade", outcomes=VERDICTS),
 ]
 
@@ -134,10 +141,13 @@ def prompts(versions: Mapping[str, str] | None = None) -> dict[str, AgentPrompt]
 def llm_calls_per_round(chosen: list[Step], preset: bool = False) -> int:
     """The most model calls a round of ``chosen`` steps makes (one per step run, loops included; structured
     output retries not counted); with ``preset``, the steps a preset question skips make none, and a loop back
-    to such a step never runs (a preset question is not asked again)."""
+    to such a step never runs (a preset question is not asked again). A step played on request (``when``) is
+    not counted: it runs in a request of its own, which makes that one call."""
     position = {step.name: index for index, step in enumerate(chosen)}
     calls = 0
     for index, step in enumerate(chosen):
+        if step.when is not None:
+            continue
         calls += step.schema is not None and not (preset and step.preset_skips)
         if step.loop is not None and step.loop.to in position \
                 and not (preset and chosen[position[step.loop.to]].preset_skips):

@@ -72,6 +72,15 @@ class QuestionReviewed(RoundEvent):
     reason: str
 
 
+class HintGiven(RoundEvent):
+    """The Tutor gave the person playing the Student a hint (``number``: 1 for the round's first); the round
+    still awaits their answer."""
+
+    kind: str = "hint"
+    hint: str
+    number: int
+
+
 class AnswerGiven(RoundEvent):
     """The Student answered: the Student agent (``answered_by="model"``) or the person playing it."""
 
@@ -93,12 +102,14 @@ class AnswerAwaited(BaseModel):
     ``interrupt`` (``StateSnapshot.interrupts``). The question only — never the reference answer.
 
     ``asked_trace_id``/``asked_span_id`` (hex): the span that asked, so the request that grades can link its
-    trace to the one that asked (``None`` without telemetry, or after a failed grading).
+    trace to the one that asked (``None`` without telemetry, or after a failed grading). ``hints``: the hints the
+    Tutor gave so far in this round, oldest first.
     """
 
     model_config = ConfigDict(frozen=True)
 
     round: int
     question: str
+    hints: list[str] = []
     asked_trace_id: str | None = None
     asked_span_id: str | None = None

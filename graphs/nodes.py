@@ -16,23 +16,26 @@ from langgraph.types import Overwrite, interrupt
 from opentelemetry import trace
 
 from graphs.context import QuizContext
-from graphs.events import AnswerAwaited, AnswerGiven, AnswerGraded, QuestionAsked, QuestionReviewed
-from graphs.prompts import ReviewerPrompt, StudentPrompt, TeacherPrompt
+from graphs.events import AnswerAwaited, AnswerGiven, AnswerGraded, HintGiven, QuestionAsked, QuestionReviewed
+from graphs.prompts import ReviewerPrompt, StudentPrompt, TeacherPrompt, TutorPrompt
 from graphs.state import (
     NO_TOKENS,
     Grade,
+    Hint,
     Question,
     QuizState,
     Review,
+    StoredHint,
     StoredQuestion,
     StoredRound,
     StoredStep,
     StudentAnswer,
     asked_at,
     records_of,
+    round_hints,
 )
 from graphs.tracing import agent_step
-from quiz.checks import ambiguous, check
+from quiz.checks import NUMBER, ambiguous, check, contains, numbers
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
 from telemetry import contract as C
 from telemetry.cost import total
@@ -137,20 +140,80 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
     return {"answer": answer.model_dump(), "steps": ctx.record("answer", round_no, state, usage, span=span)}
 
 
+HINT_REQUEST: dict[str, bool] = {"hint": True}  # the resume value that asks the Tutor for a hint instead of answering
+
+
 def person_answer(state: QuizState, ctx: QuizContext) -> dict[str, Any]:
     """A person plays the Student: the round pauses here until their answer resumes it.
 
-    ``interrupt()`` ends the run with ``AnswerAwaited`` (the question, never the reference answer) and the
-    checkpoint keeps the round; ``Command(resume="<answer>")`` runs the step again, where ``interrupt()``
-    returns the answer. Nothing may fail after the answer arrives in this step: a resume value is kept by
-    the checkpoint, so a failure would replay the same answer forever (grading failures are handled by
-    ``graphs.graph.answer_command``).
+    ``interrupt()`` ends the run with ``AnswerAwaited`` (the question and the hints given so far, never the
+    reference answer) and the checkpoint keeps the round; ``Command(resume="<answer>")`` runs the step again,
+    where ``interrupt()`` returns the answer. ``Command(resume=HINT_REQUEST)`` asks for a hint instead: the
+    Tutor's step runs (``tutor_hint``) and the round pauses here again. Nothing may fail after the answer
+    arrives in this step: a resume value is kept by the checkpoint, so a failure would replay the same answer
+    forever (grading failures are handled by ``graphs.graph.answer_command``).
     """
     round_no = round_to_play(state)
-    trace_id, span_id = span_ids(trace.get_current_span())  # on the first run: the request that asks
+    trace_id, span_id = span_ids(trace.get_current_span())  # the request that asks (or that asked for a hint)
     answer = interrupt(AnswerAwaited(round=round_no, question=state["question"]["question"],
-                                     asked_trace_id=trace_id, asked_span_id=span_id).model_dump())
+                                     hints=round_hints(state, round_no), asked_trace_id=trace_id,
+                                     asked_span_id=span_id).model_dump())
+    if answer == HINT_REQUEST:
+        return {"hint_wanted": True}
     return {"answer": {"answer": str(answer)}, "steps": ctx.record("answer", round_no, state, NO_TOKENS)}
+
+
+def hint_wanted(state: QuizState) -> bool:
+    """The person asked for a hint and the Tutor has not given it yet: the Tutor's step runs next."""
+    return bool(state.get("hint_wanted"))
+
+
+def unanswered(state: QuizState) -> bool:
+    """The round's question still awaits the person's answer: after a hint, the graph goes back to it."""
+    answered = state.get("steps", {}).get("answer")
+    return answered is None or answered["round"] != round_to_play(state)
+
+
+def hint_leaks(hint: str, question: StoredQuestion) -> bool:
+    """Whether ``hint`` gives the answer away: given as an answer, the question's mechanical check would call it
+    right (a bank item's own check and accepted answers; for the Teacher's questions, the reference answer
+    found in it as words), or it writes a number equal to a numeric reference (within a numeric item's
+    tolerance) that the question does not hold itself. Such a hint is refused and asked for again
+    (``QuizContext.call``'s ``acceptable``), never shown."""
+    reference = question["reference_answer"]
+    item = question.get("item")
+    accept = item["accept"] if item else []
+    if any(contains(hint, accepted) for accepted in accept) or contains(hint, reference):
+        return True
+    restated = set(numbers(question["question"]))
+    tolerance = item["tolerance"] if item and item["match"] == "numeric" else 0.0
+    numeric = (item is not None and item["match"] == "numeric") or NUMBER.fullmatch(reference.replace(",", "").strip())
+    targets = numbers(reference)[:1] if numeric else []
+    return any(abs(n - target) <= tolerance + 1e-9 and n not in restated for target in targets for n in numbers(hint))
+
+
+async def tutor_hint(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
+    """Tutor gives the person a hint for the round's question (a little more with each one asked), never its
+    answer (``hint_leaks``); then the round awaits the answer again. A request the Tutor no longer needs to
+    answer (an answer came after a failed hint: ``graphs.graph.answer_command``) passes through."""
+    if not hint_wanted(state):
+        return {}
+    ctx = runtime.context
+    round_no = round_to_play(state)
+    question = state["question"]
+    given = round_hints(state, round_no)
+    with agent_step(runtime, "hint", round_no):
+        prompt = ctx.prompt("tutor", TutorPrompt)
+        messages: list[BaseMessage] = [
+            SystemMessage(prompt.system.format(language=LANGUAGE_NAMES[state["language"]])),
+            HumanMessage(prompt.hint.format(subject=state["subject"], question=question["question"],
+                                            reference_answer=question["reference_answer"],
+                                            given="\n".join(f"- {h}" for h in given) or "(none)",
+                                            number=len(given) + 1))]
+        hint, usage = await ctx.call("hint", Hint, messages, acceptable=lambda h: not hint_leaks(h.hint, question))
+    runtime.stream_writer(ctx.event(HintGiven, "hint", round_no, hint.hint, hint=hint.hint, number=len(given) + 1))
+    return {"hints": [*(StoredHint(round=round_no, text=h) for h in given), StoredHint(round=round_no, text=hint.hint)],
+            "hint_wanted": False, "steps": ctx.record("hint", round_no, state, usage)}
 
 
 def checked(question: StoredQuestion, answer: str, teacher: Grade) -> tuple[Grade, str | None]:
@@ -210,6 +273,8 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
         played["review"] = True
     if (choice := state.get("choice")) is not None:
         played["choice"] = choice
+    if hints := round_hints(state, round_no):
+        played["hints"] = hints
     reset = state.get("reset", False)
     kept = [] if reset else state.get("rounds", [])
     return {"grade": grade.model_dump(), "steps": graded, "round": round_no, "reset": False,

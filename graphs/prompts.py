@@ -81,6 +81,13 @@ class ReviewerPrompt(AgentPrompt):
     feedback: str
 
 
+class TutorPrompt(AgentPrompt):
+    """The Tutor's templates: ``system`` ({language}) and ``hint`` ({subject} {question} {reference_answer}
+    {given} {number}: the hints given so far, one per line, and the number of the one to write)."""
+
+    hint: str
+
+
 def versions(agent: str) -> list[str]:
     """The versions of ``agent``'s prompt that exist, in file-name order."""
     return sorted(path.stem for path in (PROMPT_DIR / agent).glob("*.yaml"))

@@ -47,6 +47,13 @@ class Review(BaseModel):
     reason: str = Field(description="One sentence: why. Never the reference answer itself.")
 
 
+class Hint(BaseModel):
+    """The Tutor's hint for the person playing the Student: a nudge towards the answer, never the answer."""
+
+    hint: str = Field(description="One or two sentences that help the student find the answer themselves: a "
+                                  "method, a related fact or what to think about. Never the answer itself.")
+
+
 class TokenUsage(TypedDict):
     """Tokens of one agent step, as the provider reported them (OpenAI ``usage``), summed over attempts:
     ``cached_input_tokens`` are among ``input_tokens`` (read from the provider's prompt cache); ``cost_usd``
@@ -152,6 +159,13 @@ class StoredQuestion(TypedDict):
     difficulty: NotRequired[Difficulty]  # a review's own difficulty (it may differ from the session's setting)
 
 
+class StoredHint(TypedDict):
+    """A hint the Tutor gave in round ``round`` (``Hint.hint`` as ``text``)."""
+
+    round: int
+    text: str
+
+
 class StoredAnswer(TypedDict):
     """``StudentAnswer.model_dump()``."""
 
@@ -211,6 +225,7 @@ class StoredRound(TypedDict):
     teacher_verdict: NotRequired[Verdict]  # the Teacher's own grade, kept beside a check's verdict
     review: NotRequired[bool]  # a missed question asked again (app.learners)
     choice: NotRequired[StoredChoice | None]  # the adaptive choice of its difficulty
+    hints: NotRequired[list[str]]  # the hints the person asked for before answering (graphs.nodes.tutor_hint)
 
 
 class InputState(TypedDict):
@@ -251,6 +266,10 @@ class QuizState(InputState):
     review: NotRequired[StoredReview]
     answer: NotRequired[StoredAnswer]
     grade: NotRequired[StoredGrade]
+    # The current round's hints (written whole by the Tutor's step), and a person's request for one that the
+    # Tutor has not answered yet (a hint that failed leaves it: graphs.graph.answer_command settles it).
+    hints: NotRequired[list[StoredHint]]
+    hint_wanted: NotRequired[bool]
     # What each step of the table did, its latest round's record per step (outcome, runs, tokens).
     steps: NotRequired[Annotated[dict[str, StepRecord], merge_steps]]
     # The last ``QuizContext.rounds_kept`` finished rounds, oldest first (written whole by the last step).
@@ -259,11 +278,16 @@ class QuizState(InputState):
     score: NotRequired[Annotated[dict[Verdict, int], add_counts]]
 
 
+def round_hints(state: QuizState, round_no: int) -> list[str]:
+    """The hints given in round ``round_no`` so far, oldest first."""
+    return [hint["text"] for hint in state.get("hints", []) if hint["round"] == round_no]
+
+
 def asked_at(state: QuizState) -> Difficulty:
     """The difficulty of the round's question: a review's own (``app.learners``), else the session's setting."""
     return state.get("question", {}).get("difficulty") or state["difficulty"]
 
 
-__all__ = ["NO_TOKENS", "Grade", "InputState", "Question", "QuizState", "StepRecord", "StoredChoice", "StoredItem",
-           "StoredQuestion", "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage", "add_counts", "asked_at",
-           "keep_last", "merge_steps", "records_of"]
+__all__ = ["NO_TOKENS", "Grade", "Hint", "InputState", "Question", "QuizState", "StepRecord", "StoredChoice",
+           "StoredHint", "StoredItem", "StoredQuestion", "StoredRound", "StoredStep", "StudentAnswer", "TokenUsage",
+           "add_counts", "asked_at", "keep_last", "merge_steps", "records_of", "round_hints"]

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, Field, PrivateAttr
 from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
 from graphs.state import QuizState, StoredRound, asked_at, records_of
+from quiz.learning import credit
 from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
 from telemetry.cost import total
 
@@ -69,10 +70,11 @@ class Score(BaseModel):
 
 
 class AwaitedQuestion(BaseModel):
-    """The question a session's paused round awaits an answer to."""
+    """The question a session's paused round awaits an answer to, and the hints given for it so far."""
 
     round: int = Field(ge=1)
     question: str
+    hints: list[str] = Field(default_factory=list)
 
 
 class FinishedRound(BaseModel):
@@ -107,6 +109,11 @@ class FinishedRound(BaseModel):
                          "was due (`GET /learners/{id}`).")
     adaptive: AdaptiveChoice | None = Field(None, description="With `difficulty: adaptive`: the difficulty chosen "
                                             "and why; null otherwise (and for a review, asked at its own).")
+    hints: list[str] = Field(default_factory=list, description="The hints the Tutor gave before the answer (a "
+                             "person's round), oldest first.")
+    credit: float = Field(description="What the answer earns, 0–1: 1 right, 0.5 partly right, 0 wrong; a right "
+                          "answer after a hint earns 0.5 (quiz.learning.credit), and counts as partly right for the "
+                          "learner's mastery, the question's calibration and its review.")
 
     _judged: tuple[str, str] | None = PrivateAttr(None)
 
@@ -131,7 +138,8 @@ class FinishedRound(BaseModel):
                        source="bank" if played.get("item_id") else "generated", item_id=played.get("item_id"),
                        checked_by=played.get("checked_by"), teacher_verdict=played.get("teacher_verdict"),
                        learner_id=state.get("learner"), review=played.get("review", False),
-                       adaptive=AdaptiveChoice.model_validate(choice) if (choice := played.get("choice")) else None)
+                       adaptive=AdaptiveChoice.model_validate(choice) if (choice := played.get("choice")) else None,
+                       hints=played.get("hints", []), credit=credit(played["verdict"], len(played.get("hints", []))))
         finished._judged = (trace_id, span_id) if trace_id and span_id else None
         return finished
 
@@ -151,6 +159,7 @@ class PausedRound(BaseModel):
     learner_id: str | None = None
     review: bool = Field(False, description="A question the learner missed before, asked again.")
     adaptive: AdaptiveChoice | None = None
+    hints: list[str] = Field(default_factory=list, description="The hints the Tutor gave so far, oldest first.")
 
     @classmethod
     def of(cls, state: QuizState, awaited: AnswerAwaited) -> PausedRound:
@@ -163,7 +172,8 @@ class PausedRound(BaseModel):
                    usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])),
                    source="bank" if item else "generated", item_id=item["id"] if item else None,
                    learner_id=state.get("learner"), review=bool(state.get("question", {}).get("review")),
-                   adaptive=AdaptiveChoice.model_validate(choice) if (choice := state.get("choice")) else None)
+                   adaptive=AdaptiveChoice.model_validate(choice) if (choice := state.get("choice")) else None,
+                   hints=awaited.hints)
 
 
 class KeptRound(BaseModel):
@@ -190,6 +200,7 @@ class KeptRound(BaseModel):
     review: bool = Field(False, description="A question the learner missed before, asked again.")
     adaptive: AdaptiveChoice | None = Field(None, validation_alias=AliasChoices("adaptive", "choice"),
                                             description="With `difficulty: adaptive`: the difficulty chosen.")
+    hints: list[str] = Field(default_factory=list, description="The hints given before the answer.")
 
 
 class SessionView(BaseModel):
@@ -217,8 +228,8 @@ class SessionView(BaseModel):
                    learner_id=values.get("learner"), adaptive=bool(values.get("adaptive")),
                    score=Score.model_validate(values.get("score", {})),
                    rounds=[KeptRound.model_validate(r) for r in values.get("rounds", [])],
-                   awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question)
-                   if awaited else None, **fields)
+                   awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question,
+                                                   hints=awaited.hints) if awaited else None, **fields)
 
     @classmethod
     def of_snapshot(cls, snapshot: StateSnapshot, **fields: Any) -> SessionView:

@@ -112,6 +112,23 @@ def rate(learner: Skill, question: Skill, verdict: Verdict) -> tuple[Skill, Skil
                   correct=question["correct"] + right))
 
 
+CREDIT: Final[dict[Verdict, float]] = {"correct": 1.0, "partially_correct": 0.5, "incorrect": 0.0}
+
+
+def with_hints(verdict: Verdict, hints: int) -> Verdict:
+    """The outcome a graded answer counts as for learning: a right answer after ``hints`` hints (any) counts as
+    partly right: the learner needed help, so the ratings move as for a draw and FSRS schedules it ``Hard``.
+    Tutoring data does not count a hinted answer as a success either (the KDD Cup 2010 data sets from Carnegie
+    Learning's tutors, PSLC DataShop: "Correct First Attempt" is 0 after an error or a hint request); half credit
+    keeps what the learner did find. A wrong or partly right answer stays what it is."""
+    return "partially_correct" if verdict == "correct" and hints > 0 else verdict
+
+
+def credit(verdict: Verdict, hints: int = 0) -> float:
+    """What an answer earns, 0–1: ``CREDIT`` of its outcome with ``hints`` taken into account (``with_hints``)."""
+    return CREDIT[with_hints(verdict, hints)]
+
+
 @dataclass(frozen=True)
 class Choice:
     """An adaptive round's difficulty: the one whose predicted success is closest to ``target``, and that

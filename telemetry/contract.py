@@ -38,6 +38,7 @@ ErrorType = Literal[
     "round_in_progress",  # 409: a round of the same session is still playing
     "answer_awaited",  # 409: the session's round awaits a person's answer; a new round cannot start
     "no_answer_awaited",  # 409: an answer was sent, but no round of the session awaits one
+    "no_hints_left",  # 409: a hint was asked for, and the round's HINTS_PER_ROUND were given (or hints are off)
     "cancelled",  # 409: the round was stopped by its client (DELETE /sessions/{id}/round) before it ended
     "round_lost",  # 503: the replica playing the round stopped or died mid-round; a retry plays it again
     "overloaded",  # 503: MAX_CONCURRENT_ROUNDS rounds already in progress
@@ -109,6 +110,9 @@ ROUND_KINDS: Final = ("new", "review")
 ATTR_DIFFICULTY_CHOSEN_BY: Final = "quiz.difficulty.chosen_by"
 DIFFICULTY_CHOOSERS: Final = ("adaptive", "fixed")
 ATTR_PREDICTION_BIN: Final = "quiz.prediction.bin"
+# Hints (graphs.nodes.tutor_hint): how many the person had before answering, 0 … HINTS_PER_ROUND (at most 5), on
+# the round span of their answer and on quiz.learner.rounds.
+ATTR_HINTS_USED: Final = "quiz.hints.used"
 ATTR_GRADE_CHECK: Final = "quiz.grade.check"  # numeric | contains
 ATTR_TEACHER_VERDICT: Final = "quiz.grade.teacher_verdict"  # VERDICTS
 ATTR_STEP: Final = "quiz.step"  # a step of the agent table (graphs/agents.py): ask, answer, grade …
@@ -164,6 +168,7 @@ METRIC_EVAL_ATTACKS: Final = "quiz.eval.attacks"
 METRIC_LLM_COST: Final = "quiz.llm.cost.usd"
 METRIC_ADMISSIONS: Final = "quiz.admissions"
 METRIC_LEARNER_ROUNDS: Final = "quiz.learner.rounds"
+METRIC_HINTS: Final = "quiz.hints"
 # Rounds this process is playing now, and how many it may (MAX_CONCURRENT_ROUNDS): what the autoscaler reads
 # (deploy/scaled). UpDownCounters, singular names as the conventions ask of them (``cicd.pipeline.run.active``;
 # ``.limit`` for a known total: semantic conventions, general/naming.md), no attributes: one series per pod.
@@ -227,7 +232,10 @@ class QuizInstruments:
     - ``learner_rounds``: Counter ``quiz.learner.rounds`` {round} [``quiz_learner_rounds_total``], attributes
       ``quiz.prediction.bin``, ``quiz.verdict``, ``quiz.answered_by``, ``quiz.round.kind``,
       ``quiz.difficulty.chosen_by`` — graded rounds of named learners (``app.learners``): the predicted chance
-      of a right answer beside the verdict (the calibration panel), reviews apart from new questions.
+      of a right answer beside the verdict (the calibration panel), reviews apart from new questions; with
+      ``quiz.hints.used`` (0 … ``HINTS_PER_ROUND``).
+    - ``hints``: Counter ``quiz.hints`` {hint} [``quiz_hints_total``], attributes ``quiz.subject`` (bounded),
+      ``quiz.difficulty``, ``quiz.language`` — hints the Tutor gave people playing the Student.
     - ``round_active``: UpDownCounter ``quiz.round.active`` {round} [``quiz_round_active``], no attributes —
       rounds admitted (``MAX_CONCURRENT_ROUNDS``'s places held) and not yet released by this process.
     - ``round_limit``: UpDownCounter ``quiz.round.limit`` {round} [``quiz_round_limit``], no attributes — the
@@ -245,6 +253,7 @@ class QuizInstruments:
     llm_cost: Counter
     admissions: Counter
     learner_rounds: Counter
+    hints: Counter
     round_active: UpDownCounter
     round_limit: UpDownCounter
 
@@ -275,6 +284,8 @@ class QuizInstruments:
                 METRIC_LEARNER_ROUNDS, unit="{round}",
                 description="Graded rounds of named learners, by predicted success (a tenth), verdict, who answered, "
                             "new or review, and how the difficulty was chosen."),
+            hints=meter.create_counter(METRIC_HINTS, unit="{hint}",
+                                       description="Hints the Tutor gave people playing the Student."),
             round_active=meter.create_up_down_counter(METRIC_ROUND_ACTIVE, unit="{round}",
                                                       description="Rounds being played by this process now."),
             round_limit=meter.create_up_down_counter(

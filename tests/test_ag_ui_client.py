@@ -73,9 +73,10 @@ def test_the_protocol_client_plays_rounds_on_one_thread_and_a_person_round(servi
     fake_llm.script("Review", verdict="accept", reason="One answer, and it is science.")
     fake_llm.script("StudentAnswer", answer="Au")
     fake_llm.script("Grade", verdict="correct", feedback="Right.")
+    fake_llm.script("Hint", hint="Its symbol comes from the Latin aurum.")
     report = play(service, [{"message": "an easy science question"}, {},
-                            {"forwardedProps": {"student": "person"}}, {"answer": "Au, I think"}])
-    first, second, asked, answered = report["runs"]
+                            {"forwardedProps": {"student": "person"}}, {"hint": True}, {"answer": "Au, I think"}])
+    first, second, asked, hinted, answered = report["runs"]
     for played in report["runs"]:
         assert played["error"] is None
     assert types(first) == ["RUN_STARTED", "CUSTOM", "STATE_SNAPSHOT", *STEP * 4, "STATE_SNAPSHOT", "RUN_FINISHED"]
@@ -95,8 +96,17 @@ def test_the_protocol_client_plays_rounds_on_one_thread_and_a_person_round(servi
     (interrupt,) = asked["pendingInterrupts"]
     assert (interrupt["id"], interrupt["reason"]) == ("round-3", "answer_awaited")
     assert interrupt["message"] == "What is the chemical symbol of gold?"
-    assert asked["state"]["awaiting_answer"] == {"round": 3, "question": interrupt["message"]}
+    assert asked["state"]["awaiting_answer"] == {"round": 3, "question": interrupt["message"], "hints": []}
+    # The person asks for a hint: the Tutor speaks and the run ends with a new interrupt for the same question.
+    assert hinted["outcome"] == "interrupt" and types(hinted)[3:8] == STEP
+    (again,) = hinted["pendingInterrupts"]
+    assert (again["id"], again["message"]) == ("round-3-hint-1", interrupt["message"])
+    assert again["metadata"] == {"round": 3, "hints": ["Its symbol comes from the Latin aurum."], "hints_left": 1}
+    assert ("assistant", "Tutor", "Its symbol comes from the Latin aurum.") in [
+        (m["role"], m.get("name"), m["content"]) for m in hinted["messages"]]
     assert answered["outcome"] == "success" and answered["pendingInterrupts"] == []
+    assert answered["result"]["hints"] == ["Its symbol comes from the Latin aurum."]
+    assert answered["result"]["credit"] == 0.5  # right, after a hint
     assert (answered["result"]["answered_by"], answered["result"]["student_answer"]) == ("person", "Au, I think")
     assert ("user", "Student", "Au, I think") in [(m["role"], m.get("name"), m["content"])
                                                   for m in answered["messages"]]

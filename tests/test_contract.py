@@ -35,9 +35,13 @@ def code(cell: str) -> list[str]:
 
 EVENTS = {(code(r[0])[0], re.findall(r"`gen_ai.evaluation.name`=`(\w+)`", r[3])[0]): r for r in table("events")}
 NODES = [step.node_name for step in agents.steps()]  # the graph's nodes: the agent table's steps
+ON_REQUEST = {f"execute_task {step.node_name}" for step in agents.steps() if step.when is not None}  # the Tutor's
 SPANS = {name.replace("{gen_ai.request.model}", "gpt-5.2-chat"): r for r in table("spans")
          for name in ([code(r[0])[0].replace("{node}", n) for n in NODES] if "{node}" in r[0] else [code(r[0])[0]])}
 METRICS = {code(r[0])[0]: r for r in table("metrics")}
+# Spans only a person's rounds have (their rows say so first), and those of a round the Student agent answers.
+PERSON_ONLY = {name for name, r in SPANS.items() if r[4].startswith(("(a person's round only", "(a hint request only"))}
+MODEL_ROUND = set(SPANS) - PERSON_ONLY - ON_REQUEST
 ALSO = set(code(DOC.split("Also emitted by the instrumentations", 1)[1].split("\n\n", 1)[0]))
 DROPPED = {"http.server.duration", "http.server.request.size", "http.server.response.size"}
 
@@ -46,6 +50,11 @@ DROPPED = {"http.server.duration", "http.server.request.size", "http.server.resp
 def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI) -> OTLPReceiver:
     good = client.post("/ask", json={"subject": "math"}).json()
     learner = client.post("/ask", json={"subject": "math", "learner_id": "ana", "difficulty": "adaptive"}).json()
+    person = client.post("/ask", json={"subject": "math", "student": "person", "learner_id": "bo"}).json()
+    fake_llm.script("Hint", hint="Count on your fingers.")
+    hinted = client.post("/ask", json={"session_id": person["session_id"], "hint": True}).json()
+    answered = client.post("/ask", json={"session_id": person["session_id"], "answer": "I do not know"}).json()
+    assert (hinted["hints_left"], answered["status"]) == (1, "graded")
     fake_llm.fail_next(Fault("status", 500), times=2)  # the Teacher's first call, and its one retry
     failed = client.post("/ask", json={"subject": "math"})
     assert failed.status_code == 502
@@ -56,14 +65,26 @@ def played(client: TestClient, telemetry_env: OTLPReceiver, fake_llm: FakeOpenAI
     telemetry_env.wait_for(lambda: set(METRICS) <= telemetry_env.metric_names())
     telemetry_env.good_trace = good["trace_id"]  # type: ignore[attr-defined]
     telemetry_env.learner_trace = learner["trace_id"]  # type: ignore[attr-defined]
+    telemetry_env.hint_trace = hinted["trace_id"]  # type: ignore[attr-defined]
     telemetry_env.failed_trace = failed.json()["trace_id"]  # type: ignore[attr-defined]
     return telemetry_env
 
 
-def test_every_documented_span_is_emitted_with_its_kind_and_parent(played: OTLPReceiver) -> None:
-    spans = played.trace(played.good_trace)  # type: ignore[attr-defined]
+@pytest.mark.parametrize("kind", ["model round", "hint request"])
+def test_every_documented_span_is_emitted_with_its_kind_and_parent(played: OTLPReceiver, kind: str) -> None:
+    """A round the Student agent answers has every span documented but a person's; a hint request has those a
+    person's round adds, the Tutor's node, and no other step's but the answer's, where the round pauses again."""
+    if kind == "model round":
+        spans = played.trace(played.good_trace)  # type: ignore[attr-defined]
+        assert {s.name for s in spans} == MODEL_ROUND
+    else:
+        spans = played.wait_for(lambda: (found := played.trace(played.hint_trace))  # type: ignore[attr-defined]
+                                and "POST /ask" in {s.name for s in found} and found)
+        names = {s.name for s in spans}
+        assert names <= set(SPANS) and PERSON_ONLY | ON_REQUEST <= names, names ^ set(SPANS)
+        assert {n for n in names if n.startswith("execute_task ")} == {
+            "execute_task student_answer", "execute_task hint_wanted", "execute_task hint_loop", *ON_REQUEST}
     by_id = {s.span_id: s for s in spans}
-    assert {s.name for s in spans} == set(SPANS)
     for span in spans:
         _, kind, parent, _, _ = SPANS[span.name]
         assert span.kind == kind, span.name
@@ -77,14 +98,14 @@ def test_every_documented_span_is_emitted_with_its_kind_and_parent(played: OTLPR
 
 def documented_attributes(span_name: str) -> tuple[set[str], dict[str, set[str]], set[str], dict[str, set[str]]]:
     """(always there, only on a step: {step: attributes}, only on failure, only on some rounds: {"bank item" |
-    "learner's round": attributes}) from the span's row."""
+    "learner's round" | "hint": attributes}) from the span's row."""
     always, by_step, on_failure, only = set(), {}, set(), {}
     for part in SPANS[span_name][4].split(";"):
         names = {a.split("=")[0] for a in code(part) if "." in a}
         assert not {n for n in names if n.endswith("*")}, f"{span_name}: name every attribute"
         if part.strip().startswith("on failure"):
             on_failure |= names
-        elif (kind := re.match(r"\s*for an? (bank item|learner's round)", part)) is not None:
+        elif (kind := re.match(r"\s*for an? (bank item|learner's round|hint)", part)) is not None:
             only[kind.group(1)] = names  # tested on such rounds (test_a_bank_round…, test_a_learners_round…)
         elif (step := re.search(r" on `(\w+)`", part)) is not None:
             by_step[step.group(1)] = names
@@ -95,7 +116,12 @@ def documented_attributes(span_name: str) -> tuple[set[str], dict[str, set[str]]
 
 def test_documented_span_attributes_are_present(played: OTLPReceiver) -> None:
     """Every documented attribute is on every successful span it is documented for, nothing exempted; a round
-    the Teacher asked has none of a bank item's."""
+    the Teacher asked has none of a bank item's, a hint's or a learner's; a hint request has a hint's."""
+    hinted = played.trace(played.hint_trace)  # type: ignore[attr-defined]
+    tutor = next(s for s in hinted if s.name == "invoke_agent tutor")
+    assert not documented_attributes(tutor.name)[0] - set(tutor.attributes)
+    workflow = next(s for s in hinted if s.name == "invoke_workflow quiz")
+    assert documented_attributes(workflow.name)[3]["hint"] <= set(workflow.attributes)
     for span in played.trace(played.good_trace):  # type: ignore[attr-defined]
         always, by_step, on_failure, only = documented_attributes(span.name)
         expected = always | by_step.get(span.attributes.get("quiz.step", ""), set())
@@ -143,7 +169,7 @@ def test_a_learners_round_says_its_kind_and_how_its_difficulty_was_chosen_never_
     assert not any("ana" in str(v) for s in spans.values() for v in s.attributes.values())
     (point,) = [p for p in played.metric_points() if p.name == "quiz.learner.rounds"][-1:]
     assert set(point.attributes) == {"quiz.prediction.bin", "quiz.verdict", "quiz.answered_by", "quiz.round.kind",
-                                     "quiz.difficulty.chosen_by"}
+                                     "quiz.difficulty.chosen_by", "quiz.hints.used"}
     assert point.attributes["quiz.prediction.bin"] in {f"0.{d}" for d in range(10)}
 
 

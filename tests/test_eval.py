@@ -328,7 +328,7 @@ def test_two_prompt_versions_are_compared_on_the_same_items(fake_llm: FakeOpenAI
     assert {c["id"] for c in strict["changed"]} == V2_ALSO_RIGHT | V2_NOW_WRONG
     for version, right_count in (("1", 6), ("2", 9)):
         one = json.loads((tmp_path / f"student-prompt-{version}" / "report.json").read_text())
-        assert one["run"]["prompts"] == {"teacher": "2", "reviewer": "1", "student": version}
+        assert one["run"]["prompts"] == {"teacher": "2", "reviewer": "1", "student": version, "tutor": "1"}
         assert one["accuracy"]["strict"]["correct"] == right_count
     assert "| strict | 60.0% (6/10" in (tmp_path / "compare.md").read_text()
     # The agent spans say which prompt produced them.

@@ -400,3 +400,36 @@ def test_a_named_learner_plays_at_an_adaptive_difficulty_and_the_page_says_why(p
     expect(card.locator(".learning")).to_contain_text("Adaptive difficulty: easy")
     # The Student agent answered: a learner is a person, so the learner has nothing recorded.
     assert httpx.get(services() + "/learners/ana").status_code == 404
+
+
+def test_a_person_asks_the_tutor_for_a_hint_and_the_page_shows_it_as_text(page: Page, services,
+                                                                           fake_llm: FakeOpenAI) -> None:
+    hostile = '<img src=x onerror="window.__pwned = 1">'
+    fake_llm.script("Question", question="Which gas do plants take in?", reference_answer="carbon dioxide")
+    fake_llm.script("Hint", hint=f"Think of what you breathe out {hostile}")
+    fake_llm.script("Grade", verdict="correct", feedback="Yes.")
+    open_page(page, services())
+    page.get_by_label("I'll answer").check()
+    page.get_by_role("button", name="Play a round").click()
+    expect(page.locator("#answer")).to_be_focused(timeout=15_000)
+    expect(page.locator("#hints-left")).to_have_text("2 hint(s) left")
+    page.get_by_label("Your answer").fill("oxy")  # typed, then the person asks for help
+    page.get_by_role("button", name="Hint").click()
+    card = page.locator("#rounds .round").first
+    hint = card.locator('.step[data-step="hint"]')
+    expect(hint.locator(".step-text")).to_have_text(f"Think of what you breathe out {hostile}", timeout=15_000)
+    expect(hint.locator(".who")).to_have_text("Tutor")
+    expect(page.locator("#hints-left")).to_have_text("1 hint(s) left")
+    expect(page.get_by_label("Your answer")).to_have_value("oxy")  # what was typed is kept
+    assert page.evaluate("window.__pwned") is None and card.locator("img").count() == 0
+    assert "carbon dioxide" not in page.evaluate(EVERYTHING_IN_THE_DOM)
+
+    page.reload()  # the hint comes back with the question that waits
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(card.locator('.step[data-step="hint"] .step-text')).to_have_text(
+        f"Think of what you breathe out {hostile}")
+    expect(page.locator("#hints-left")).to_have_text("1 hint(s) left")
+    page.get_by_label("Your answer").fill("carbon dioxide")
+    page.get_by_role("button", name="Submit answer").click()
+    expect(card.locator(".verdict")).to_have_text("✓ Correct", timeout=15_000)
+    expect(card.locator(".hinted")).to_have_text("Answered after 1 hint(s): 50% credit.")

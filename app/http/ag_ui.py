@@ -25,6 +25,11 @@ One run is one quiz round, built from the protocol's own models and encoder (``a
   ``RUN_FINISHED`` ``outcome: {type: "interrupt"}`` (one ``Interrupt``, id ``round-<n>``, its
   ``responseSchema`` an object with ``answer``); the next run carries ``resume: [{interruptId,
   status: "resolved", payload: {answer}}]``, the same paused-round checkpoint as ``/ask``'s ``answer``.
+  While hints are left (``metadata.hints_left``), the payload may be ``{hint: true}`` instead (the schema says
+  so): the Tutor's step runs (STEP_STARTED/FINISHED ``tutor.hint``, its hint a message by "Tutor") and the run
+  ends with a new interrupt for the same question (id ``round-<n>-hint-<k>``, ``metadata.hints``). This is
+  ``/ask``'s ``hint: true``; a hint is the person's request, so it is a resume payload, not a tool the agent
+  calls.
   A question cannot be skipped: ``status: "cancelled"`` is refused while it waits (``answer-awaited``).
 - Invalid input is an HTTP 4xx problem before any event (401, 413, 422 naming the field by its wire name,
   e.g. ``body.forwardedProps.difficulty``: ``QuizRunInput`` is the protocol's input made exact). Once the
@@ -74,7 +79,7 @@ from ag_ui.core import (
 from ag_ui.encoder import EventEncoder
 from fastapi import APIRouter, Request, Response
 from fastapi.sse import EventSourceResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from app.auth import Principal
 from app.errors import AnswerAwaited, NoAnswerAwaited, QuizError, RoundCancelled
@@ -95,7 +100,7 @@ from app.http.schemas import (
     ended,
 )
 from app.messages import parse_message
-from app.rounds import GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
+from app.rounds import AskHint, GiveAnswer, PlayRound, PreparedRound, RoundPlayed, RoundService
 from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of, to_play
 from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
@@ -111,10 +116,13 @@ VERDICT_WORDS: dict[str, dict[Verdict, str]] = {
     "en": {"correct": "Correct.", "partially_correct": "Partially correct.", "incorrect": "Incorrect."},
     "ko": {"correct": "정답입니다.", "partially_correct": "부분 정답입니다.", "incorrect": "오답입니다."},
 }
-# What the answer to an interrupt looks like (Interrupt.responseSchema): the same limits as /ask's answer.
+# What the answer to an interrupt looks like (Interrupt.responseSchema): the same limits as /ask's answer; while
+# hints are left, a request for one ({"hint": true}) too.
 ANSWER_SCHEMA: dict[str, Any] = AnswerRequest.model_json_schema()["properties"]["answer"]
 RESPONSE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"answer": ANSWER_SCHEMA},
                                    "required": ["answer"], "additionalProperties": False}
+HINT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"hint": {"const": True}}, "required": ["hint"],
+                               "additionalProperties": False}
 
 router = APIRouter()
 
@@ -150,11 +158,26 @@ class AnswerPayload(BaseModel):
     answer: Answer = Field(description="The answer, ≤ 1000 characters.")
 
 
+class HintPayload(BaseModel):
+    """A resume ``payload`` that asks the Tutor for a hint instead of answering (the round waits again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hint: Literal[True]
+
+
+def _payload_kind(payload: Any) -> str:
+    """The payload's tag: as received (a dict), or as the model it became (serialising the run's input)."""
+    hint = isinstance(payload, HintPayload) or (isinstance(payload, dict) and "hint" in payload)
+    return "HintPayload" if hint else "AnswerPayload"
+
+
 class ResolvedEntry(ResumeEntry):
-    """A resume entry that answers the question."""
+    """A resume entry that answers the question, or asks for a hint to it (told apart by ``hint``)."""
 
     status: Literal["resolved"]
-    payload: AnswerPayload
+    payload: Annotated[Annotated[AnswerPayload, Tag("AnswerPayload")] | Annotated[HintPayload, Tag("HintPayload")],
+                       Discriminator(_payload_kind)]
 
 
 class CancelledEntry(ResumeEntry):
@@ -206,9 +229,10 @@ class QuizAgentState(SessionView):
         return self.model_dump(exclude={"rounds"})
 
 
-def interrupt_id(round_no: int) -> str:
-    """The id of the interrupt that waits for the answer to round ``round_no`` (unique within a thread)."""
-    return f"round-{round_no}"
+def interrupt_id(round_no: int, hints: int = 0) -> str:
+    """The id of the interrupt that waits for the answer to round ``round_no`` after ``hints`` hints (unique within
+    a thread: each hint ends its run with a new interrupt)."""
+    return f"round-{round_no}" if not hints else f"round-{round_no}-hint-{hints}"
 
 
 def last_user_text(messages: Sequence[Message]) -> str | None:
@@ -227,12 +251,14 @@ def has_history(messages: Sequence[Message]) -> bool:
     return any(message.role == "assistant" for message in messages)
 
 
-def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer, str | None]:
+def to_request(run: QuizRunInput) -> tuple[PlayRound | GiveAnswer | AskHint, str | None]:
     """The round-service request a run amounts to and the id of the interrupt it answers (``None``: a new
     round). Settings: ``forwardedProps`` > the last message (if the user's) > ``state`` > the session. An
     unknown thread becomes a session only when the conversation has no history (``has_history``)."""
     for entry in run.resume or []:
         if isinstance(entry, ResolvedEntry):
+            if isinstance(entry.payload, HintPayload):
+                return AskHint(session_id=run.thread_id), entry.interrupt_id
             return GiveAnswer(session_id=run.thread_id, answer=entry.payload.answer), entry.interrupt_id
     settings = run.state.settings() if run.state else {}
     said = last_user_text(run.messages)
@@ -336,7 +362,7 @@ def _encode(encoder: EventEncoder, event: BaseEvent) -> bytes:
     return encoder.encode(event).encode()
 
 
-async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering: str | None,
+async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer | AskHint, answering: str | None,
                    holding: Holding, principal: Principal, run_id: str) -> PreparedRound:
     """``RoundService.prepare`` (a thread the service has not seen becomes a session), its 409s told in this
     protocol's words, and a resume checked against the interrupt that waits."""
@@ -352,9 +378,9 @@ async def _prepare(rounds: RoundService, ask: PlayRound | GiveAnswer, answering:
         raise NoAnswerAwaited(f"No question of this thread waits for an answer, so interrupt {answering!r} "
                               "cannot be resumed (graded already?): run without `resume`.") from None
     awaited = prepared.awaited
-    if answering is not None and awaited is not None and answering != interrupt_id(awaited.round):
-        raise NoAnswerAwaited(f"The thread has no interrupt {answering!r} waiting: it waits for "
-                              f"{interrupt_id(awaited.round)!r}.")
+    if answering is not None and awaited is not None \
+            and answering != (waiting := interrupt_id(awaited.round, len(awaited.hints))):
+        raise NoAnswerAwaited(f"The thread has no interrupt {answering!r} waiting: it waits for {waiting!r}.")
     return prepared
 
 
@@ -369,7 +395,7 @@ def _translate(item: RoundEvent | RoundPlayed, run: QuizRunInput, rounds: RoundS
         said = _said(item, prepared.inputs["language"])
         # A person's answer is no agent step: it is said, not started or finished.
         return said if item.by == "person" else [*said, StepFinishedEvent(step_name=name)]
-    result = ended(item)
+    result = ended(item, rounds.settings.hints_allowed)
     after = QuizAgentState.at(prepared.session_id, item.session, result.round)
     if isinstance(result, PendingRound):
         return [StateSnapshotEvent(snapshot=after.snapshot()),
@@ -377,8 +403,11 @@ def _translate(item: RoundEvent | RoundPlayed, run: QuizRunInput, rounds: RoundS
                     thread_id=run.thread_id, run_id=run.run_id, result=result.model_dump(),
                     usage=[_usage(rounds, result.usage.input_tokens, result.usage.output_tokens)],
                     outcome=RunFinishedInterruptOutcome(interrupts=[Interrupt(
-                        id=interrupt_id(result.round), reason=INTERRUPT_REASON, message=result.question,
-                        response_schema=RESPONSE_SCHEMA, metadata={"round": result.round},
+                        id=interrupt_id(result.round, len(result.hints)), reason=INTERRUPT_REASON,
+                        message=result.question,
+                        response_schema={"anyOf": [RESPONSE_SCHEMA, HINT_SCHEMA]} if result.hints_left
+                        else RESPONSE_SCHEMA,
+                        metadata={"round": result.round, "hints": result.hints, "hints_left": result.hints_left},
                         expires_at=_expiry(rounds))]))]
     before = prepared.paused.usage if prepared.paused else None  # a resumed run reports its own calls only
     return [StateSnapshotEvent(snapshot=after.snapshot()),
@@ -410,7 +439,8 @@ def _state(prepared: PreparedRound) -> QuizAgentState:
     view = view.model_copy(update={
         "subject": inputs["subject"], "difficulty": inputs["difficulty"], "language": inputs["language"],
         "student": inputs.get("student", view.student),
-        "awaiting_answer": AwaitedQuestion(round=waiting.round, question=waiting.question) if waiting else None})
+        "awaiting_answer": AwaitedQuestion(round=waiting.round, question=waiting.question,
+                                          hints=waiting.hints) if waiting else None})
     return QuizAgentState.at(prepared.session_id, view, prepared.round)
 
 

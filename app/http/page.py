@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -46,6 +46,7 @@ class PageConfig(BaseModel):
     app_insights_link_template: str | None
     model: str
     embedded: bool
+    hints_per_round: int = Field(description="Hints a person may ask for in a round (0: hints are off).")
 
 
 class PageFiles(StaticFiles):
@@ -70,7 +71,7 @@ def install_page(app: FastAPI, settings: Settings) -> None:
     async def config(health: HealthDep) -> PageConfig:
         return PageConfig(auth_required=settings.authenticated,
                           app_insights_link_template=settings.app_insights_link_template,
-                          model=health.model, embedded=health.embedded)
+                          model=health.model, embedded=health.embedded, hints_per_round=settings.hints_allowed)
 
     app.include_router(router)
     app.mount("/static", PageFiles(directory=WEB / "static"), name="static")

@@ -166,12 +166,12 @@ class Problems:
 
 
 def field_path(loc: Any) -> list[Any]:
-    """A validation error's location without the tag of a tagged-union body (a model's name, which is no
-    field): ``["body", "AskRequest", "subject"]`` → ``["body", "subject"]``. Other places (``["header",
-    "Idempotency-Key"]``, ``["query", …]``) are kept as they are."""
+    """A validation error's location without the tags of tagged unions in the body (a model's name, which is no
+    field: no field of a body starts with a capital): ``["body", "AskRequest", "subject"]`` → ``["body",
+    "subject"]``. Other places (``["header", "Idempotency-Key"]``, ``["query", …]``) are kept as they are."""
     tagged = len(loc) > 2 and loc[0] == "body"
     return [part for i, part in enumerate(loc)
-            if not (tagged and i == 1 and isinstance(part, str) and part[:1].isupper())]
+            if not (tagged and i >= 1 and isinstance(part, str) and part[:1].isupper())]
 
 
 def route_of(request: Request) -> str | None:

@@ -75,7 +75,9 @@ LastEventId = Annotated[str | None, Header(
                          "When a person plays the Student "
                          "(`student: person`), the first request ends with the question (`status: "
                          f"awaiting_answer`; the stream: `trace`, `question`, `{SSE_AWAITING_ANSWER}`) and a "
-                         "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`).",
+                         "second one with `session_id` and `answer` grades it (`trace`, `answer`, `grade`, `round`). "
+                         "Before answering, `session_id` and `hint: true` asks the Tutor for a hint (`trace`, "
+                         f"`hint`, `{SSE_AWAITING_ANSWER}`: the question again, with its hints).",
           "content": {"text/event-stream": {}}}, **ROUND_ERRORS})
 async def ask(request: Request, body: AskBody, rounds: RoundsDep, runner: RunnerDep, problems: ProblemsDep,
               principal: PrincipalDep, scope: Annotated[AsyncExitStack, Depends(round_scope)],
@@ -124,7 +126,7 @@ async def _frames(rounds: RoundService, problems: Problems, prepared: PreparedRo
         yield Frame(format_sse_event(event="trace", data_str=json.dumps(trace, separators=(",", ":"))))
         async for item in rounds.run(prepared):
             if isinstance(item, RoundPlayed):
-                result = ended(item)
+                result = ended(item, rounds.settings.hints_allowed)
                 name = SSE_AWAITING_ANSWER if isinstance(result, PendingRound) else "round"
                 data = result.model_dump_json()
                 yield Frame(format_sse_event(event=name, data_str=data), Outcome("finished", 200, data.encode()))

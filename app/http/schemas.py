@@ -18,7 +18,7 @@ from pydantic import (
 
 from app.learners import LEARNER_ID_PATTERN
 from app.messages import parse_message
-from app.rounds import GiveAnswer, PlayRound, RoundPlayed
+from app.rounds import AskHint, GiveAnswer, PlayRound, RoundPlayed
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz import learning
 from quiz.learning import Profile
@@ -114,15 +114,37 @@ class AnswerRequest(BaseModel):
         return GiveAnswer(session_id=self.session_id, answer=self.answer)
 
 
+class HintRequest(BaseModel):
+    """A person's request for a hint to the question their session's round awaits (``student: person``): the
+    Tutor gives one that does not give the answer away, at most HINTS_PER_ROUND a round. A right answer after a
+    hint earns half credit and counts as partly right for the learner."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"session_id": "Zq3v9yH0b7wQpL2xT5mN1c", "hint": True}]})
+
+    session_id: SessionId = Field(description="The session whose round awaits the answer.")
+    hint: Literal[True] = Field(description="`true`: ask for a hint.")
+
+    def domain(self) -> AskHint:
+        """The hint request this gives to the round service."""
+        return AskHint(session_id=self.session_id)
+
+
 def _ask_kind(body: Any) -> str:
-    return "AnswerRequest" if isinstance(body, dict) and "answer" in body else "AskRequest"
+    if isinstance(body, dict):
+        if "answer" in body:
+            return "AnswerRequest"
+        if "hint" in body:
+            return "HintRequest"
+    return "AskRequest"
 
 
-# The body of ``POST /ask``: a round to play, or an answer to a paused one (told apart by ``answer``, so a
-# wrong field is reported against the form the client meant). The tags are the models' names: validation
-# errors drop them from their ``loc`` (``app.problems``), which stays ``["body", "<field>"]``.
-AskBody = Annotated[Annotated[AskRequest, Tag("AskRequest")] | Annotated[AnswerRequest, Tag("AnswerRequest")],
-                    Discriminator(_ask_kind)]
+# The body of ``POST /ask``: a round to play, an answer to a paused one, or a request for a hint to it (told
+# apart by ``answer`` and ``hint``, so a wrong field is reported against the form the client meant). The tags are
+# the models' names: validation errors drop them from their ``loc`` (``app.problems``), which stays
+# ``["body", "<field>"]``.
+AskBody = Annotated[Annotated[AskRequest, Tag("AskRequest")] | Annotated[AnswerRequest, Tag("AnswerRequest")]
+                    | Annotated[HintRequest, Tag("HintRequest")], Discriminator(_ask_kind)]
 
 
 class RoundState(BaseModel):
@@ -148,21 +170,25 @@ class Round(FinishedRound):
 
 class PendingRound(PausedRound):
     """A round that awaits the person playing the Student: the Teacher's question, without its reference
-    answer. Finish it with ``POST /ask {"session_id": …, "answer": "…"}``."""
+    answer. Finish it with ``POST /ask {"session_id": …, "answer": "…"}``; ask for a hint first with
+    ``{"session_id": …, "hint": true}``."""
 
     status: Literal["awaiting_answer"] = Field("awaiting_answer", description="The round waits for `answer`.")
     session_id: str
     model: str = Field(description="The model playing the Teacher.")
-    trace_id: str | None = Field(None, description="W3C trace id of this request (the question).")
+    trace_id: str | None = Field(None, description="W3C trace id of this request (the question, or the hint).")
+    hints_left: int = Field(ge=0, description="Hints you may still ask for in this round (HINTS_PER_ROUND).")
 
 
-def ended(played: RoundPlayed) -> Round | PendingRound:
-    """The API's shape of how a round ended: a ``Round`` when graded, a ``PendingRound`` when it awaits an answer."""
+def ended(played: RoundPlayed, hints_allowed: int = 0) -> Round | PendingRound:
+    """The API's shape of how a round ended: a ``Round`` when graded, a ``PendingRound`` when it awaits an answer
+    (with ``hints_allowed`` a round: ``Settings.hints_allowed``)."""
     fields = {"session_id": played.session_id, "model": played.model, "trace_id": played.trace_id}
     if played.finished is not None:
         return Round(**dict(played.finished), **fields)
     assert played.paused is not None
-    return PendingRound(**dict(played.paused), **fields)
+    return PendingRound(**dict(played.paused), **fields,
+                        hints_left=max(hints_allowed - len(played.paused.hints), 0))
 
 
 class Feedback(BaseModel):

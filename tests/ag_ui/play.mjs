@@ -4,8 +4,8 @@
 //
 //   node play.mjs '{"url": "http://127.0.0.1:8000/ag-ui", "runs": [RUN, ...], "headers": {...}}'
 //
-// RUN: {"message": "easy math"} (a user message first), {"forwardedProps": {...}}, or {"answer": "..."}
-// (resume the pending interrupt with {answer}). All runs share one HttpAgent, so one thread.
+// RUN: {"message": "easy math"} (a user message first), {"forwardedProps": {...}}, {"answer": "..."}
+// (resume the pending interrupt with {answer}) or {"hint": true} (resume it with {hint: true}). All runs share one HttpAgent, so one thread.
 // Prints one JSON line: {threadId, runs: [{events, result, outcome, interrupts, error, state, messages}]}.
 import { HttpAgent, randomUUID } from "@ag-ui/client";
 import { EventSchemas } from "@ag-ui/core/schemas";
@@ -23,6 +23,10 @@ for (const run of config.runs) {
   if (run.answer !== undefined) {
     parameters.resume = agent.pendingInterrupts.map((interrupt) => (
       { interruptId: interrupt.id, status: "resolved", payload: { answer: run.answer } }));
+  }
+  if (run.hint) {
+    parameters.resume = agent.pendingInterrupts.map((interrupt) => (
+      { interruptId: interrupt.id, status: "resolved", payload: { hint: true } }));
   }
   if (run.cancel) {
     parameters.resume = agent.pendingInterrupts.map((interrupt) => ({ interruptId: interrupt.id, status: "cancelled" }));

@@ -30,8 +30,9 @@ def spans_per_round(steps: list[Step] | None = None) -> int:
     """The spans of one played round of ``steps`` (default: the agent table's): ``POST /ask``, ``invoke_workflow
     quiz``, the LangChain instrumentation's graph span and its workflow span; per step its ``execute_task``
     node span, its ``invoke_agent`` span and the ``chat`` span of its LLM call; an ``execute_task`` span for
-    each loop's edge. A question the Reviewer sends back adds the asking and reviewing steps' spans again."""
-    chosen = agent_steps() if steps is None else steps
+    each loop's edge. A question the Reviewer sends back adds the asking and reviewing steps' spans again. A step
+    played on request (``Step.when``: the Tutor's hint) plays in a request of its own, so none of its spans."""
+    chosen = [step for step in (agent_steps() if steps is None else steps) if step.when is None]
     names = {step.name for step in chosen}
     return 4 + 3 * len(chosen) + sum(step.loop is not None and step.loop.to in names for step in chosen)
 

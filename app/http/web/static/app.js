@@ -38,6 +38,8 @@ const TEXT = {
     stop: "Stop", stopping: "Stopping the round…", stopped: "Round stopped: the session is as it was before it.",
     reconnecting: "Connection lost — reconnecting…", lost: "The connection to the round was lost",
     lost_detail: "It may have finished: reload the page to see the session, or play again.",
+    hint: "Hint", hints_left: "{n} hint(s) left", no_hints_left: "No hints left", tutor: "Tutor",
+    hinting: "The Tutor is finding a hint…", hinted_note: "Answered after {n} hint(s): {credit}% credit.",
   },
   ko: {
     skip: "게임으로 건너뛰기", title: "선생님–학생 퀴즈", settings: "라운드 설정", language: "언어",
@@ -71,6 +73,8 @@ const TEXT = {
     stop: "중지", stopping: "라운드를 중지하는 중…", stopped: "라운드가 중지되었습니다: 세션은 그 전과 같습니다.",
     reconnecting: "연결이 끊겼습니다 — 다시 연결하는 중…", lost: "라운드와의 연결이 끊겼습니다",
     lost_detail: "이미 끝났을 수 있습니다: 페이지를 새로 고쳐 세션을 확인하거나 다시 시작하세요.",
+    hint: "힌트", hints_left: "남은 힌트 {n}개", no_hints_left: "남은 힌트 없음", tutor: "튜터",
+    hinting: "튜터가 힌트를 찾는 중…", hinted_note: "힌트 {n}개를 본 뒤의 답: 점수 {credit}%.",
   },
 };
 const SESSION_KEY = "question-app.session";
@@ -83,12 +87,14 @@ const ui = {
   progress: $("#progress"), problem: $("#problem"), problemTitle: $("#problem-title"),
   problemDetail: $("#problem-detail"), problemRetry: $("#problem-retry"), retry: $("#retry"),
   answerForm: $("#answer-form"), answer: $("#answer"), submitAnswer: $("#submit-answer"), rounds: $("#rounds"),
+  hint: $("#hint"), hintsLeft: $("#hints-left"),
   keyDialog: $("#key-dialog"), keyForm: $("#key-form"), apiKey: $("#api-key"), model: $("#model"),
 };
 
 const state = {
   lang: "en", config: null, sessionId: localStorage.getItem(SESSION_KEY), played: 0, kept: [],
   busy: false, retryAt: 0, lastAction: null, card: null, keyWaiters: [], streaming: false,
+  hintsLeft: 0, typed: "",  // the question that waits: hints the person may still ask for, what they typed
 };
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];  // then the round is given up as lost
 const LAST_EVENTS = new Set(["round", "awaiting_answer", "error", "cancelled"]);  // a stream's possible ends
@@ -249,6 +255,12 @@ function relabel(card) {
     learning.hidden = false;
   }
   if (card.dataset.tokens) $(".tokens", card).textContent = t("tokens", { n: card.dataset.tokens });
+  if (card.dataset.hinted) {
+    const hinted = $(".hinted", card);
+    hinted.textContent = t("hinted_note", { n: card.dataset.hinted, credit: card.dataset.credit });
+    hinted.hidden = false;
+  }
+  for (const who of card.querySelectorAll('.step[data-step="hint"] .who')) who.textContent = t("tutor");
 }
 
 function showQuestion(card, round, question) {
@@ -319,6 +331,10 @@ function showFinished(card, round) {
       card.dataset.teacherVerdict = round.teacher_verdict;
     }
   }
+  if (round.hints && round.hints.length) {  // a person asked the Tutor: say what the answer earned
+    card.dataset.hinted = round.hints.length;
+    card.dataset.credit = Math.round((round.credit ?? 0.5) * 100);
+  }
   const usage = round.usage ? round.usage.total_tokens : (round.input_tokens || 0) + (round.output_tokens || 0);
   if (usage) card.dataset.tokens = usage;
   showTrace(card, round.trace_id);
@@ -349,13 +365,23 @@ function remember(sessionId) {
   ui.play.textContent = t(sessionId ? "next" : "play");
 }
 
-function awaitAnswer(card, typed = "") {
+// The question of `card` waits for the person's answer (`typed` so far), with `hintsLeft` hints to ask for.
+function awaitAnswer(card, typed = "", hintsLeft = state.hintsLeft) {
   state.card = card;
+  card.dataset.state = "awaiting";
+  state.hintsLeft = hintsLeft;
   ui.answerForm.hidden = false;
   ui.answer.value = typed;
+  ui.hint.disabled = !hintsLeft;
+  ui.hintsLeft.textContent = hintsLeft ? t("hints_left", { n: hintsLeft }) : t("no_hints_left");
   ui.progress.textContent = t("awaiting");
   ui.play.disabled = true;
   ui.answer.focus();
+}
+
+// The hints a question got, as the Tutor's turns (a restored session's, or a kept round's).
+function showHints(card, hints) {
+  for (const text of hints || []) showStep(card, { step: "hint", speaker: t("tutor"), text });
 }
 
 // --- playing --------------------------------------------------------------------------------------------------
@@ -380,6 +406,7 @@ function setBusy(busy) {
   ui.newSession.disabled = busy;
   ui.stop.disabled = !(busy && state.streaming && state.sessionId);
   ui.submitAnswer.disabled = busy;
+  ui.hint.disabled = busy || !state.hintsLeft;
   ui.rounds.setAttribute("aria-busy", String(busy));
 }
 
@@ -419,7 +446,8 @@ async function stream(body, card) {
   setBusy(false);
   const failed = seen.failed;
   if (failed && !card.dataset.verdict && card.dataset.state !== "awaiting") {
-    if (body.answer === undefined) card.remove();  // a failed round leaves the session as it was
+    if (body.hint) awaitAnswer(card, state.typed);  // no hint: the question waits as it was
+    else if (body.answer === undefined) card.remove();  // a failed round leaves the session as it was
     else awaitAnswer(card, body.answer);  // the question still waits for an answer: keep what was typed
   }
   if (card.dataset.state !== "awaiting") ui.play.focus();
@@ -496,9 +524,9 @@ function handle({ name, payload }, card) {
       showScore();
       break;
     case "awaiting_answer":
-      card.dataset.state = "awaiting";
       showQuestion(card, payload.round, payload.question);
-      awaitAnswer(card);
+      awaitAnswer(card, state.typed || "", payload.hints_left);
+      state.typed = "";
       break;
     case "error":
       showProblem(payload);
@@ -538,6 +566,20 @@ function submitAnswer() {
   stream({ session_id: state.sessionId, answer }, card);
 }
 
+// A hint for the question that waits: the Tutor's turn joins the card, and the question waits again with
+// what was typed so far.
+function askHint() {
+  if (state.busy || !state.card || !state.hintsLeft) return;
+  const card = state.card;
+  card.dataset.state = "hinting";
+  state.typed = ui.answer.value;
+  ui.answerForm.hidden = true;
+  state.lastAction = askHint;
+  ui.progress.textContent = t("hinting");
+  stream({ session_id: state.sessionId, hint: true }, card);
+}
+
+ui.hint.addEventListener("click", askHint);
 ui.setup.addEventListener("submit", (event) => { event.preventDefault(); play(); });
 ui.answerForm.addEventListener("submit", (event) => { event.preventDefault(); submitAnswer(); });
 ui.newSession.addEventListener("click", () => {
@@ -630,13 +672,15 @@ async function restore() {
     const card = newCard();
     card.dataset.state = "graded";
     showQuestion(card, round.round, round.question);
+    showHints(card, round.hints);
     showFinished(card, round);
   }
   if (session.awaiting_answer) {
     const card = newCard();
-    card.dataset.state = "awaiting";
-    showQuestion(card, session.awaiting_answer.round, session.awaiting_answer.question);
-    awaitAnswer(card);
+    const { round, question, hints } = session.awaiting_answer;
+    showQuestion(card, round, question);
+    showHints(card, hints);
+    awaitAnswer(card, "", Math.max((state.config.hints_per_round ?? 0) - hints.length, 0));
   }
   ui.progress.textContent = t("restored", { n: session.rounds.length });
   showScore();
@@ -647,7 +691,8 @@ async function start() {
   try {
     state.config = await (await fetch("/ui/config", { headers: { Accept: "application/json" } })).json();
   } catch {
-    state.config = { auth_required: false, app_insights_link_template: null, model: "", embedded: false };
+    state.config = { auth_required: false, app_insights_link_template: null, model: "", embedded: false,
+      hints_per_round: 0 };
   }
   showModel();
   if (state.config.auth_required && !sessionStorage.getItem(API_KEY)) await askForKey();
