@@ -6,6 +6,7 @@
 | ``AuthUnavailable`` | 503 + ``Retry-After`` | ``identity_provider`` | Entra ID's signing keys cannot be fetched |
 | ``RateLimited`` | 429 + ``Retry-After`` | ``limited`` | the principal's rounds/minute, tokens/day or fair share |
 | ``WeakThreadId`` | 422 | ``validation`` | a new AG-UI thread's id is not a random UUID |
+| ``AnswerNotAnOption`` | 422 | ``validation`` | a person's answer to a multiple-choice question names no option |
 | ``SessionNotFound`` | 404 | ``session_not_found`` | ``session_id`` is unknown or expired |
 | ``RoundInProgress`` | 409 + ``Retry-After`` | ``round_in_progress`` | a round of this session is still playing |
 | ``AnswerAwaited`` | 409 | ``answer_awaited`` | a new round was asked while the session's round awaits an answer |
@@ -85,6 +86,13 @@ class WeakThreadId(QuizError):
     """422: a new AG-UI thread's id is not a random (version 4) UUID, so it could be guessed or planted."""
 
     status, slug, title, error_type = 422, "thread-id-not-random", "The thread id is not random", "validation"
+
+
+class AnswerNotAnOption(QuizError):
+    """422: a person's answer to a multiple-choice question names none of its options (by letter or words);
+    the question still waits for an answer."""
+
+    status, slug, title, error_type = 422, "answer-not-an-option", "The answer names no option", "validation"
 
 
 class LearnerRequired(QuizError):

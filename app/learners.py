@@ -81,6 +81,7 @@ class Graded:
     answered_by: Student
     item: StoredItem | None
     hints: int = 0  # hints the person had before answering: a right answer after one counts as partly right
+    options: tuple[str, ...] = ()  # a multiple-choice question's options
 
     @property
     def outcome(self) -> Verdict:
@@ -193,6 +194,8 @@ class LearnerBook:
         asked = Review(card={}, question=graded.question, reference_answer=graded.reference_answer,
                        item=cast(dict[str, Any], graded.item) if graded.item else None, subject=topic(graded.subject),
                        difficulty=graded.difficulty, language=graded.language)
+        if graded.options:
+            asked["options"] = list(graded.options)
         profile = Profile(subjects={**profile["subjects"], subject: skill},
                           reviews=learning.schedule(profile["reviews"], key, graded.outcome, self.clock(), asked,
                                                     self.scheduler),
@@ -203,9 +206,11 @@ class LearnerBook:
 
 def review_question(review: Review) -> StoredQuestion:
     """A review as the round's preset question: the question, reference and difficulty kept, the bank item if it
-    was one."""
+    was one, its options if it was multiple choice."""
     question = StoredQuestion(question=review["question"], reference_answer=review["reference_answer"],
                               difficulty=review["difficulty"])
     if review["item"] is not None:
         question["item"] = cast(StoredItem, review["item"])
+    if options := review.get("options"):
+        question["options"] = options
     return question

@@ -134,6 +134,7 @@ class Quiz:
             C.ATTR_DIFFICULTY: inputs["difficulty"],
             C.ATTR_LANGUAGE: inputs["language"],
             C.ATTR_ANSWERED_BY: inputs.get("student", ANSWERED_BY_MODEL),
+            C.ATTR_QUESTION_FORMAT: "choice" if inputs.get("format") == "choice" else "open",
             **(attributes or {}),
         }
         preset = inputs.get("preset")

@@ -23,6 +23,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as Ge
 from app.auth import ANONYMOUS, Principal
 from app.errors import (
     AnswerAwaited,
+    AnswerNotAnOption,
     LearnerNotFound,
     LearnerRequired,
     NoAnswerAwaited,
@@ -60,8 +61,18 @@ from graphs.nodes import round_to_play
 from graphs.state import InputState, QuizState, StoredChoice, StoredItem, StoredQuestion, asked_at
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz.bank import Bank
+from quiz.choice import LETTERS, choice_of
 from quiz.learning import Profile
-from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Difficulty, Language, Rating, Student, subject_of
+from quiz.vocabulary import (
+    ANSWERED_BY_MODEL,
+    ANSWERED_BY_PERSON,
+    Difficulty,
+    Language,
+    QuestionFormat,
+    Rating,
+    Student,
+    subject_of,
+)
 from telemetry import contract as C
 from telemetry.spans import current_trace_id
 
@@ -88,6 +99,7 @@ class PlayRound:
     adopt: bool = False  # with ``create``: the id is this service's own (a retry of a lost first round)
     learner_id: str | None = None  # the client's learner who plays (app.learners); None: the session's, if any
     adaptive: bool = False  # ``difficulty: adaptive``: chosen per round for the learner
+    format: QuestionFormat | None = None  # open or choice (quiz.choice); None: the session's, else open
 
 
 @dataclass(frozen=True)
@@ -162,8 +174,11 @@ class RoundPlayed:
 
 def settings_of(values: QuizState, student: Student) -> InputState:
     """The settings a session's ``values`` were played with, as a round's graph input, ``student`` playing."""
-    return InputState(subject=values["subject"], difficulty=values["difficulty"], language=values["language"],
-                      student=student)
+    inputs = InputState(subject=values["subject"], difficulty=values["difficulty"], language=values["language"],
+                        student=student)
+    if (question_format := values.get("format")) is not None:
+        inputs["format"] = question_format
+    return inputs
 
 
 def graded(state: QuizState, finished: FinishedRound) -> Graded:
@@ -172,7 +187,7 @@ def graded(state: QuizState, finished: FinishedRound) -> Graded:
     return Graded(subject=finished.subject, difficulty=finished.difficulty, language=finished.language,
                   question=finished.question, reference_answer=finished.reference_answer, verdict=finished.verdict,
                   answered_by=finished.answered_by, item=state.get("question", {}).get("item"),
-                  hints=len(finished.hints))
+                  hints=len(finished.hints), options=tuple(finished.options))
 
 
 def new_session_id() -> str:
@@ -340,6 +355,8 @@ class RoundService:
             difficulty=request.difficulty or intent.difficulty or known.get("difficulty") or DEFAULT_DIFFICULTY,
             language=language, reset=intent.reset,
             student=request.student or known.get("student") or ANSWERED_BY_MODEL)
+        if (question_format := request.format or known.get("format")) is not None:  # open unless said
+            inputs["format"] = question_format
         question = await self._learner_round(request, inputs, known, principal)
         if question is None:
             question = self._bank_question(inputs, previous)
@@ -383,19 +400,24 @@ class RoundService:
     def _bank_question(self, inputs: InputState, previous: QuizState | None) -> StoredQuestion | None:
         """The question bank's item the round asks, when ``QUESTION_SOURCE`` says this round is the bank's (every
         round for ``bank``, ``QUESTION_BANK_SHARE`` of them for ``mixed``) and the bank has one for its subject,
-        difficulty and language — not one the session was asked yet while any is left (``quiz.bank.Bank.pick``);
+        difficulty and language (with options, for a multiple-choice round) — not one the session was asked yet
+        while any is left (``quiz.bank.Bank.pick``);
         else ``None``: the Teacher writes the question (and a preset an earlier round left is cleared)."""
         if self.bank is None or (self.settings.questions_from == "mixed"
                                  and self._rng.random() >= self.settings.question_bank_share):
             return None
         asked = [] if previous is None or inputs.get("reset") else previous.get("history", [])
+        choice = inputs.get("format") == "choice"
         item = self.bank.pick(subject_of(inputs["subject"]), inputs["difficulty"], inputs["language"], asked,
-                              self._rng)
+                              self._rng, choice=choice)
         if item is None:
             return None
-        return StoredQuestion(question=item.question, reference_answer=item.reference,
-                              item=StoredItem(id=item.id, match=item.match, accept=list(item.accept),
-                                              tolerance=item.tolerance))
+        question = StoredQuestion(question=item.question, reference_answer=item.reference,
+                                  item=StoredItem(id=item.id, match=item.match, accept=list(item.accept),
+                                                  tolerance=item.tolerance))
+        if choice and item.options:
+            question["options"] = list(item.options)
+        return question
 
     def _saved(self, session_id: str, snapshot: StateSnapshot, run: str) -> RoundPlayed | None:
         """Round ``run`` as the session's checkpoint ``snapshot`` keeps it, when that round wrote it and ended
@@ -441,6 +463,10 @@ class RoundService:
             played = snapshot.values.get("round", 0)
             raise NoAnswerAwaited(f"No round of session {session_id!r} awaits an answer (rounds graded: {played}); "
                                   "an answer is graded once. Omit `answer` to play the next round.")
+        if awaited.options and choice_of(answer, awaited.options) is None:
+            letters = ", ".join(LETTERS[:len(awaited.options)])
+            raise AnswerNotAnOption(f"Round {awaited.round} is multiple choice: answer with one option's letter "
+                                    f"({letters}) or its words. The question still waits for your answer.")
         return self._resumed(session_id, snapshot, resume, awaited)
 
     @staticmethod
@@ -644,7 +670,8 @@ class RoundService:
         telemetry = self.quiz.telemetry
         telemetry.instruments.rounds.add(1, {C.ATTR_SUBJECT: subject, C.ATTR_DIFFICULTY: result.difficulty,
                                              C.ATTR_VERDICT: result.verdict, C.ATTR_ANSWERED_BY: result.answered_by,
-                                             C.ATTR_QUESTION_SOURCE: result.source})
+                                             C.ATTR_QUESTION_SOURCE: result.source,
+                                             C.ATTR_QUESTION_FORMAT: result.format})
         # The Teacher's grade judges the Student's answer: attached to its step's span (a person's answer came
         # with this request: to this round's span).
         trace_id, span_id = result.judged or (None, None)

@@ -57,10 +57,11 @@ class StepStarted(RoundEvent):
 
 
 class QuestionAsked(RoundEvent):
-    """The Teacher asked ``question``."""
+    """The Teacher asked ``question`` (a multiple-choice one with its ``options``, lettered A, B … in ``text``)."""
 
     kind: str = "question"
     question: str
+    options: list[str] = []
 
 
 class QuestionReviewed(RoundEvent):
@@ -111,5 +112,6 @@ class AnswerAwaited(BaseModel):
     round: int
     question: str
     hints: list[str] = []
+    options: list[str] = []  # a multiple-choice question's: the answer names one (quiz.choice)
     asked_trace_id: str | None = None
     asked_span_id: str | None = None

@@ -128,7 +128,8 @@ def awaited_answer(snapshot: StateSnapshot) -> AnswerAwaited | None:
     answered = values.get("steps", {}).get("answer")
     if values.get("hint_wanted") or (answered is not None and answered["round"] == round_no):
         return AnswerAwaited(round=round_no, question=values["question"]["question"],
-                             hints=round_hints(values, round_no))  # type: ignore[arg-type]
+                             hints=round_hints(values, round_no),  # type: ignore[arg-type]
+                             options=values["question"].get("options", []))
     return None
 
 

@@ -7,6 +7,7 @@ its state update: what it contributes (the table's ``writes``) and its record (`
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,13 +31,17 @@ from graphs.state import (
     StoredRound,
     StoredStep,
     StudentAnswer,
+    TokenUsage,
     asked_at,
     records_of,
     round_hints,
 )
 from graphs.tracing import agent_step
 from quiz.checks import NUMBER, ambiguous, check, contains, numbers
-from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES
+from quiz.choice import ANSWER_WITH_A_LETTER, LETTERS, as_text, choice_of, right_option
+from quiz.choice import feedback as choice_feedback
+from quiz.choice import problem as choice_problem
+from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, LANGUAGE_NAMES, Language
 from telemetry import contract as C
 from telemetry.cost import total
 from telemetry.spans import span_ids
@@ -66,22 +71,39 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
     ctx = runtime.context
     round_no = round_to_play(state)
     if (preset := state.get("preset")) is not None:  # an evaluation item: the set's question, not the Teacher's
-        runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, preset["question"],
-                                        question=preset["question"]))
+        options = preset.get("options", [])
+        runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, as_text(preset["question"], options),
+                                        question=preset["question"], options=options))
         return {"question": dict(preset), "steps": ctx.record("ask", round_no, state, NO_TOKENS)}
+    choice = state.get("format") == "choice"
     with agent_step(runtime, "ask", round_no):
         earlier = [] if state.get("reset") else state.get("history", [])
-        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).ask.format(
+        prompt = ctx.prompt("teacher", TeacherPrompt)
+        messages = teacher_messages(ctx, state, prompt.ask.format(
             difficulty=state["difficulty"], subject=state["subject"],
             history="\n".join(f"- {q}" for q in earlier) or "(none)"))
+        if choice:
+            messages.append(HumanMessage(prompt.choice))
         if sent_back(state):  # the Reviewer rejected this round's first question: say why, ask again
             review = state["review"]
             messages.append(HumanMessage(ctx.prompt("reviewer", ReviewerPrompt).feedback.format(
-                question=state["question"]["question"], reason=review["reason"])))
-        # A question that contains its own answer is unusable: asked again, never shown to the Student.
-        question, usage = await ctx.call("ask", Question, messages, acceptable=lambda q: not answer_leaks(q))
-    runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, question.question, question=question.question))
-    return {"question": question.model_dump(), "steps": ctx.record("ask", round_no, state, usage)}
+                question=question_text(state["question"]), reason=review["reason"])))
+        # A question that contains its own answer is unusable: asked again, never shown to the Student. So is a
+        # multiple-choice question without options that hold its answer once.
+        question, usage = await ctx.call("ask", Question, messages, acceptable=lambda q: not answer_leaks(q) and (
+            not choice or choice_problem(q.options, q.reference_answer) is None))
+    options = question.options if choice else []
+    runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, as_text(question.question, options),
+                                    question=question.question, options=options))
+    asked = StoredQuestion(question=question.question, reference_answer=question.reference_answer)
+    if options:
+        asked["options"] = options
+    return {"question": asked, "steps": ctx.record("ask", round_no, state, usage)}
+
+
+def question_text(question: StoredQuestion) -> str:
+    """The question as the Student and the Reviewer read it: with its lettered options, if it has any."""
+    return as_text(question["question"], question.get("options", []))
 
 
 def sent_back(state: QuizState) -> bool:
@@ -111,7 +133,7 @@ async def reviewer_review(state: QuizState, runtime: Runtime[QuizContext]) -> di
         messages: list[BaseMessage] = [
             SystemMessage(prompt.system.format(language=language)),
             HumanMessage(prompt.review.format(subject=state["subject"], difficulty=asked_at(state),
-                                              language=language, question=question["question"],
+                                              language=language, question=question_text(question),
                                               reference_answer=question["reference_answer"]))]
         review, usage = await ctx.call("review", Review, messages)
     outcome = "accepted" if review.verdict == "accept" else "rejected"
@@ -134,7 +156,8 @@ async def student_answer(state: QuizState, runtime: Runtime[QuizContext]) -> dic
         messages: list[BaseMessage] = [
             SystemMessage(prompt.system.format(persona=prompt.personas[asked_at(state)],
                                                language=LANGUAGE_NAMES[state["language"]])),
-            HumanMessage(prompt.answer.format(question=state["question"]["question"]))]
+            HumanMessage(prompt.answer.format(question=question_text(state["question"]) + (
+                "\n" + ANSWER_WITH_A_LETTER[state["language"]] if state["question"].get("options") else "")))]
         answer, usage = await ctx.call("answer", StudentAnswer, messages)
     runtime.stream_writer(ctx.event(AnswerGiven, "answer", round_no, answer.answer, student_answer=answer.answer))
     return {"answer": answer.model_dump(), "steps": ctx.record("answer", round_no, state, usage, span=span)}
@@ -156,8 +179,8 @@ def person_answer(state: QuizState, ctx: QuizContext) -> dict[str, Any]:
     round_no = round_to_play(state)
     trace_id, span_id = span_ids(trace.get_current_span())  # the request that asks (or that asked for a hint)
     answer = interrupt(AnswerAwaited(round=round_no, question=state["question"]["question"],
-                                     hints=round_hints(state, round_no), asked_trace_id=trace_id,
-                                     asked_span_id=span_id).model_dump())
+                                     hints=round_hints(state, round_no), options=state["question"].get("options", []),
+                                     asked_trace_id=trace_id, asked_span_id=span_id).model_dump())
     if answer == HINT_REQUEST:
         return {"hint_wanted": True}
     return {"answer": {"answer": str(answer)}, "steps": ctx.record("answer", round_no, state, NO_TOKENS)}
@@ -177,19 +200,30 @@ def unanswered(state: QuizState) -> bool:
 def hint_leaks(hint: str, question: StoredQuestion) -> bool:
     """Whether ``hint`` gives the answer away: given as an answer, the question's mechanical check would call it
     right (a bank item's own check and accepted answers; for the Teacher's questions, the reference answer
-    found in it as words), or it writes a number equal to a numeric reference (within a numeric item's
-    tolerance) that the question does not hold itself. Such a hint is refused and asked for again
+    found in it as words), it names a multiple-choice question's right option by its letter ("option B"), or it
+    writes a number equal to a numeric reference (within a numeric item's tolerance) that the question does not
+    hold itself. Such a hint is refused and asked for again
     (``QuizContext.call``'s ``acceptable``), never shown."""
     reference = question["reference_answer"]
     item = question.get("item")
     accept = item["accept"] if item else []
     if any(contains(hint, accepted) for accepted in accept) or contains(hint, reference):
         return True
+    options = question.get("options", [])
+    if options and _names_option(hint, right_option(options, reference)):
+        return True
     restated = set(numbers(question["question"]))
     tolerance = item["tolerance"] if item and item["match"] == "numeric" else 0.0
     numeric = (item is not None and item["match"] == "numeric") or NUMBER.fullmatch(reference.replace(",", "").strip())
     targets = numbers(reference)[:1] if numeric else []
     return any(abs(n - target) <= tolerance + 1e-9 and n not in restated for target in targets for n in numbers(hint))
+
+
+def _names_option(hint: str, index: int) -> bool:
+    """Whether ``hint`` points at option ``index`` by its letter: "(B)", "B)", "option B", "보기 B"."""
+    letter = LETTERS[index]
+    return re.search(rf"\({letter}\)|(?<![A-Za-z]){letter}\)|(?i:option|choice|answer|보기)\s*{letter}(?![A-Za-z])",
+                     hint) is not None
 
 
 async def tutor_hint(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
@@ -206,7 +240,7 @@ async def tutor_hint(state: QuizState, runtime: Runtime[QuizContext]) -> dict[st
         prompt = ctx.prompt("tutor", TutorPrompt)
         messages: list[BaseMessage] = [
             SystemMessage(prompt.system.format(language=LANGUAGE_NAMES[state["language"]])),
-            HumanMessage(prompt.hint.format(subject=state["subject"], question=question["question"],
+            HumanMessage(prompt.hint.format(subject=state["subject"], question=question_text(question),
                                             reference_answer=question["reference_answer"],
                                             given="\n".join(f"- {h}" for h in given) or "(none)",
                                             number=len(given) + 1))]
@@ -231,8 +265,19 @@ def checked(question: StoredQuestion, answer: str, teacher: Grade) -> tuple[Grad
     return Grade(verdict="correct" if verdict.right else "incorrect", feedback=teacher.feedback), verdict.how
 
 
+def chosen(reference: str, options: list[str], answer: str, language: Language) -> tuple[Grade, TokenUsage, str]:
+    """A multiple-choice answer's grade (``quiz.choice``): right when it names the reference's option, else wrong
+    (one that names no option, which the Student agent may give, too); the feedback says which option was
+    right. No model call: its tokens are none, and how it was checked is ``choice``."""
+    correct = right_option(options, reference)
+    right = choice_of(answer, options) == correct
+    return (Grade(verdict="correct" if right else "incorrect",
+                  feedback=choice_feedback(language, right, options, correct)), NO_TOKENS, "choice")
+
+
 async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
-    """Teacher grades the Student's answer against its reference answer; this finishes the round."""
+    """Teacher grades the Student's answer against its reference answer (a multiple-choice answer is graded
+    exactly, by ``chosen``); this finishes the round."""
     ctx = runtime.context
     round_no = round_to_play(state)
     answered_by = state.get("student", ANSWERED_BY_MODEL)
@@ -240,17 +285,23 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
     if answered_by == ANSWERED_BY_PERSON:  # the person's answer reaches the stream when grading starts
         runtime.stream_writer(ctx.event(AnswerGiven, "answer", round_no, answer, student_answer=answer,
                                         answered_by=answered_by, by="person"))
+    question = state["question"]
+    teacher: Grade | None = None
+    checked_by: str | None
     with agent_step(runtime, "grade", round_no) as span:
-        question = state["question"]
-        # The answer (a person's words or the model's) is quoted as data, escaped whatever the prompt version.
-        messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).grading(
-            question["question"], question["reference_answer"], answer))
-        teacher, usage = await ctx.call("grade", Grade, messages)
-        grade, checked_by = checked(question, answer, teacher)
+        if options := question.get("options"):  # multiple choice: graded exactly, no model call
+            grade, usage, checked_by = chosen(question["reference_answer"], options, answer, state["language"])
+        else:
+            # The answer (a person's words or the model's) is quoted as data, escaped whatever the prompt version.
+            messages = teacher_messages(ctx, state, ctx.prompt("teacher", TeacherPrompt).grading(
+                question["question"], question["reference_answer"], answer))
+            teacher, usage = await ctx.call("grade", Grade, messages)
+            grade, checked_by = checked(question, answer, teacher)
         span.set_attribute(C.ATTR_VERDICT, grade.verdict)
         span.set_attribute(C.ATTR_ANSWERED_BY, answered_by)
         if checked_by is not None:
             span.set_attribute(C.ATTR_GRADE_CHECK, checked_by)
+        if checked_by is not None and teacher is not None:
             span.set_attribute(C.ATTR_TEACHER_VERDICT, teacher.verdict)
     runtime.stream_writer(ctx.event(AnswerGraded, "grade", round_no, grade.feedback, outcome=grade.verdict,
                                     verdict=grade.verdict, feedback=grade.feedback))
@@ -268,7 +319,13 @@ async def teacher_grade(state: QuizState, runtime: Runtime[QuizContext]) -> dict
         steps=[StoredStep(step=step, agent=r["agent"], outcome=r["outcome"], detail=r["detail"], runs=r["runs"])
                for step in ctx.steps if (r := records.get(step)) is not None])
     if (item := question.get("item")) is not None:
-        played["item_id"], played["checked_by"], played["teacher_verdict"] = item["id"], checked_by, teacher.verdict
+        played["item_id"], played["checked_by"] = item["id"], checked_by
+        if teacher is not None:
+            played["teacher_verdict"] = teacher.verdict
+    elif checked_by is not None:
+        played["checked_by"] = checked_by
+    if options:
+        played["options"] = options
     if question.get("review"):
         played["review"] = True
     if (choice := state.get("choice")) is not None:

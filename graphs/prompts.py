@@ -51,12 +51,19 @@ def as_data(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+CHOICE = ("Make it a multiple-choice question: also write 4 short options, exactly one of them the reference "
+          "answer word for word, the others plausible but wrong, in a random order. Do not put the options in the "
+          "question text.")
+
+
 class TeacherPrompt(AgentPrompt):
-    """The Teacher's templates: ``system`` ({language}), ``ask`` ({difficulty} {subject} {history}) and
-    ``grade`` ({question} {reference_answer} {answer}; filled by ``grading``)."""
+    """The Teacher's templates: ``system`` ({language}), ``ask`` ({difficulty} {subject} {history}),
+    ``grade`` ({question} {reference_answer} {answer}; filled by ``grading``) and ``choice``: what is added to
+    ``ask`` for a multiple-choice question (``quiz.choice``; versions that do not say it use ``CHOICE``)."""
 
     ask: str
     grade: str
+    choice: str = CHOICE
 
     def grading(self, question: str, reference_answer: str, answer: str) -> str:
         """The grading request: ``grade`` filled, with the Student's ``answer`` escaped by ``as_data`` whatever

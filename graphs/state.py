@@ -14,7 +14,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 from pydantic import BaseModel, Field
 
 from quiz.checks import Match
-from quiz.vocabulary import Difficulty, Language, Student, Verdict
+from quiz.vocabulary import Difficulty, Language, QuestionFormat, Student, Verdict
 from telemetry.cost import total
 
 
@@ -23,6 +23,8 @@ class Question(BaseModel):
 
     question: str = Field(description="One short quiz question for the student.")
     reference_answer: str = Field(description="The correct answer, short. Never shown to the student.")
+    options: list[str] = Field(default_factory=list, description="Only when asked for a multiple-choice question: "
+                               "3 to 5 short options, exactly one of them the reference answer; else empty.")
 
 
 class StudentAnswer(BaseModel):
@@ -157,6 +159,7 @@ class StoredQuestion(TypedDict):
     item: NotRequired[StoredItem]
     review: NotRequired[bool]  # asked again: the learner missed it before and it was due (app.learners)
     difficulty: NotRequired[Difficulty]  # a review's own difficulty (it may differ from the session's setting)
+    options: NotRequired[list[str]]  # a multiple-choice question's options, the reference among them (quiz.choice)
 
 
 class StoredHint(TypedDict):
@@ -226,6 +229,7 @@ class StoredRound(TypedDict):
     review: NotRequired[bool]  # a missed question asked again (app.learners)
     choice: NotRequired[StoredChoice | None]  # the adaptive choice of its difficulty
     hints: NotRequired[list[str]]  # the hints the person asked for before answering (graphs.nodes.tutor_hint)
+    options: NotRequired[list[str]]  # a multiple-choice question's options (quiz.choice)
 
 
 class InputState(TypedDict):
@@ -250,6 +254,7 @@ class InputState(TypedDict):
     learner: NotRequired[str | None]  # the client's learner who plays (app.learners), kept for the session
     adaptive: NotRequired[bool]  # the session's difficulty is chosen per round for its learner
     choice: NotRequired[StoredChoice | None]  # this round's adaptive choice (None: not adaptive, or a review)
+    format: NotRequired[QuestionFormat]  # open (default) or choice: the Teacher writes lettered options
 
 
 class QuizState(InputState):

@@ -17,11 +17,11 @@ from graphs.events import AnswerAwaited
 from graphs.graph import awaited_answer
 from graphs.state import QuizState, StoredRound, asked_at, records_of
 from quiz.learning import credit
-from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, Student, Verdict
+from quiz.vocabulary import ANSWERED_BY_MODEL, Difficulty, Language, QuestionFormat, Student, Verdict
 from telemetry.cost import total
 
 QuestionSource = Literal["bank", "generated"]  # telemetry.contract.QUESTION_SOURCES
-CheckedBy = Literal["numeric", "contains"]
+CheckedBy = Literal["numeric", "contains", "choice"]
 
 
 class Usage(BaseModel):
@@ -70,10 +70,12 @@ class Score(BaseModel):
 
 
 class AwaitedQuestion(BaseModel):
-    """The question a session's paused round awaits an answer to, and the hints given for it so far."""
+    """The question a session's paused round awaits an answer to, its options (multiple choice) and the hints
+    given for it so far."""
 
     round: int = Field(ge=1)
     question: str
+    options: list[str] = Field(default_factory=list)
     hints: list[str] = Field(default_factory=list)
 
 
@@ -85,6 +87,9 @@ class FinishedRound(BaseModel):
     difficulty: Difficulty
     language: Language
     question: str
+    options: list[str] = Field(default_factory=list, description="A multiple-choice question's options (A, B, C … "
+                               "in order); empty for an open question.")
+    format: QuestionFormat = Field("open", description="`choice` (multiple choice, graded exactly) or `open`.")
     student_answer: str
     answered_by: Student = Field(ANSWERED_BY_MODEL, description="Who answered: `model` (the Student agent) or "
                                  "`person`.")
@@ -98,9 +103,10 @@ class FinishedRound(BaseModel):
                                    "the question bank, `item_id`) or `generated` (the Teacher wrote it).")
     item_id: str | None = Field(None, description="The question bank's item asked; null when the Teacher wrote "
                                 "the question.")
-    checked_by: CheckedBy | None = Field(None, description="How a bank item's answer was checked, giving "
-                                         "`verdict` (`numeric`, `contains`: the strict judge's rules); null when "
-                                         "the Teacher's grade is the verdict.")
+    checked_by: CheckedBy | None = Field(None, description="How the answer was checked, giving `verdict`: a bank "
+                                         "item's `numeric` or `contains` (the strict judge's rules), or `choice` "
+                                         "(a multiple-choice answer, exactly); null when the Teacher's grade is "
+                                         "the verdict.")
     teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade, kept "
                                             "beside the check's `verdict` (they disagree when it differs).")
     learner_id: str | None = Field(None, description="The learner who played (`learner_id`), whose mastery and "
@@ -127,10 +133,13 @@ class FinishedRound(BaseModel):
     def of(cls, state: QuizState) -> FinishedRound:
         """The round the state's last step finished (``KeyError`` if no round finished in it)."""
         played: StoredRound = state["rounds"][-1]
+        options = played.get("options", [])
         answered = records_of(state, played["round"]).get("answer")
         trace_id, span_id = (answered.get("trace_id"), answered.get("span_id")) if answered else (None, None)
         finished = cls(round=played["round"], subject=state["subject"], difficulty=asked_at(state),
-                       language=state["language"], question=played["question"], student_answer=played["answer"],
+                       language=state["language"], question=played["question"], options=options,
+                       format="choice" if options else "open",
+                       student_answer=played["answer"],
                        answered_by=played["answered_by"], verdict=played["verdict"], feedback=played["feedback"],
                        reference_answer=played["reference_answer"],
                        usage=Usage.of(played["input_tokens"], played["output_tokens"], played.get("cost_usd")),
@@ -152,6 +161,8 @@ class PausedRound(BaseModel):
     difficulty: Difficulty
     language: Language
     question: str
+    options: list[str] = Field(default_factory=list, description="A multiple-choice question's options: answer "
+                               "with one's letter (A, B, C …) or its words.")
     usage: Usage = Field(description="Tokens so far (the question).")
     source: QuestionSource = Field("generated", description="`bank` (an item of the question bank, `item_id`) or "
                                    "`generated` (the Teacher wrote it).")
@@ -168,7 +179,7 @@ class PausedRound(BaseModel):
         item = state.get("question", {}).get("item")
         input_tokens, output_tokens = (sum(r[k] for r in records) for k in ("input_tokens", "output_tokens"))
         return cls(round=awaited.round, subject=state["subject"], difficulty=asked_at(state),
-                   language=state["language"], question=awaited.question,
+                   language=state["language"], question=awaited.question, options=awaited.options,
                    usage=Usage.of(input_tokens, output_tokens, total([r.get("cost_usd") for r in records])),
                    source="bank" if item else "generated", item_id=item["id"] if item else None,
                    learner_id=state.get("learner"), review=bool(state.get("question", {}).get("review")),
@@ -181,6 +192,7 @@ class KeptRound(BaseModel):
 
     round: int = Field(ge=1)
     question: str
+    options: list[str] = Field(default_factory=list, description="A multiple-choice question's options.")
     answered_by: Student = Field(description="Who played the Student: `model` (the Student agent) or `person`.")
     answer: str
     verdict: Verdict
@@ -194,8 +206,8 @@ class KeptRound(BaseModel):
     finished_at: str = Field(description="When the round was graded: ISO 8601, UTC.")
     steps: list[StepOutcome] = Field(default_factory=list, description="What each step did, in table order.")
     item_id: str | None = Field(None, description="The question bank's item asked (null: the Teacher wrote it).")
-    checked_by: CheckedBy | None = Field(None, description="How the bank item's check gave `verdict` (null: the "
-                                         "Teacher's grade).")
+    checked_by: CheckedBy | None = Field(None, description="How `verdict` was checked: a bank item's check, or "
+                                         "`choice` (null: the Teacher's grade).")
     teacher_verdict: Verdict | None = Field(None, description="With `checked_by`: the Teacher's own grade.")
     review: bool = Field(False, description="A question the learner missed before, asked again.")
     adaptive: AdaptiveChoice | None = Field(None, validation_alias=AliasChoices("adaptive", "choice"),
@@ -212,6 +224,8 @@ class SessionView(BaseModel):
     student: Student = Field(description="Who answers in this session's rounds: `model` or `person`.")
     learner_id: str | None = Field(None, description="The learner who plays this session (`learner_id`), or null.")
     adaptive: bool = Field(False, description="Whether each round's difficulty is chosen for the learner.")
+    format: QuestionFormat = Field("open", description="`open` (answers in the Student's words) or `choice` "
+                                   "(multiple choice).")
     rounds_played: int = Field(ge=0, description="Rounds finished in this session (since a reset).")
     score: Score = Field(description="The verdicts of those rounds, counted (all of them, not only the kept ones).")
     rounds: list[KeptRound] = Field(description="The last SESSION_ROUNDS_KEPT finished rounds, oldest first.")
@@ -229,7 +243,8 @@ class SessionView(BaseModel):
                    score=Score.model_validate(values.get("score", {})),
                    rounds=[KeptRound.model_validate(r) for r in values.get("rounds", [])],
                    awaiting_answer=AwaitedQuestion(round=awaited.round, question=awaited.question,
-                                                   hints=awaited.hints) if awaited else None, **fields)
+                                                   options=awaited.options, hints=awaited.hints)
+                   if awaited else None, format=values.get("format", "open"), **fields)
 
     @classmethod
     def of_snapshot(cls, snapshot: StateSnapshot, **fields: Any) -> SessionView:

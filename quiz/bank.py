@@ -67,11 +67,13 @@ class Bank:
         return list(self._items.get((subject, difficulty, language), ()))
 
     def pick(self, subject: str, difficulty: str, language: str, asked: Sequence[str],
-             rng: random.Random | None = None) -> Item | None:
-        """An item for the round: of this ``subject``, ``difficulty`` and ``language``, not among the questions
-        the session was ``asked`` (their texts) while any is left, else any but the last asked; chosen at random
-        (``rng``). ``None`` when the bank has none for the three: the Teacher writes the question."""
-        fitting = self._items.get((subject, difficulty, language))
+             rng: random.Random | None = None, choice: bool = False) -> Item | None:
+        """An item for the round: of this ``subject``, ``difficulty`` and ``language`` (with ``options``, for a
+        ``choice`` round), not among the questions the session was ``asked`` (their texts) while any is left, else
+        any but the last asked; chosen at random (``rng``). ``None`` when the bank has none that fits: the Teacher
+        writes the question."""
+        fitting = [item for item in self._items.get((subject, difficulty, language), ())
+                   if not choice or item.options]
         if not fitting:
             return None
         last = asked[-1] if asked else None

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from quiz.checks import NUMBER, Match
+from quiz.choice import problem
 from quiz.vocabulary import SUBJECTS, Difficulty, Language, Verdict
 
 Split = Literal["train", "validation"]
@@ -45,11 +46,19 @@ class Item(BaseModel):
     question: Text
     reference: Text
     accept: list[Text] = Field(default_factory=list, description="Other answers that count as the reference.")
+    options: list[Text] | None = Field(None, description="For multiple-choice rounds: 3 to 5 options, the reference "
+                                       "among them word for word (quiz.choice); an item without is asked open.")
     match: Match = Field(description="How the strict judge checks an answer.")
     tolerance: float = Field(0.0, ge=0, description="For `numeric`: how far a number may be from the reference.")
     split: Split
     trap: Trap | None = None
     injection: Injection | None = Field(None, description="Set for an item of the injection set: its attack.")
+
+    @model_validator(mode="after")
+    def _options_hold_the_reference(self) -> Item:
+        if self.options is not None and (wrong := problem(self.options, self.reference)) is not None:
+            raise ValueError(f"{self.id}: options: {wrong}")
+        return self
 
     @model_validator(mode="after")
     def _numeric_reference(self) -> Item:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NotRequired, TypedDict
 
 from fsrs import Card, Rating, Scheduler
 from openskill.models import PlackettLuce, PlackettLuceRating
@@ -60,6 +60,7 @@ class Review(TypedDict):
     subject: str
     difficulty: Difficulty
     language: str
+    options: NotRequired[list[str]]  # a multiple-choice question's: asked again as one
 
 
 class Profile(TypedDict):

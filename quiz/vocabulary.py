@@ -11,6 +11,7 @@ Difficulty = Literal["easy", "medium", "hard"]
 Language = Literal["ko", "en"]
 Verdict = Literal["correct", "partially_correct", "incorrect"]
 Rating = Literal["up", "down"]  # a person's thumbs on a graded round
+QuestionFormat = Literal["open", "choice"]  # an answer in the Student's words, or one of lettered options
 
 # Who plays the Student: ``model`` — the Student agent; ``person`` — the caller, who answers the Teacher's
 # question themselves.
@@ -26,6 +27,7 @@ LANGUAGES: Final[tuple[Language, ...]] = get_args(Language)
 VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
 STUDENTS: Final[tuple[Student, ...]] = get_args(Student)
 RATINGS: Final[tuple[Rating, ...]] = get_args(Rating)
+QUESTION_FORMATS: Final[tuple[QuestionFormat, ...]] = get_args(QuestionFormat)
 LANGUAGE_NAMES: Final[dict[Language, str]] = {"ko": "Korean", "en": "English"}
 
 

@@ -102,6 +102,9 @@ QUESTION_BANK: Final = "bank"
 QUESTION_GENERATED: Final = "generated"
 QUESTION_SOURCES: Final = (QUESTION_BANK, QUESTION_GENERATED)
 ATTR_QUESTION_ITEM: Final = "quiz.question.item"
+# open (an answer in the Student's words) or choice (multiple choice, graded exactly: quiz.choice), on the round
+# span and quiz.rounds.
+ATTR_QUESTION_FORMAT: Final = "quiz.question.format"
 # A named learner's round (app.learners; the learner's id is never on telemetry): whether it asked a new question
 # or a review due, how its difficulty was chosen, and — on quiz.learner.rounds — the learner's predicted chance
 # of a right answer, floored to a tenth ("0.0" … "0.9"), beside the verdict: predicted against actual success.
@@ -201,8 +204,9 @@ class QuizInstruments:
     """The service's own instruments (OTel names; Prometheus names after the Collector in brackets).
 
     - ``rounds``: Counter ``quiz.rounds`` {round} [``quiz_rounds_total``], attributes ``quiz.subject``
-      (bounded), ``quiz.difficulty``, ``quiz.verdict``, ``quiz.answered_by`` (``STUDENTS``) — finished
-      rounds; accuracy = correct / all, for the Student agent and for people apart.
+      (bounded), ``quiz.difficulty``, ``quiz.verdict``, ``quiz.answered_by`` (``STUDENTS``),
+      ``quiz.question.source``, ``quiz.question.format`` — finished rounds; accuracy = correct / all, for the
+      Student agent and for people apart.
     - ``step_duration``: Histogram ``quiz.agent.step.duration`` s [``quiz_agent_step_duration_seconds``],
       attributes ``gen_ai.agent.name`` (the agent table), ``quiz.step`` (its steps), ``error.type``.
     - ``step_outcomes``: Counter ``quiz.agent.step.outcomes`` {outcome} [``quiz_agent_step_outcomes_total``],

@@ -116,7 +116,7 @@ def test_a_run_is_one_round_in_protocol_order(client: TestClient, fake_llm: Fake
                              ("assistant", "Teacher", "Correct. Well recalled.")]
     assert isinstance(before, StateSnapshotEvent) and before.snapshot == {
         "session_id": body["threadId"], "subject": "science", "difficulty": "easy", "language": "en",
-        "student": "model", "learner_id": None, "adaptive": False, "round": 1, "rounds_played": 0,
+        "student": "model", "learner_id": None, "adaptive": False, "format": "open", "round": 1, "rounds_played": 0,
         "score": {"correct": 0, "partially_correct": 0, "incorrect": 0}, "awaiting_answer": None}
     finished = events[-1]
     assert isinstance(finished, RunFinishedEvent) and finished.outcome is None
@@ -181,7 +181,7 @@ def test_a_person_answers_through_interrupt_and_resume(client: TestClient, fake_
     assert answer_schema["required"] == ["answer"] and hint_schema["required"] == ["hint"] and interrupt.expires_at
     assert interrupt.metadata == {"round": 1, "hints": [], "hints_left": 2}
     assert asked[-2].snapshot["awaiting_answer"] == {"round": 1, "question": "What is the chemical symbol of gold?",
-                                                     "hints": []}
+                                                     "options": [], "hints": []}
     assert not any("Au-REF" in e.model_dump_json() for e in asked)
     assert finished.result["status"] == "awaiting_answer"
 

@@ -96,7 +96,8 @@ def test_the_protocol_client_plays_rounds_on_one_thread_and_a_person_round(servi
     (interrupt,) = asked["pendingInterrupts"]
     assert (interrupt["id"], interrupt["reason"]) == ("round-3", "answer_awaited")
     assert interrupt["message"] == "What is the chemical symbol of gold?"
-    assert asked["state"]["awaiting_answer"] == {"round": 3, "question": interrupt["message"], "hints": []}
+    assert asked["state"]["awaiting_answer"] == {"round": 3, "question": interrupt["message"], "options": [],
+                                                "hints": []}
     # The person asks for a hint: the Tutor speaks and the run ends with a new interrupt for the same question.
     assert hinted["outcome"] == "interrupt" and types(hinted)[3:8] == STEP
     (again,) = hinted["pendingInterrupts"]

@@ -213,7 +213,7 @@ def test_streaming_sends_one_event_per_agent_step(client: TestClient, fake_llm: 
     # Each event says who spoke and what, so a client renders a step it does not know; no reference answer early.
     assert question == {"kind": "question", "round": 1, "step": "ask", "agent": "teacher", "speaker": "Teacher",
                         "status": "finished", "text": "What is H2O?", "outcome": None, "by": "agent",
-                        "question": "What is H2O?"}
+                        "question": "What is H2O?", "options": []}
     assert (review["speaker"], review["outcome"], review["accepted"]) == ("Reviewer", "accepted", True)
     assert "water" not in json.dumps([question, review, _])
     assert grade | {"verdict": "correct", "feedback": "Yes.", "outcome": "correct", "text": "Yes.", "step": "grade"} \

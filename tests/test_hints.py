@@ -99,7 +99,7 @@ def test_a_hint_that_always_leaks_fails_and_the_question_still_waits(client: Tes
     failed = ask(client, 502, session_id=sid, hint=True)
     assert failed["type"] == "/problems/llm-invalid-output" and "Canberra" not in json.dumps(failed)
     waiting = client.get(f"/sessions/{sid}").json()["awaiting_answer"]
-    assert waiting == {"round": 1, "question": QUESTION, "hints": []}
+    assert waiting == {"round": 1, "question": QUESTION, "options": [], "hints": []}
 
 
 # Trap items for the leak check (graphs.nodes.hint_leaks): what a hint must not say, and near misses it may.
@@ -140,7 +140,8 @@ def test_a_failed_hint_leaves_the_question_waiting_and_an_answer_or_a_retry_goes
     failed = ask(client, 502, session_id=sid, hint=True)
     assert failed["type"] == "/problems/llm-upstream"
     looked = client.get(f"/sessions/{sid}").json()
-    assert looked["awaiting_answer"] == {"round": 1, "question": QUESTION, "hints": ["Think of a planned city."]}
+    assert looked["awaiting_answer"] == {"round": 1, "question": QUESTION, "options": [],
+                                        "hints": ["Think of a planned city."]}
     assert looked["rounds_played"] == 0
 
     fake_llm.clear()

@@ -433,3 +433,27 @@ def test_a_person_asks_the_tutor_for_a_hint_and_the_page_shows_it_as_text(page: 
     page.get_by_role("button", name="Submit answer").click()
     expect(card.locator(".verdict")).to_have_text("✓ Correct", timeout=15_000)
     expect(card.locator(".hinted")).to_have_text("Answered after 1 hint(s): 50% credit.")
+
+
+def test_a_multiple_choice_question_is_answered_by_choosing_an_option(page: Page, services,
+                                                                      fake_llm: FakeOpenAI) -> None:
+    hostile = '<img src=x onerror="window.__pwned = 1">'
+    options = ["Sydney", "Canberra", f"Melbourne {hostile}", "Perth"]
+    fake_llm.script("Question", question="What is the capital of Australia?", reference_answer="Canberra",
+                    options=options)
+    open_page(page, services())
+    page.get_by_label("Question").select_option("choice")
+    page.get_by_label("I'll answer").check()
+    page.get_by_role("button", name="Play a round").click()
+    card = page.locator("#rounds .round").first
+    expect(card.locator(".options .option")).to_have_text(options, timeout=15_000)  # as text, lettered A–D
+    assert page.evaluate("window.__pwned") is None and card.locator("img").count() == 0
+    card.get_by_role("button", name="Answer B: Canberra").click()
+    expect(card.locator(".verdict")).to_have_text("✓ Correct", timeout=15_000)
+    expect(card.locator(".answer-text")).to_have_text("B")
+    expect(card.locator(".feedback")).to_have_text("Right: B) Canberra.")
+    assert fake_llm.requests_for("Grade") == []  # graded exactly
+    page.reload()  # the session remembers the format, and the round its options
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.get_by_label("Question")).to_have_value("choice")
+    expect(card.locator(".options .option")).to_have_text(options)

@@ -50,7 +50,7 @@ def test_the_person_answers_and_the_teacher_grades_that_answer(client: TestClien
     sid = pending["session_id"]
     looked = client.get(f"/sessions/{sid}").json()
     assert looked["student"] == "person" and looked["rounds"] == []
-    assert looked["awaiting_answer"] == {"round": 1, "question": pending["question"], "hints": []}
+    assert looked["awaiting_answer"] == {"round": 1, "question": pending["question"], "options": [], "hints": []}
     assert reference not in json.dumps(looked)
 
     graded = ask(client, session_id=sid, answer="  It was 1492 \n")

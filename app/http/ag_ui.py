@@ -20,7 +20,8 @@ One run is one quiz round, built from the protocol's own models and encoder (``a
 - Settings: ``forwardedProps`` beats the last message (if the conversation ends with a user message, parsed
   like ``/ask``'s ``message``), which beats ``state`` (a client echoes the last ``STATE_SNAPSHOT``), which
   beats the session's own. Keys: ``subject``, ``difficulty`` (``adaptive`` too), ``language``, ``student``,
-  ``learner_id`` (app.learners).
+  ``learner_id`` (app.learners), ``format`` (``choice``: multiple choice, the options lettered in the
+  Teacher's message; a person resumes with a letter or an option's words).
 - A person plays the Student (``student: "person"``): the run ends after the question with
   ``RUN_FINISHED`` ``outcome: {type: "interrupt"}`` (one ``Interrupt``, id ``round-<n>``, its
   ``responseSchema`` an object with ``answer``); the next run carries ``resume: [{interruptId,
@@ -105,7 +106,7 @@ from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of, to_play
 from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
 from graphs.views import AwaitedQuestion, Score, SessionView
-from quiz.vocabulary import Language, Student, Verdict
+from quiz.vocabulary import Language, QuestionFormat, Student, Verdict
 from telemetry.spans import current_trace_id
 
 AG_UI_PATH = "/ag-ui"
@@ -138,6 +139,7 @@ class QuizProps(BaseModel):
     language: Language | None = None
     student: Student | None = None
     learner_id: LearnerId | None = None
+    format: QuestionFormat | None = None
     adaptive: bool | None = None  # as the session's state says it (STATE_SNAPSHOT): its difficulty is adaptive
 
     def settings(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from app.rounds import AskHint, GiveAnswer, PlayRound, RoundPlayed
 from graphs.views import FinishedRound, PausedRound, SessionView
 from quiz import learning
 from quiz.learning import Profile
-from quiz.vocabulary import SUBJECTS, Difficulty, Language, Rating, Student
+from quiz.vocabulary import SUBJECTS, Difficulty, Language, QuestionFormat, Rating, Student
 
 # Korean difficulty words accepted as aliases (the upstream chat UI used them).
 DIFFICULTY_ALIASES = {"쉬움": "easy", "보통": "medium", "어려움": "hard"}
@@ -70,7 +70,8 @@ class AskRequest(BaseModel):
         "examples": [{"subject": "math", "difficulty": "easy", "language": "en"},
                      {"session_id": "Zq3v9yH0b7wQpL2xT5mN1c", "message": "next"},
                      {"message": "보통 난이도로 수학 문제 풀래"},
-                     {"subject": "history", "student": "person"}]})
+                     {"subject": "history", "student": "person"},
+                     {"subject": "geography", "format": "choice"}]})
 
     subject: Subject | None = Field(None, description=f"{', '.join(SUBJECTS)}, or any topic (≤ 80 characters).")
     difficulty: DifficultyOrAdaptive = Field(
@@ -89,6 +90,10 @@ class AskRequest(BaseModel):
         None, description="Your name for the person (or agent) playing, kept across sessions within your "
         "client: their mastery by subject and the questions they missed, asked again when due (GET "
         "/learners/{id}). Default: the session's, else none.")
+    format: QuestionFormat | None = Field(
+        None, description="`open`: answered in the Student's words; `choice`: multiple choice — the Teacher (or a "
+        "bank item with options) gives 3 to 5 `options`, the answer is a letter (A, B …) or an option's words, "
+        "graded exactly. Default: the session's, else `open`.")
 
     def domain(self, *, create: bool = False) -> PlayRound:
         """The round this asks the round service to play (``message`` parsed into what it says)."""
@@ -96,7 +101,7 @@ class AskRequest(BaseModel):
         return PlayRound(session_id=self.session_id, subject=self.subject,
                          difficulty=None if adaptive else cast(Difficulty | None, self.difficulty),
                          language=self.language, student=self.student, intent=parse_message(self.message),
-                         create=create, learner_id=self.learner_id, adaptive=adaptive)
+                         create=create, learner_id=self.learner_id, adaptive=adaptive, format=self.format)
 
 
 class AnswerRequest(BaseModel):

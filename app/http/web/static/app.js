@@ -38,6 +38,8 @@ const TEXT = {
     stop: "Stop", stopping: "Stopping the round…", stopped: "Round stopped: the session is as it was before it.",
     reconnecting: "Connection lost — reconnecting…", lost: "The connection to the round was lost",
     lost_detail: "It may have finished: reload the page to see the session, or play again.",
+    format: "Question", format_open: "open answer", format_choice: "multiple choice",
+    choose: "Answer {letter}",
     hint: "Hint", hints_left: "{n} hint(s) left", no_hints_left: "No hints left", tutor: "Tutor",
     hinting: "The Tutor is finding a hint…", hinted_note: "Answered after {n} hint(s): {credit}% credit.",
   },
@@ -73,6 +75,7 @@ const TEXT = {
     stop: "중지", stopping: "라운드를 중지하는 중…", stopped: "라운드가 중지되었습니다: 세션은 그 전과 같습니다.",
     reconnecting: "연결이 끊겼습니다 — 다시 연결하는 중…", lost: "라운드와의 연결이 끊겼습니다",
     lost_detail: "이미 끝났을 수 있습니다: 페이지를 새로 고쳐 세션을 확인하거나 다시 시작하세요.",
+    format: "문제 형식", format_open: "주관식", format_choice: "객관식", choose: "{letter} 선택",
     hint: "힌트", hints_left: "남은 힌트 {n}개", no_hints_left: "남은 힌트 없음", tutor: "튜터",
     hinting: "튜터가 힌트를 찾는 중…", hinted_note: "힌트 {n}개를 본 뒤의 답: 점수 {credit}%.",
   },
@@ -83,6 +86,7 @@ const API_KEY = "question-app.api-key";
 const $ = (selector, root = document) => root.querySelector(selector);
 const ui = {
   setup: $("#setup"), language: $("#language"), subject: $("#subject"), difficulty: $("#difficulty"), learner: $("#learner"),
+  format: $("#format"),
   message: $("#message"), play: $("#play"), stop: $("#stop"), newSession: $("#new-session"), score: $("#score"),
   progress: $("#progress"), problem: $("#problem"), problemTitle: $("#problem-title"),
   problemDetail: $("#problem-detail"), problemRetry: $("#problem-retry"), retry: $("#retry"),
@@ -263,10 +267,35 @@ function relabel(card) {
   for (const who of card.querySelectorAll('.step[data-step="hint"] .who')) who.textContent = t("tutor");
 }
 
-function showQuestion(card, round, question) {
+function showQuestion(card, round, question, options = []) {
   card.dataset.round = round;
   $(".question", card).textContent = question;
+  if (options.length) showOptions(card, options);
   relabel(card);
+}
+
+// A multiple-choice question's options, lettered by the list (A, B …), each as text; while the question waits
+// for the person's answer, each is a button that answers with its letter.
+function showOptions(card, options) {
+  const list = $(".options", card);
+  list.replaceChildren(...options.map((option, index) => {
+    const item = document.createElement("li");
+    const letter = "ABCDE"[index];
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "option";
+    button.dataset.letter = letter;
+    button.textContent = option;
+    button.setAttribute("aria-label", `${t("choose", { letter })}: ${option}`);
+    button.addEventListener("click", () => {
+      if (state.card !== card || card.dataset.state !== "awaiting") return;
+      ui.answer.value = letter;
+      submitAnswer();
+    });
+    item.append(button);
+    return item;
+  }));
+  list.hidden = false;
 }
 
 function showAnswer(card, answer, answeredBy) {
@@ -392,6 +421,7 @@ function settings() {
   if (message) body.message = message;
   if (subject) body.subject = subject;
   body.difficulty = ui.difficulty.value;
+  body.format = ui.format.value;
   const learner = ui.learner.value.trim();
   if (learner) body.learner_id = learner;
   body.language = state.lang;
@@ -503,7 +533,7 @@ function handle({ name, payload }, card) {
       if (!card.dataset.round) ui.progress.textContent = t("asking");
       break;
     case "question":
-      showQuestion(card, payload.round, payload.question);
+      showQuestion(card, payload.round, payload.question, payload.options || []);
       ui.progress.textContent = t(settingsStudent() === "person" ? "awaiting" : "answering");
       break;
     case "answer":
@@ -524,7 +554,7 @@ function handle({ name, payload }, card) {
       showScore();
       break;
     case "awaiting_answer":
-      showQuestion(card, payload.round, payload.question);
+      showQuestion(card, payload.round, payload.question, payload.options || []);
       awaitAnswer(card, state.typed || "", payload.hints_left);
       state.typed = "";
       break;
@@ -663,6 +693,7 @@ async function restore() {
   remember(session.session_id);
   ui.subject.value = session.subject;
   ui.difficulty.value = session.adaptive ? "adaptive" : session.difficulty;
+  ui.format.value = session.format || "open";
   ui.learner.value = session.learner_id || "";
   ui.setup.elements.student.value = session.student;
   setLanguage(session.language);
@@ -671,14 +702,14 @@ async function restore() {
   for (const round of session.rounds) {
     const card = newCard();
     card.dataset.state = "graded";
-    showQuestion(card, round.round, round.question);
+    showQuestion(card, round.round, round.question, round.options || []);
     showHints(card, round.hints);
     showFinished(card, round);
   }
   if (session.awaiting_answer) {
     const card = newCard();
-    const { round, question, hints } = session.awaiting_answer;
-    showQuestion(card, round, question);
+    const { round, question, hints, options } = session.awaiting_answer;
+    showQuestion(card, round, question, options || []);
     showHints(card, hints);
     awaitAnswer(card, "", Math.max((state.config.hints_per_round ?? 0) - hints.length, 0));
   }
