@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from graphs import agents
+from graphs.graph import without_requested
 from telemetry import contract as C
 from telemetry.cost import DEFAULT_PRICES, Price, PriceTable, load_prices, total
 from tests.fakes import wait_until
@@ -30,7 +31,9 @@ from tests.test_dashboard import kql_filter, kql_panel, observed, panel, streame
 PRICE = Price(input=2.0, cached_input=0.5, output=8.0)
 USAGE = (1000, 200, 400)  # prompt tokens, completion tokens, cached prompt tokens: every call
 PER_CALL = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6  # USD 0.003
-CALLS = len(agents.steps())  # ask, review, answer, grade: each step one call when the Reviewer accepts
+# ask, review, answer, grade: each step one call when the Reviewer accepts (the Tutor's hint is a person's request)
+ROUND_STEPS = without_requested(agents.steps())
+CALLS = len(ROUND_STEPS)
 PER_ROUND = CALLS * PER_CALL
 
 
@@ -118,7 +121,7 @@ def test_spend_is_the_same_in_the_response_the_stream_the_span_the_metric_and_th
             return {(s["metric"]["gen_ai_agent_name"], s["metric"]["quiz_step"]): float(s["value"][1])
                     for s in prometheus.query(f"sum by (gen_ai_agent_name, quiz_step) ({spend})")}
 
-        expected = {(step.agent, step.name): 3 * PER_CALL for step in agents.steps()}
+        expected = {(step.agent, step.name): 3 * PER_CALL for step in ROUND_STEPS}
         wait_until(lambda: by_step() == pytest.approx(expected), timeout_s=30)
         assert {s["metric"]["gen_ai_request_model"] for s in prometheus.query(spend)} == {"gpt-5.2-chat"}
 

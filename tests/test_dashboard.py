@@ -207,9 +207,10 @@ def scraped(otlp: OTLPReceiver, llm_server: FakeOpenAI):
         llm_server.script("Grade", verdict="partially_correct")
         assert client.post("/ask", json={"subject": "math", "difficulty": "easy", "language": "en",
                                          "learner_id": f"dash-{uuid.uuid4().hex[:8]}"}).status_code == 200
-        llm_server.script("Grade", verdict="incorrect")  # a person plays the Student: asked, then answered
+        llm_server.script("Grade", verdict="incorrect")  # a person plays the Student: asked, a hint, answered
         llm_server.respond("Review", reviews("reject"))  # its first question goes back to the Teacher
         pending = client.post("/ask", json={"subject": "math", "student": "person"}).json()
+        assert client.post("/ask", json={"session_id": pending["session_id"], "hint": True}).status_code == 200
         assert client.post("/ask", json={"session_id": pending["session_id"], "answer": "42"}).status_code == 200
         llm_server.fail_next(Fault("status", 429, {"Retry-After": "1"}), times=2)
         assert client.post("/ask", json={"subject": "math"}).status_code == 503
@@ -566,10 +567,10 @@ def totals(expr: str) -> str:
 def test_the_failed_request_ratio_counts_streamed_rounds_that_failed_after_their_200(scraped) -> None:
     prometheus, *_ = scraped
     (series,) = prometheus.query(substitute(totals(panel("Failed round requests")["targets"][0]["expr"])))
-    # Per burst, 11 requests to /ask: 4 played, a named learner's, a person's round (asked, then answered), a
-    # 503, a 502, a 404 (the caller's fault: not counted) and a streamed round that failed after answering 200;
-    # and 2 AG-UI runs, one ending in RUN_ERROR after its 200. The status codes alone would say 2 of 13.
-    assert float(series["value"][1]) == pytest.approx(4 / 13)
+    # Per burst, 12 requests to /ask: 4 played, a named learner's, a person's round (asked, a hint, answered),
+    # a 503, a 502, a 404 (the caller's fault: not counted) and a streamed round that failed after answering 200;
+    # and 2 AG-UI runs, one ending in RUN_ERROR after its 200. The status codes alone would say 2 of 14.
+    assert float(series["value"][1]) == pytest.approx(4 / 14)
 
 
 def test_the_failed_ratio_names_exactly_the_error_types_answered_with_5xx() -> None:
