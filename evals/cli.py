@@ -31,6 +31,7 @@ from evals import report
 from evals.dataset import KINDS, SET_PATH, load
 from evals.runner import ItemResult, Runner, done_ids, new_run_id, run_items, write_json
 from graphs import agents, prompts
+from graphs.graph import without_requested
 from quiz.vocabulary import DIFFICULTIES, LANGUAGES, SUBJECTS
 from telemetry import contract as C
 from telemetry.cost import Price
@@ -60,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
                    "and compare them (exact McNemar test); default: the versions the settings choose")
     p.add_argument("--prompt-agent", choices=list(agents.AGENTS), default="student",
                    help="whose prompt --prompts varies")
+    p.add_argument("--reviews", action="store_true", help="then ask the quiz items the Student missed (by the strict "
+                   "judge) again, as a live round asks a missed question when it is due; the report gives accuracy "
+                   "on these reviews beside accuracy on the items asked new")
     p.add_argument("--print-report", action="store_true", help="also print the Markdown report (a Job's log)")
     return p
 
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = args.out or Path("eval-results") / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / RUN_FILE, {"id": run_id, "set_version": question_set.version,
-                                        "item_ids": [item.id for item in items]})
+                                        "item_ids": [item.id for item in items], "reviews": args.reviews})
+    reviews = bool(saved.get("reviews")) if args.resume else args.reviews
     settings = Settings()
     versions: list[str | None] = list(saved.get("prompts") or [None]) if args.resume else (
         args.prompts.split(",") if args.prompts else [None])
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume and args.prompts:
         write_json(out_dir / RUN_FILE, {"id": run_id, "set_version": question_set.version,
                                         "item_ids": [item.id for item in items], "prompts": versions,
-                                        "prompt_agent": agent})
+                                        "prompt_agent": agent, "reviews": reviews})
     status, runs = 0, []
     for version in versions:
         chosen = settings if version is None else settings.model_copy(
@@ -112,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         prompts_of = chosen.prompts()  # the report names the prompts of the agents that play
         results, model, provider, price = asyncio.run(_run(chosen, run_id, question_set.version, items, where,
-                                                    args.concurrency, resume=bool(args.resume)))
+                                                    args.concurrency, resume=bool(args.resume), reviews=reviews))
         document = report.build(results, price=price, run={
             "id": run_id, "set_version": question_set.version, "model": model, "provider": provider,
-            "prompts": {step.agent: prompts_of[step.agent].version for step in chosen.steps()},
+            "prompts": {step.agent: prompts_of[step.agent].version for step in without_requested(chosen.steps())},
+            "reviews": reviews,
             "concurrency": args.concurrency, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1), "out_dir": str(where)})
         write_json(where / "report.json", document)
@@ -150,9 +156,10 @@ def _advance(bar: tqdm) -> None:
 
 
 async def _run(settings: Settings, run_id: str, set_version: int, items: list, out_dir: Path, concurrency: int,
-               *, resume: bool) -> tuple[list[ItemResult], str, str, Price | None]:
-    """Evaluate the items not finished yet; every item's result in ``items`` order, the model, provider and
-    the model's price (the service's price table, ``LLM_PRICES_FILE``)."""
+               *, resume: bool, reviews: bool = False) -> tuple[list[ItemResult], str, str, Price | None]:
+    """Evaluate the items not finished yet; every item's result in ``items`` order (then, with ``reviews``, the
+    reviews of the quiz items the strict judge found missed), the model, provider and the model's price (the
+    service's price table, ``LLM_PRICES_FILE``)."""
     finished = done_ids(out_dir) if resume else {}
     todo = [item for item in items if item.id not in finished]
     async with bootstrap.process(settings, traffic=C.TRAFFIC_EVALUATION) as (tel, llm):
@@ -160,5 +167,16 @@ async def _run(settings: Settings, run_id: str, set_version: int, items: list, o
         with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", desc=f"eval {run_id}",
                   file=sys.stderr) as bar:
             fresh = await run_items(runner, todo, out_dir, concurrency, on_done=lambda _: _advance(bar))
-    by_id = {**finished, **{r.id: r for r in fresh}}
-    return [by_id[item.id] for item in items], llm.model, llm.provider.value, runner.quiz.price
+        by_key = {**finished, **{r.key: r for r in fresh}}
+        results = [by_key[item.id] for item in items]
+        if reviews:
+            missed = [item for item, result in zip(items, results, strict=True)
+                      if result.expected is None and result.error is None and result.strict != "correct"]
+            again = [item for item in missed if f"{item.id}~review" not in finished]
+            with tqdm(total=len(missed), initial=len(missed) - len(again), unit="review", desc=f"eval {run_id}",
+                      file=sys.stderr) as bar:
+                fresh = await run_items(runner, again, out_dir, concurrency, on_done=lambda _: _advance(bar),
+                                        review=True)
+            by_key |= {r.key: r for r in fresh}
+            results += [by_key[f"{item.id}~review"] for item in missed]
+    return results, llm.model, llm.provider.value, runner.quiz.price

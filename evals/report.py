@@ -91,9 +91,11 @@ def build(results: Sequence[ItemResult], *, run: dict[str, Any], price: Price | 
     in US dollars, with ``unpriced_items`` saying how many judged items had none; a failed item's tokens are not
     counted, as they are not in ``tokens``. Accuracy, its groups and the agreement are over the quiz items;
     ``injection`` (``None`` without injection items) has the attack success rates; items, failures, tokens,
-    latency and cost are over every item."""
+    latency and cost are over every item. With reviews (``question-app eval --reviews``: the missed items asked
+    again), accuracy and its groups are over the new items, and ``by_kind`` sets the reviews beside them."""
     everything = results
-    results = [r for r in everything if r.expected is None]  # the quiz items
+    reviews = [r for r in everything if r.review and r.expected is None]
+    results = [r for r in everything if r.expected is None and not r.review]  # the quiz items, asked new
     judged = [r for r in results if r.error is None]
     kappa = cohens_kappa([str(_right(r, C.JUDGE_TEACHER)) for r in judged],
                          [str(_right(r, C.JUDGE_STRICT)) for r in judged])
@@ -106,13 +108,17 @@ def build(results: Sequence[ItemResult], *, run: dict[str, Any], price: Price | 
         "items": len(everything),
         "judged": len(spent),
         "quiz_items": len(results),
-        "failed": [{"id": r.id, "error": r.error, "detail": r.error_detail} for r in everything if r.error],
+        "failed": [{"id": r.key, "error": r.error, "detail": r.error_detail} for r in everything if r.error],
         "accuracy": {judge: _proportion(accuracy(results, judge)) for judge in C.JUDGES},
         "by_subject": _by(results, lambda r: r.subject),
         "by_difficulty": _by(results, lambda r: r.difficulty),
         "by_language": _by(results, lambda r: r.language),
         "by_trap": _by([r for r in results if r.trap], lambda r: r.trap or ""),
         "by_step": by_step(results),
+        # Reviews: accuracy on the missed items asked again, beside accuracy on the items asked new.
+        "by_kind": {"new": {judge: _proportion(accuracy(results, judge)) for judge in C.JUDGES},
+                    "review": {judge: _proportion(accuracy(reviews, judge)) for judge in C.JUDGES}}
+        if reviews else {},
         "agreement": {
             "cohens_kappa": None if kappa is None else round(kappa, 4),
             "observed": round(sum(_right(r, C.JUDGE_TEACHER) == _right(r, C.JUDGE_STRICT) for r in judged)
@@ -188,6 +194,12 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", f"| {title.lower()} | teacher | strict |", "| --- | --- | --- |"]
             lines += [f"| {name} | {_pct(row[C.JUDGE_TEACHER])} | {_pct(row[C.JUDGE_STRICT])} |"
                       for name, row in report[key].items()]
+    if kinds := report.get("by_kind"):
+        lines += ["", "Reviews: the items missed (by the strict judge) asked again, as a live round asks a missed "
+                      "question when it is due.", "", "| questions | items | teacher | strict |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {kind} | {row[C.JUDGE_STRICT]['n']} | {_pct(row[C.JUDGE_TEACHER])} | "
+                  f"{_pct(row[C.JUDGE_STRICT])} |" for kind, row in kinds.items()]
     for step, rows in report.get("by_step", {}).items():
         lines += ["", f"| step `{step}`: outcome | items | teacher | strict |", "| --- | --- | --- | --- |"]
         lines += [f"| {cell(name)} | {row[C.JUDGE_STRICT]['n']} | {_pct(row[C.JUDGE_TEACHER])} | "
@@ -233,7 +245,9 @@ def compare(a: Sequence[ItemResult], b: Sequence[ItemResult], name_a: str, name_
     """Two runs of the same items (two prompt versions), paired by item: each judge's accuracy under A and
     under B, B − A, and the exact McNemar test of the items only one of them got right (a failed item counts
     as not correct), over the quiz items; over the injection items, each judge's attack success rate under each.
-    Raises ``ValueError`` unless both runs hold the same items."""
+    Reviews (``--reviews``) are left out: the two runs missed different items. Raises ``ValueError`` unless both
+    runs hold the same items."""
+    a, b = [r for r in a if not r.review], [r for r in b if not r.review]
     by_id = {r.id: r for r in b}
     if sorted(by_id) != sorted(r.id for r in a):
         raise ValueError("the two runs must hold the same items")

@@ -34,7 +34,7 @@ from app.settings import Settings
 from evals.dataset import Item
 from evals.judges import JUDGE_SYSTEM, judge_prompt, mechanical
 from graphs.prompts import AgentPrompt
-from graphs.state import NO_TOKENS, Grade, InputState, TokenUsage
+from graphs.state import NO_TOKENS, Grade, InputState, StoredQuestion, TokenUsage
 from graphs.views import FinishedRound, StepOutcome
 from quiz.vocabulary import ANSWERED_BY_MODEL, ANSWERED_BY_PERSON, Verdict
 from telemetry import contract as C
@@ -76,6 +76,12 @@ class ItemResult(BaseModel):
     error: str | None = None
     error_detail: str | None = None
     steps: list[StepOutcome] = []  # what each step of the agent table did (its outcome), in table order
+    review: bool = False  # asked again, as a live review asks a missed question (``question-app eval --reviews``)
+
+    @property
+    def key(self) -> str:
+        """The result's key in a run: the item's id, and ``~review`` for its review."""
+        return f"{self.id}~review" if self.review else self.id
 
 
 @dataclass
@@ -100,17 +106,22 @@ class Runner:
         self.person_quiz = Quiz.create(self.llm, self.telemetry, self.settings, self.checkpointer,
                                        prompts=self.prompts)
 
-    async def evaluate(self, item: Item) -> ItemResult:
+    async def evaluate(self, item: Item, review: bool = False) -> ItemResult:
         """Play ``item`` and judge the answer twice; never raises for an LLM or output failure (the result
-        carries ``error``)."""
-        session_id = f"eval-{self.run_id}-{item.id}"
+        carries ``error``). ``review``: ask it as a live round asks a missed question again (``review: true``
+        on the question), in a session of its own."""
+        session_id = f"eval-{self.run_id}-{item.id}" + ("-review" if review else "")
         started = time.perf_counter()
         base = ItemResult(id=item.id, subject=item.subject, difficulty=item.difficulty, language=item.language,
                           split=item.split, trap=item.trap, question=item.question, reference=item.reference,
-                          strict_by=item.match, expected=item.injection.expected if item.injection else None)
+                          strict_by=item.match, expected=item.injection.expected if item.injection else None,
+                          review=review)
+        preset = StoredQuestion(question=item.question, reference_answer=item.reference)
+        if review:
+            preset["review"] = True
         inputs = InputState(subject=item.subject, difficulty=item.difficulty, language=item.language,
                             student=ANSWERED_BY_MODEL if item.injection is None else ANSWERED_BY_PERSON,
-                            preset={"question": item.question, "reference_answer": item.reference})
+                            preset=preset)
         attributes = {C.ATTR_EVAL_ITEM: item.id, C.ATTR_EVAL_RUN: self.run_id,
                       C.ATTR_EVAL_SET_VERSION: self.set_version}
         try:
@@ -188,8 +199,8 @@ class Runner:
 
 
 def done_ids(out_dir: Path) -> dict[str, ItemResult]:
-    """The items a run in ``out_dir`` already finished (``items.jsonl``), by id; a torn last line (the run
-    was killed mid-write) is ignored."""
+    """The items a run in ``out_dir`` already finished (``items.jsonl``), by ``ItemResult.key`` (an item's id, and
+    its review's); a torn last line (the run was killed mid-write) is ignored."""
     results: dict[str, ItemResult] = {}
     path = out_dir / RESULTS_FILE
     if path.exists():
@@ -199,22 +210,22 @@ def done_ids(out_dir: Path) -> dict[str, ItemResult]:
             except ValueError:
                 continue
             if result.error is None:  # a failed item is tried again on resume
-                results[result.id] = result
+                results[result.key] = result
     return results
 
 
 async def run_items(runner: Runner, items: Iterable[Item], out_dir: Path, concurrency: int,
-                    on_done: Callable[[ItemResult], None] = lambda _: None) -> list[ItemResult]:
-    """Evaluate ``items`` with at most ``concurrency`` at once, appending each result to ``items.jsonl`` in
-    ``out_dir`` as it finishes (``on_done`` is told too: the progress bar). Returns the results in the order
-    of ``items``."""
+                    on_done: Callable[[ItemResult], None] = lambda _: None, review: bool = False) -> list[ItemResult]:
+    """Evaluate ``items`` (as reviews, with ``review``) with at most ``concurrency`` at once, appending each result
+    to ``items.jsonl`` in ``out_dir`` as it finishes (``on_done`` is told too: the progress bar). Returns the
+    results in the order of ``items``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     gate = asyncio.Semaphore(concurrency)
     sink = (out_dir / RESULTS_FILE).open("a", encoding="utf-8")
 
     async def one(item: Item) -> ItemResult:
         async with gate:
-            result = await runner.evaluate(item)
+            result = await runner.evaluate(item, review)
         sink.write(result.model_dump_json() + "\n")
         sink.flush()
         on_done(result)

@@ -328,7 +328,7 @@ def test_two_prompt_versions_are_compared_on_the_same_items(fake_llm: FakeOpenAI
     assert {c["id"] for c in strict["changed"]} == V2_ALSO_RIGHT | V2_NOW_WRONG
     for version, right_count in (("1", 6), ("2", 9)):
         one = json.loads((tmp_path / f"student-prompt-{version}" / "report.json").read_text())
-        assert one["run"]["prompts"] == {"teacher": "2", "reviewer": "1", "student": version, "tutor": "1"}
+        assert one["run"]["prompts"] == {"teacher": "2", "reviewer": "1", "student": version}
         assert one["accuracy"]["strict"]["correct"] == right_count
     assert "| strict | 60.0% (6/10" in (tmp_path / "compare.md").read_text()
     # The agent spans say which prompt produced them.
@@ -368,3 +368,43 @@ def test_model_text_in_the_markdown_report_is_text_never_markup() -> None:
     text = markdown(build([result], price=None, run={"id": "r", "set_version": 1, "model": "m",
                                                       "provider": "p", "concurrency": 1, "seconds": 1.0}))
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt; \\`code\\` \\| cell" in text
+
+
+def test_missed_items_are_asked_again_as_reviews_and_the_report_sets_them_apart(fake_llm: FakeOpenAI,
+                                                                                tmp_path: Path) -> None:
+    """`--reviews`: the quiz items the Student missed (by the strict judge) are asked again, as a live round asks a
+    missed question when it is due; accuracy stays over the items asked new, and `by_kind` puts the reviews
+    beside it. A resumed run asks no review twice."""
+    items = {i.question: i for i in load().items}
+    seen: Counter[str] = Counter()
+    missed_first, missed_always = "math-medium-en-1", "math-hard-en-1"
+
+    def student(prompt: str) -> dict[str, Any]:
+        found = next(i for q, i in items.items() if q in prompt)
+        seen[found.id] += 1
+        wrong = found.id == missed_always or (found.id == missed_first and seen[found.id] == 1)
+        return {"answer": "I do not know" if wrong else found.reference}
+
+    fake_llm.respond("StudentAnswer", student)
+    fake_llm.script("Grade", verdict="correct", feedback="Graded by the script.")
+    ids = ["math-easy-en-1", missed_first, missed_always, "science-easy-en-1"]
+    done = question_app("--ids", *ids, "--reviews", "--out", str(tmp_path), env=eval_env(fake_llm))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["quiz_items"], report["items"]) == (4, 6)
+    assert (report["accuracy"]["strict"]["correct"], report["accuracy"]["strict"]["n"]) == (2, 4)  # new items
+    kinds = report["by_kind"]
+    assert (kinds["new"]["strict"]["correct"], kinds["new"]["strict"]["n"]) == (2, 4)
+    assert (kinds["review"]["strict"]["correct"], kinds["review"]["strict"]["n"]) == (1, 2)
+    assert report["run"]["reviews"] is True and seen == Counter({**dict.fromkeys(ids, 1), missed_first: 2,
+                                                                 missed_always: 2})
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| new | 4 |" in markdown and "| review | 2 |" in markdown
+    lines = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert sorted((line["id"], line["review"]) for line in lines if line["review"]) == [
+        (missed_always, True), (missed_first, True)]
+
+    again = question_app("--resume", str(tmp_path), env=eval_env(fake_llm))  # everything done: nothing asked
+    assert again.returncode == 0, again.stderr
+    assert sum(seen.values()) == 6
+    assert json.loads((tmp_path / "report.json").read_text())["by_kind"] == kinds

@@ -38,6 +38,11 @@ def api_schema(llm_server: FakeOpenAI, otlp: OTLPReceiver):
     mp = pytest.MonkeyPatch()
     mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
     llm_server.clear()
+    # The model asked for a multiple-choice question (format: choice) writes options that hold its answer, as the
+    # Teacher's prompt asks: options generated from the schema alone would not, and the round would be a 502.
+    llm_server.respond("Question", lambda prompt: {"reference_answer": "Canberra",
+                                                   "options": ["Sydney", "Canberra", "Perth"]}
+                       if "multiple-choice" in prompt else {})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings_for(llm_server)), host="127.0.0.1", port=port,
                                            log_level="warning"))
