@@ -23,6 +23,7 @@ from app import bootstrap
 from app.auth import Authenticator, EntraValidator
 from app.http import ag_ui
 from app.http.dependencies import AppState, authenticate
+from app.http.docs import UNTRACED_DOCS_URLS, documented_app
 from app.http.limits import BodySizeLimit
 from app.http.page import UNTRACED_URLS, install_page
 from app.http.probe import ProbeServer
@@ -136,13 +137,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.unfreeze()  # what this app built may be collected once it has stopped
             log.info("question-app shutting down: flushing telemetry")
 
-    app = FastAPI(title="question-app", version=VERSION, lifespan=lifespan,
-                  description="A Teacher–Student quiz played by a LangGraph multi-agent graph, with built-in "
-                              "OpenTelemetry. `POST /ask` plays one round.")
+    app = documented_app(title="question-app", version=VERSION, lifespan=lifespan,
+                         description="A Teacher–Student quiz played by a LangGraph multi-agent graph, with built-in "
+                                     "OpenTelemetry. `POST /ask` plays one round.")
     app.state.telemetry = tel
     generate = app.openapi
     app.openapi = lambda: app.openapi_schema or require_discriminators(generate())  # type: ignore[method-assign]
-    tel.instrument_app(app, untraced=UNTRACED_URLS)
+    tel.instrument_app(app, untraced=(*UNTRACED_URLS, *UNTRACED_DOCS_URLS))
     set_global_response_propagator(TraceResponsePropagator())  # `traceresponse` header on every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, problems=problems,
                        per_path={ag_ui.AG_UI_PATH: (settings.ag_ui_max_body_bytes, "AG_UI_MAX_BODY_BYTES")},
