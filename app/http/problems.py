@@ -42,8 +42,11 @@ ROUND_ERRORS: dict[int | str, dict[str, Any]] = {
         400: "The body is not UTF-8 JSON", 401: "API_KEYS is set and no valid key was sent",
         404: "Unknown or expired session_id",
         409: "A round of this session is still in progress (one at a time; see Retry-After), the session's "
-             "round awaits your `answer`, or an `answer` came when no round awaits one",
-        413: "Body too large", 422: "Invalid request",
+             "round awaits your `answer`, an `answer` or a `hint` request came when no round awaits one, or the "
+             "round has had its HINTS_PER_ROUND hints",
+        413: "Body too large",
+        422: "Invalid request: a field (`errors`), adaptive difficulty without a learner, or an answer to a "
+             "multiple-choice question that names no option",
         429: "This client's rounds per minute or tokens per day are used up, or it holds its fair share of the "
              "rounds in progress while others play (see Retry-After and the RateLimit fields)",
         502: "LLM failure (auth, upstream error, unusable output)",
