@@ -59,7 +59,7 @@ def test_every_setting_is_in_the_reference_and_every_variable_there_is_a_setting
 def test_every_http_route_is_in_the_reference_and_every_one_there_is_served() -> None:
     # The routers' own routes, not the OpenAPI document the page is generated from.
     routes = {f"{method} {route.path}" for routes_of in (router, probes, ag_ui.router) for route in routes_of.routes
-              if isinstance(route, APIRoute) and route.include_in_schema for method in route.methods}
+              if isinstance(route, APIRoute) and route.include_in_schema for method in route.methods or ()}
     page = (REFERENCE / "http-api.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^## `([A-Z]+ /\S*)`$", page, re.M))
     assert documented == routes, (routes - documented, documented - routes)
