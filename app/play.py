@@ -66,6 +66,15 @@ def learner_labels(values: InputState | QuizState) -> dict[str, str]:
             C.ATTR_DIFFICULTY_CHOSEN_BY: "adaptive" if values.get("adaptive") else "fixed"}
 
 
+def question_format(inputs: InputState) -> str:
+    """``quiz.question.format`` of a round: its preset question's (a review keeps its options, or has none,
+    whatever the session's format), else the session's (the Teacher writes what the format asks)."""
+    preset = inputs.get("preset")
+    if preset is not None:
+        return "choice" if preset.get("options") else "open"
+    return "choice" if inputs.get("format") == "choice" else "open"
+
+
 @dataclass
 class Quiz:
     """The compiled graph of the configured steps and what every run of it shares: the bound calls, the
@@ -134,7 +143,7 @@ class Quiz:
             C.ATTR_DIFFICULTY: inputs["difficulty"],
             C.ATTR_LANGUAGE: inputs["language"],
             C.ATTR_ANSWERED_BY: inputs.get("student", ANSWERED_BY_MODEL),
-            C.ATTR_QUESTION_FORMAT: "choice" if inputs.get("format") == "choice" else "open",
+            C.ATTR_QUESTION_FORMAT: question_format(inputs),
             **(attributes or {}),
         }
         preset = inputs.get("preset")

@@ -443,6 +443,9 @@ class RoundService:
         waits (or its answer is in, awaiting a grade), ``NoHintsLeft`` once ``HINTS_PER_ROUND`` were given."""
         resume = hint_command(snapshot)
         awaited = awaited_answer(snapshot)
+        if resume is None and awaited is not None:  # the answer is in; its grading failed and waits to be retried
+            raise NoHintsLeft(f"Your answer to round {awaited.round} is in, and its grading failed: send your answer "
+                              "again to have it graded. No hint can be given after the answer.")
         if resume is None or awaited is None:
             played = snapshot.values.get("round", 0)
             raise NoAnswerAwaited(f"No question of session {session_id!r} awaits an answer (rounds graded: "

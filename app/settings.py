@@ -254,11 +254,12 @@ class Settings(BaseSettings):
         return agents.prompts(self.agent_prompt_versions)
 
     def steps(self) -> list[agents.Step]:
-        """The agent table's steps a round plays with these settings (``DISABLED_AGENTS``, ``ENABLED_AGENTS``;
-        the Tutor's only with ``HINTS_PER_ROUND`` above 0)."""
+        """The agent table's steps a round plays with these settings (``DISABLED_AGENTS``, ``ENABLED_AGENTS``).
+        ``HINTS_PER_ROUND=0`` keeps the Tutor's step in the graph and refuses hint requests instead, so that a
+        question whose hint failed before the restart still goes on to its grade."""
         disabled, enabled = (tuple(name.strip() for name in names.split(",") if name.strip())
                              for names in (self.disabled_agents, self.enabled_agents))
-        return agents.steps((*disabled, *(() if self.hints_per_round else ("tutor",))), enabled)
+        return agents.steps(disabled, enabled)
 
     @property
     def hints_allowed(self) -> int:

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / RUN_FILE, {"id": run_id, "set_version": question_set.version,
                                         "item_ids": [item.id for item in items], "reviews": args.reviews})
-    reviews = bool(saved.get("reviews")) if args.resume else args.reviews
+    reviews = bool(saved.get("reviews")) or args.reviews  # a resumed run may add reviews it did not ask for
     settings = Settings()
     versions: list[str | None] = list(saved.get("prompts") or [None]) if args.resume else (
         args.prompts.split(",") if args.prompts else [None])

@@ -66,6 +66,11 @@ def teacher_messages(ctx: QuizContext, state: QuizState, request: str) -> list[B
             HumanMessage(request)]
 
 
+# What a new question starts with: no hints, and none asked for (a reset plays round 1 again: an earlier round 1's
+# hints must not come back with it).
+NO_HINTS: dict[str, Any] = {"hints": [], "hint_wanted": False}
+
+
 async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:
     """Teacher writes the next question and keeps its reference answer (or asks the input's ``preset``)."""
     ctx = runtime.context
@@ -74,7 +79,8 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
         options = preset.get("options", [])
         runtime.stream_writer(ctx.event(QuestionAsked, "ask", round_no, as_text(preset["question"], options),
                                         question=preset["question"], options=options))
-        return {"question": dict(preset), "steps": ctx.record("ask", round_no, state, NO_TOKENS)}
+        return {"question": dict(preset), **NO_HINTS,
+                "steps": Overwrite(ctx.record("ask", round_no, state, NO_TOKENS))}
     choice = state.get("format") == "choice"
     with agent_step(runtime, "ask", round_no):
         earlier = [] if state.get("reset") else state.get("history", [])
@@ -98,7 +104,10 @@ async def teacher_ask(state: QuizState, runtime: Runtime[QuizContext]) -> dict[s
     asked = StoredQuestion(question=question.question, reference_answer=question.reference_answer)
     if options:
         asked["options"] = options
-    return {"question": asked, "steps": ctx.record("ask", round_no, state, usage)}
+    # A new question's records start afresh (a reset's round 1 must not add to an earlier round 1's); the same
+    # round's second question (sent back by the Reviewer) adds to its first.
+    recorded = ctx.record("ask", round_no, state, usage)
+    return {"question": asked, **NO_HINTS, "steps": recorded if sent_back(state) else Overwrite(recorded)}
 
 
 def question_text(question: StoredQuestion) -> str:
@@ -200,7 +209,7 @@ def unanswered(state: QuizState) -> bool:
 def hint_leaks(hint: str, question: StoredQuestion) -> bool:
     """Whether ``hint`` gives the answer away: given as an answer, the question's mechanical check would call it
     right (a bank item's own check and accepted answers; for the Teacher's questions, the reference answer
-    found in it as words), it names a multiple-choice question's right option by its letter ("option B"), or it
+    found in it as words), it points at a multiple-choice question's right option (``_points_at``), or it
     writes a number equal to a numeric reference (within a numeric item's tolerance) that the question does not
     hold itself. Such a hint is refused and asked for again
     (``QuizContext.call``'s ``acceptable``), never shown."""
@@ -210,7 +219,7 @@ def hint_leaks(hint: str, question: StoredQuestion) -> bool:
     if any(contains(hint, accepted) for accepted in accept) or contains(hint, reference):
         return True
     options = question.get("options", [])
-    if options and _names_option(hint, right_option(options, reference)):
+    if options and _points_at(hint, options, right_option(options, reference)):
         return True
     restated = set(numbers(question["question"]))
     tolerance = item["tolerance"] if item and item["match"] == "numeric" else 0.0
@@ -219,11 +228,18 @@ def hint_leaks(hint: str, question: StoredQuestion) -> bool:
     return any(abs(n - target) <= tolerance + 1e-9 and n not in restated for target in targets for n in numbers(hint))
 
 
-def _names_option(hint: str, index: int) -> bool:
-    """Whether ``hint`` points at option ``index`` by its letter: "(B)", "B)", "option B", "보기 B"."""
-    letter = LETTERS[index]
-    return re.search(rf"\({letter}\)|(?<![A-Za-z]){letter}\)|(?i:option|choice|answer|보기)\s*{letter}(?![A-Za-z])",
-                     hint) is not None
+def _points_at(hint: str, options: list[str], right: int) -> bool:
+    """Whether ``hint`` gives a multiple-choice question's answer away: it is itself an answer that names the right
+    option (``quiz.choice.choice_of``: "d", "(D)", "D. Paris"), it names the right option's letter in words ("option
+    d", "보기 D", "(d)"), or it rules out every other option by name ("not Milan, Venice or Naples")."""
+    letter = LETTERS[right]
+    if choice_of(hint, options) == right:
+        return True
+    if re.search(rf"\({letter}\)|(?<![A-Za-z]){letter}\)|(?:option|choice|answer|letter|보기)\s*{letter}(?![A-Za-z])",
+                 hint, re.IGNORECASE) is not None:
+        return True
+    others = [option for index, option in enumerate(options) if index != right]
+    return all(contains(hint, option) for option in others)
 
 
 async def tutor_hint(state: QuizState, runtime: Runtime[QuizContext]) -> dict[str, Any]:

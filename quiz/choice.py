@@ -42,13 +42,15 @@ def as_text(question: str, options: Sequence[str]) -> str:
 
 def problem(options: Sequence[str], reference: str) -> str | None:
     """What is wrong with ``options`` for a question whose answer is ``reference``, or ``None``: between
-    ``MIN_OPTIONS`` and ``MAX_OPTIONS`` of them, none empty, all different (``normalise``d), the reference among
-    them exactly once."""
+    ``MIN_OPTIONS`` and ``MAX_OPTIONS`` of them, none empty and none a letter A–E alone (blood group "A" would read
+    as option A), all different (``normalise``d), the reference among them exactly once."""
     if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
         return f"a multiple-choice question has {MIN_OPTIONS} to {MAX_OPTIONS} options, not {len(options)}"
     normalised = [normalise(option) for option in options]
     if not all(normalised):
         return "an option is empty"
+    if any(option.upper() in LETTERS for option in normalised):  # "A" as an option reads as option A's letter
+        return "an option may not be a letter A to E alone (it would read as the letter of another option)"
     if len(set(normalised)) != len(normalised):
         return "two options are the same"
     if normalised.count(normalise(reference)) != 1:

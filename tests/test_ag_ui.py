@@ -179,7 +179,7 @@ def test_a_person_answers_through_interrupt_and_resume(client: TestClient, fake_
         "round-1", "answer_awaited", "What is the chemical symbol of gold?")
     answer_schema, hint_schema = interrupt.response_schema["anyOf"]  # an answer, or a request for a hint
     assert answer_schema["required"] == ["answer"] and hint_schema["required"] == ["hint"] and interrupt.expires_at
-    assert interrupt.metadata == {"round": 1, "hints": [], "hints_left": 2}
+    assert interrupt.metadata == {"round": 1, "options": [], "hints": [], "hints_left": 2}
     assert asked[-2].snapshot["awaiting_answer"] == {"round": 1, "question": "What is the chemical symbol of gold?",
                                                      "options": [], "hints": []}
     assert not any("Au-REF" in e.model_dump_json() for e in asked)

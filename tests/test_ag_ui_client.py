@@ -102,7 +102,8 @@ def test_the_protocol_client_plays_rounds_on_one_thread_and_a_person_round(servi
     assert hinted["outcome"] == "interrupt" and types(hinted)[3:8] == STEP
     (again,) = hinted["pendingInterrupts"]
     assert (again["id"], again["message"]) == ("round-3-hint-1", interrupt["message"])
-    assert again["metadata"] == {"round": 3, "hints": ["Its symbol comes from the Latin aurum."], "hints_left": 1}
+    assert again["metadata"] == {"round": 3, "options": [], "hints": ["Its symbol comes from the Latin aurum."],
+                                 "hints_left": 1}
     assert ("assistant", "Tutor", "Its symbol comes from the Latin aurum.") in [
         (m["role"], m.get("name"), m["content"]) for m in hinted["messages"]]
     assert answered["outcome"] == "success" and answered["pendingInterrupts"] == []

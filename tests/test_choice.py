@@ -44,6 +44,8 @@ def test_an_answer_names_an_option_by_its_letter_or_its_words_or_none(answer: st
     (["Sydney", "sydney", "Canberra"], "Canberra", "the same"),
     (OPTIONS, "Hobart", "not one of the options"),
     (["Sydney", " ", "Canberra"], "Canberra", "empty"),
+    (["O", "AB", "A", "B"], "O", "a letter A to E alone"),  # blood groups: "A" would read as option A ("O")
+    (["Vitamin D", "C", "E", "K"], "C", "a letter A to E alone"),
 ])
 def test_options_must_hold_the_reference_once(options: list[str], reference: str, wrong: str | None) -> None:
     found = problem(options, reference)
@@ -108,7 +110,8 @@ def test_a_person_answers_with_a_letter_or_words_and_an_answer_that_names_none_i
 
 def test_a_hint_may_not_point_at_the_right_option() -> None:
     question = StoredQuestion(question=QUESTION, reference_answer="Canberra", options=OPTIONS)
-    for leaky in ("It is option B.", "Pick (B).", "Think of B) first."):
+    for leaky in ("It is option B.", "Pick (B).", "Think of B) first.", "b", "(b)", "b)", "B.", "It's option b.",
+                  "보기 b", "Canberra", "Not Sydney, Melbourne or Perth."):  # the last rules out the others
         assert hint_leaks(leaky, question), leaky
     for fine in ("A city planned as a capital.", "Not option A.", "Both A and C are big cities."):
         assert not hint_leaks(fine, question), fine
@@ -161,3 +164,13 @@ def test_an_ag_ui_client_asks_for_multiple_choice_and_resumes_with_a_letter(clie
     answered = run(client, run_input(thread, resume=[{"interruptId": interrupt.id, "status": "resolved",
                                                       "payload": {"answer": "b"}}]))
     assert answered[-1].result["verdict"] == "correct" and answered[-1].result["format"] == "choice"
+
+
+def test_a_missed_choice_question_is_scheduled_with_its_options(client: TestClient, fake_llm: FakeOpenAI) -> None:
+    fake_llm.script("Question", question=QUESTION, reference_answer="Canberra", options=OPTIONS)
+    pending = ask(client, subject="geography", format="choice", student="person", learner_id="noa")
+    assert ask(client, session_id=pending["session_id"], answer="A")["verdict"] == "incorrect"
+    rounds = client.app_state["rounds"]  # type: ignore[attr-defined]
+    profile = client.portal.call(rounds.learners.get, "anonymous", "noa")
+    (review,) = profile["reviews"].values()
+    assert (review["question"], review["options"]) == (QUESTION, OPTIONS)

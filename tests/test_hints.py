@@ -65,6 +65,35 @@ def test_a_person_asks_for_hints_then_answers_and_the_round_records_them(client:
     assert (fresh["round"], fresh["hints"], fresh["hints_left"]) == (2, [], 2)
 
 
+def test_a_reset_starts_its_round_1_without_the_hints_of_the_round_1_before(client: TestClient,
+                                                                             fake_llm: FakeOpenAI) -> None:
+    sid = asked(client, fake_llm)
+    fake_llm.script("Hint", hint="A planned city.")
+    ask(client, session_id=sid, hint=True)
+    fake_llm.script("Grade", verdict="correct", feedback="Yes.")
+    ask(client, session_id=sid, answer="Canberra")
+    again = ask(client, session_id=sid, message="reset")  # round 1 again, a new question: no hint yet
+    assert (again["round"], again["hints"], again["hints_left"]) == (1, [], 2)
+    graded = ask(client, session_id=sid, answer="Canberra")
+    assert (graded["hints"], graded["credit"]) == ([], 1.0)
+    assert "hint" not in [step["step"] for step in graded["steps"]]
+    # Nor does it add to the earlier round 1's records: each of its steps ran once.
+    assert {step["step"]: step["runs"] for step in graded["steps"]} == {"ask": 1, "review": 1, "answer": 1,
+                                                                        "grade": 1}
+
+
+def test_a_hint_after_the_answer_is_in_says_to_send_the_answer_again(client: TestClient,
+                                                                     fake_llm: FakeOpenAI) -> None:
+    sid = asked(client, fake_llm)
+    fake_llm.fail_next(Fault("status", 500), times=4)  # the grading fails: the answer is kept, to be graded
+    ask(client, 502, session_id=sid, answer="Canberra")
+    refused = ask(client, 409, session_id=sid, hint=True)
+    assert refused["type"] == "/problems/no-hints-left" and "send your answer again" in refused["detail"]
+    fake_llm.clear()
+    fake_llm.script("Grade", verdict="correct", feedback="Yes.")
+    assert ask(client, session_id=sid, answer="Canberra")["verdict"] == "correct"
+
+
 def test_a_right_answer_without_hints_earns_full_credit_and_a_model_round_takes_no_hint(
         client: TestClient, fake_llm: FakeOpenAI) -> None:
     sid = asked(client, fake_llm)

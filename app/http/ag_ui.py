@@ -106,6 +106,7 @@ from app.runs import Frame, Holding, fingerprint, parse_key, run_id_of, to_play
 from app.sessions import Outcome, RunRecord, RunState
 from graphs.events import RoundEvent
 from graphs.views import AwaitedQuestion, Score, SessionView
+from quiz.choice import as_text
 from quiz.vocabulary import Language, QuestionFormat, Student, Verdict
 from telemetry.spans import current_trace_id
 
@@ -406,10 +407,11 @@ def _translate(item: RoundEvent | RoundPlayed, run: QuizRunInput, rounds: RoundS
                     usage=[_usage(rounds, result.usage.input_tokens, result.usage.output_tokens)],
                     outcome=RunFinishedInterruptOutcome(interrupts=[Interrupt(
                         id=interrupt_id(result.round, len(result.hints)), reason=INTERRUPT_REASON,
-                        message=result.question,
+                        message=as_text(result.question, result.options),
                         response_schema={"anyOf": [RESPONSE_SCHEMA, HINT_SCHEMA]} if result.hints_left
                         else RESPONSE_SCHEMA,
-                        metadata={"round": result.round, "hints": result.hints, "hints_left": result.hints_left},
+                        metadata={"round": result.round, "options": result.options, "hints": result.hints,
+                                  "hints_left": result.hints_left},
                         expires_at=_expiry(rounds))]))]
     before = prepared.paused.usage if prepared.paused else None  # a resumed run reports its own calls only
     return [StateSnapshotEvent(snapshot=after.snapshot()),
@@ -441,7 +443,7 @@ def _state(prepared: PreparedRound) -> QuizAgentState:
     view = view.model_copy(update={
         "subject": inputs["subject"], "difficulty": inputs["difficulty"], "language": inputs["language"],
         "student": inputs.get("student", view.student),
-        "awaiting_answer": AwaitedQuestion(round=waiting.round, question=waiting.question,
+        "awaiting_answer": AwaitedQuestion(round=waiting.round, question=waiting.question, options=waiting.options,
                                           hints=waiting.hints) if waiting else None})
     return QuizAgentState.at(prepared.session_id, view, prepared.round)
 
