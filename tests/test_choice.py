@@ -170,7 +170,7 @@ def test_a_missed_choice_question_is_scheduled_with_its_options(client: TestClie
     fake_llm.script("Question", question=QUESTION, reference_answer="Canberra", options=OPTIONS)
     pending = ask(client, subject="geography", format="choice", student="person", learner_id="noa")
     assert ask(client, session_id=pending["session_id"], answer="A")["verdict"] == "incorrect"
-    rounds = client.app_state["rounds"]  # type: ignore[attr-defined]
-    profile = client.portal.call(rounds.learners.get, "anonymous", "noa")
+    rounds = client.app_state["rounds"]
+    profile = client.portal.call(rounds.learners.get, "anonymous", "noa")  # type: ignore[union-attr]
     (review,) = profile["reviews"].values()
     assert (review["question"], review["options"]) == (QUESTION, OPTIONS)
