@@ -37,5 +37,5 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 # Numeric user and group: `runAsNonRoot` can verify a number, not a name.
 USER 10001:10001
 EXPOSE 8000
-# One process per container; scale with replicas (see README "Scaling").
+# One process per container; scale with replicas (see docs/how-to/scale-out.md "Scaling").
 ENTRYPOINT ["question-app"]

@@ -18,7 +18,8 @@ take turns (a lock); LangGraph's store has no transactions, so rounds graded at 
 may lose one of their updates to the same learner or the same question.
 
 Without authentication every caller is the same client (``anonymous``): learner names are then shared by all
-callers, as the README's threat model says. Turn on API keys or Entra ID before learners are exposed.
+callers, as the threat model (docs/explanation/threat-model.md) says. Turn on API keys or Entra ID before learners
+are exposed.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def settings_page() -> str:
              "Environment variables, read once at start by "
              "[pydantic-settings](https://docs.pydantic.dev/latest/concepts/pydantic_settings/): a bad value stops "
              "the start with a message naming the variable. Names are case-insensitive. OpenTelemetry's own "
-             "`OTEL_*` variables are the SDK's (see the README's *Telemetry*).", "",
+             "`OTEL_*` variables are the SDK's (see docs/reference/observability.md).", "",
              "## The service (`app/settings.py`)", "", *settings_table(Settings), "",
              "## SLOs and alerts (`telemetry/slo.py`, read by `question-app rules`)", "",
              *settings_table(SLO, str(SLO.model_config.get("env_prefix", ""))), ""]
@@ -122,7 +122,7 @@ def api_page(document: dict[str, Any]) -> str:
     lines = ["# HTTP API reference", "", GENERATED, "",
              f"From the OpenAPI {document['openapi']} document the service serves at `/openapi.json` (and as "
              "Swagger UI at `/docs`, ReDoc at `/redoc`). Errors are RFC 9457 `application/problem+json` bodies "
-             "(`Problem`); the README's *The API* lists every problem type.", ""]
+             "(`Problem`); docs/reference/api.md lists every problem type.", ""]
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             lines += [f"## `{method.upper()} {path}`", "", operation.get("summary", ""), ""]

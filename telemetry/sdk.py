@@ -192,7 +192,8 @@ class LangChainRuns(LangchainInstrumentor):
             if not hasattr(handler, callback):
                 setattr(handler, callback, _ignore_graph_event)
         # Its LLM spans (and their dropped metrics) are never exported (GenAISpans): openai-v2 traces each call.
-        # Not building them saves their attributes' JSON and the span itself, per call (README "Performance").
+        # Not building them saves their attributes' JSON and the span itself, per call
+        # (docs/explanation/performance.md).
         for callback in self.LLM_CALLBACKS:
             setattr(handler, callback, _ignore_llm_run)
 

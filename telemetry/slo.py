@@ -73,8 +73,9 @@ class SLO(BaseSettings):
     latency_threshold_s: float = Field(30.0, description="A round is fast when it takes at most this (seconds).")
     latency: float = Field(0.95, gt=0.5, lt=1, description="Share of successful round requests that are fast.")
     daily_budget_usd: float = Field(50.0, gt=0, description="LLM spend over 24 hours that raises an alert (USD).")
-    runbook_url: str = Field("https://github.com/REPLACE/question-app/blob/main/README.md",
-                             description="Where your copy of the README is: each alert links its runbook section.")
+    runbook_url: str = Field("https://github.com/REPLACE/question-app/blob/main/docs/reference/alerts.md",
+                             description="Where your copy of docs/reference/alerts.md is: each alert links its "
+                                         "runbook section.")
 
     @field_validator("latency_threshold_s")
     @classmethod
@@ -249,7 +250,7 @@ def azure_template(slo: SLO | None = None) -> dict[str, Any]:
     recording rules in groups of at most ``MAX_AZURE_RULES``, the alerts in one more, each scoped to the Azure
     Monitor workspace and bound to the AKS cluster; alerts go to an action group and resolve by themselves.
     Parameters: ``clusterName``, ``azureMonitorWorkspaceId``, ``actionGroupId``, ``runbookUrl`` (default
-    ``SLO_RUNBOOK_URL``: where your copy of the README is), ``location``.
+    ``SLO_RUNBOOK_URL``: where your copy of docs/reference/alerts.md is), ``location``.
 
     Azure evaluates groups apart, so an alert reads ratios recorded up to a minute before: nothing at the
     burn-rate alerts' scale of 5 minutes to 6 hours."""
@@ -296,7 +297,7 @@ def azure_template(slo: SLO | None = None) -> dict[str, Any]:
                 "azureMonitorWorkspaceId": parameter("Resource ID of the Azure Monitor workspace Managed "
                                                      "Prometheus writes to."),
                 "actionGroupId": parameter("Resource ID of the action group alerts go to."),
-                "runbookUrl": parameter("Your copy of the README: each alert links its runbook section.",
+                "runbookUrl": parameter("Your copy of docs/reference/alerts.md: each alert links its runbook section.",
                                         slo.runbook_url),
                 "location": parameter("Where the rule groups live.", "[resourceGroup().location]")},
             "resources": resources}

@@ -127,8 +127,8 @@ def test_the_protocol_client_gets_run_error_for_an_llm_failure(service: str, fak
 
 
 def test_the_readme_client_example_runs(service: str, fake_llm: FakeOpenAI) -> None:
-    """The README's AG-UI example, as written there, with only the URL and the key filled in."""
-    readme = (ROOT / "README.md").read_text()
+    """The AG-UI example of docs/how-to/ag-ui-client.md, as written there, with only the URL and the key filled in."""
+    readme = (ROOT / "docs" / "how-to" / "ag-ui-client.md").read_text()
     found = re.search(r"<!-- ag-ui-example -->\s*```js\n(.+?)```", readme, re.S)
     assert found
     placeholder = '{ url: "http://127.0.0.1:8000/ag-ui" }'

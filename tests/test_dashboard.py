@@ -37,6 +37,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import QuizError
 from graphs import agents
+from tests.docs import pages
 from tests.fakes import wait_until
 from tests.fakes.azuremonitor import app_insights
 from tests.fakes.collector_prometheus import CollectorExposition
@@ -365,10 +366,11 @@ def kql_references(query: str) -> tuple[set[str], set[str], dict[str, set[str]],
 
 
 def documented_kql() -> list[tuple[str, str]]:
-    """The KQL queries of the README and docs/telemetry.md (```kusto blocks, one query per `//` comment)."""
+    """The KQL queries of the README and every page of the docs (```kusto blocks, one query per `//` comment)."""
     found = []
-    for doc in ("README.md", "docs/telemetry.md"):
-        for block in re.findall(r"```kusto\n(.*?)```", (ROOT / doc).read_text(), re.S):
+    for path in pages():
+        doc = str(path.relative_to(ROOT))
+        for block in re.findall(r"```kusto\n(.*?)```", path.read_text(), re.S):
             for query in re.split(r"^//.*\n", block, flags=re.M):
                 if query.strip():
                     found.append((f"{doc}: {query.strip().splitlines()[0]}", query))

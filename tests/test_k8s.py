@@ -23,6 +23,7 @@ import yaml
 
 from app.http.factory import create_app
 from app.settings import Settings
+from tests.docs import everything, page
 from tests.shared import schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def test_every_env_var_is_one_the_app_or_the_sdk_reads() -> None:
     """A misspelt variable would be silently ignored: each must be a Settings field, a standard OTEL_*
     variable the service documents, or a helper that another variable interpolates."""
     fields = {name.upper() for name in Settings.model_fields} | {"CHECKPOINTER_URL"}  # an alias
-    readme = (ROOT / "README.md").read_text()
+    readme = everything()
     values = " ".join(e.get("value", "") for e in env().values())
     for name in env():
         if name.startswith("OTEL_"):
@@ -507,10 +508,10 @@ def test_the_max_replica_count_is_the_readmes_quota_arithmetic() -> None:
     target), with the README's figures; the fallback HPA has the same bound, the KEDA fallback stays within it."""
     import math
 
-    readme = (ROOT / "README.md").read_text()
+    readme = page("docs/how-to/scale-out.md")
     figures = re.search(r"<!-- max-replicas: tpm=([\d,]+) rpm=([\d,]+) tokens=([\d,]+) calls=(\d+) seconds=(\d+) -->",
                         readme)
-    assert figures, "the README's Scaling section states the figures behind maxReplicaCount"
+    assert figures, "docs/how-to/scale-out.md states the figures behind maxReplicaCount"
     tpm, rpm, tokens, calls, seconds = (int(g.replace(",", "")) for g in figures.groups())
     places = Settings().max_concurrent_rounds
     assert "MAX_CONCURRENT_ROUNDS" not in env()  # the default is the one in force

@@ -1,5 +1,6 @@
 """The house keeps its shape: dependencies point one way, down the floors question_app → evals → app → graphs
-→ telemetry names / quiz vocabulary; names live in the contract; the README's Layout names every module."""
+→ telemetry names / quiz vocabulary; names live in the contract; the Layout (docs/explanation/architecture.md)
+names every module."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def test_telemetry_names_are_spelled_only_in_the_contract(path: Path) -> None:
 
 
 def test_the_readme_layout_names_every_module() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "explanation" / "architecture.md").read_text()
     layout = readme.split("## Layout\n", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
     for package in PACKAGES:
         for path in modules(package):

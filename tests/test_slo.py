@@ -1,8 +1,8 @@
 """The SLO rules (telemetry/slo.py → deploy/slo-rules.yaml, deploy/slo-rules.azure.json): what ships is what
 the generator makes, promtool accepts the file and its unit tests (every alert fires on synthetic series and
 resolves when they recover), Azure's form carries the same rules within Azure's limits, and every alert has a
-runbook in the README. That the rules read real series of this service under the Collector's names is proven
-against a real Prometheus in tests/test_dashboard.py (``test_the_slo_rules_record_from_the_services_series``).
+runbook in docs/reference/alerts.md. That the rules read real series of this service under the Collector's names
+is proven against a real Prometheus in tests/test_dashboard.py (``test_the_slo_rules_record_from_the_services_series``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import pytest
 import yaml
 
 from telemetry.slo import SLO, azure_template, render, rules
+from tests.docs import everything, page
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "slo-rules.yaml"
 UNIT_TESTS = ROOT / "deploy" / "slo-rules.test.yaml"
 AZURE = ROOT / "deploy" / "slo-rules.azure.json"
-README = (ROOT / "README.md").read_text()
+DOCS = everything()
+RUNBOOK = page("docs/reference/alerts.md")
 
 
 def alerts() -> list[dict]:
@@ -111,12 +113,12 @@ def test_the_azure_form_carries_the_same_rules_within_azures_limits() -> None:
 
 
 def test_every_alert_has_a_runbook_with_three_first_steps_and_the_kql_that_finds_the_traces() -> None:
-    runbook = README.split("\n### Runbook", 1)[1].split("\n## ", 1)[0]
+    runbook = RUNBOOK.split("\n## Runbook", 1)[1]
     for alert in alerts():
         name = alert["alert"]
         assert alert["annotations"]["runbook_url"].endswith(f"#{name.lower()}")
-        match = re.search(rf"^#### {name}\n(.*?)(?=^#### |\Z)", runbook, re.S | re.M)
-        assert match, f"README runbook has no section #### {name}"
+        match = re.search(rf"^### {name}\n(.*?)(?=^### |\Z)", runbook, re.S | re.M)
+        assert match, f"docs/reference/alerts.md's runbook has no section ### {name}"
         section = match.group(1)
         assert len(re.findall(r"^\d\. ", section, re.M)) >= 3, f"{name}: the first three things to look at"
         assert "```kusto" in section, f"{name}: the KQL that finds the traces"
@@ -124,7 +126,7 @@ def test_every_alert_has_a_runbook_with_three_first_steps_and_the_kql_that_finds
 
 def test_every_slo_setting_is_in_the_readme() -> None:
     for name in SLO.model_fields:
-        assert f"`SLO_{name.upper()}`" in README, name
+        assert f"`SLO_{name.upper()}`" in DOCS, name
 
 
 @pytest.mark.parametrize(("value", "ok"), [("31", False), ("10", True), ("7.5", True)])

@@ -96,7 +96,7 @@ async def _embedded(settings: Settings, common: dict[str, Any], http_client: htt
     chat = ChatOpenAI(base_url=server.base_url, api_key="embedded", model=settings.model_name,
                       extra_body={"max_tokens": settings.llm_max_tokens}, **common)
     log.warning("LLM: no AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL set — using the EMBEDDED model %s at %s. "
-                "It is tiny and its answers are poor; see README 'Pointing at Azure OpenAI'.",
+                "It is tiny and its answers are poor; see docs/how-to/azure-openai.md.",
                 EMBEDDED_MODEL_NAME, server.base_url)
     return LLM(chat, Provider.EMBEDDED, settings.model_name, server.base_url, http_client, embedded=server)
 

@@ -417,7 +417,7 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
                     raise CheckpointerUnavailable(
                         f"{where}: {entra.clean(str(exc)).strip()} — with POSTGRES_ENTRA_AUTH=true the server must "
                         f"accept Entra ID sign-in and know {parts.username!r} as an Entra principal "
-                        "(pgaadauth_create_principal; see the README's Postgres with Entra ID).") from None
+                        "(pgaadauth_create_principal; see docs/how-to/scale-out.md, Postgres with Entra ID).") from None
             await pool.open(wait=True, timeout=settings.postgres_timeout_s)
             saver = AsyncPostgresSaver(pool)
             await saver.setup()  # idempotent migrations

@@ -1,6 +1,6 @@
 // The quiz in a browser: plays rounds through POST /ask (server-sent events), restores a session with
 // GET /sessions/{id}, rates rounds. Same origin only; no dependencies, no build step.
-// A round outlives its connection (README "Rounds outlive their connection"): each has an Idempotency-Key, a
+// A round outlives its connection (docs/reference/api.md "Rounds outlive their connection"): each has an Idempotency-Key, a
 // dropped stream is resumed from its last event id (GET /sessions/{id}/round with Last-Event-ID), and Stop
 // is DELETE /sessions/{id}/round.
 // Model text is always inserted as text (textContent), never as markup.
@@ -505,7 +505,7 @@ async function readEvents(response, card, seen) {
   }
 }
 
-// Whether event id `id` comes after `last` (ids are "<attempt>.<n>", README "Rounds outlive their connection").
+// Whether event id `id` comes after `last` (ids are "<attempt>.<n>", docs/reference/api.md "Rounds outlive their connection").
 function after(id, last) {
   const [a, n] = id.split(".").map(Number);
   const [b, m] = last.split(".").map(Number);
