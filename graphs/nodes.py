@@ -215,8 +215,8 @@ def hint_leaks(hint: str, question: StoredQuestion) -> bool:
     (``QuizContext.call``'s ``acceptable``), never shown."""
     reference = question["reference_answer"]
     item = question.get("item")
-    accept = item["accept"] if item else []
-    if any(contains(hint, accepted) for accepted in accept) or contains(hint, reference):
+    as_words = check(hint, reference, "contains", item["accept"] if item else [])  # never None for ``contains``
+    if as_words is not None and as_words.right:
         return True
     options = question.get("options", [])
     if options and _points_at(hint, options, right_option(options, reference)):
