@@ -440,7 +440,8 @@ class RoundService:
 
     def _hint(self, session_id: str, snapshot: StateSnapshot) -> PreparedRound:
         """The run that asks the Tutor for a hint to the session's paused round: ``NoAnswerAwaited`` when none
-        waits (or its answer is in, awaiting a grade), ``NoHintsLeft`` once ``HINTS_PER_ROUND`` were given."""
+        waits, ``NoHintsLeft`` once ``HINTS_PER_ROUND`` were given or when the answer is in (its grading failed:
+        it waits to be sent again, not for a hint)."""
         resume = hint_command(snapshot)
         awaited = awaited_answer(snapshot)
         if resume is None and awaited is not None:  # the answer is in; its grading failed and waits to be retried
